@@ -1,0 +1,14 @@
+//! Where buckets live: one narrow async trait ([`Store`]) and one file per backend.
+//!
+//! Every adapter makes read-refill-consume-write one atomic step, so N concurrent checks on a full bucket of
+//! capacity C are allowed exactly C times (plus what refills meanwhile), from any number of API instances.
+
+mod any;
+mod error;
+mod memory;
+mod store;
+
+pub use any::AnyStore;
+pub use error::StoreError;
+pub use memory::MemoryStore;
+pub use store::{DependencyHealth, Outcome, Source, Store};

@@ -1,0 +1,179 @@
+//! The in-process store: one atomic integer per key, updated by compare-and-swap.
+//!
+//! Each bucket is its GCRA encoding (`bucket_core::full_at`, the instant it is full again) in an `AtomicU64`
+//! inside a sharded map. A check takes the shard's read lock only, so a hot key never blocks other keys, and two
+//! checks on one key race on the CAS: the loser re-reads and re-decides, so exactly one of them spends each token.
+//! A missing key is a full bucket; the evictor drops buckets that have refilled, so memory follows the number of
+//! recently active keys, not the number ever seen.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use bucket_core::{
+    decide, from_full_at, full_at, peek, BucketState, Clock, Decision, MonotonicClock, Policy,
+};
+use dashmap::mapref::entry::Entry;
+use dashmap::DashMap;
+
+use crate::{DependencyHealth, Outcome, Source, Store, StoreError};
+
+/// The default store: exact and fast, for one instance; cloning shares the same buckets.
+#[derive(Clone)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    buckets: DashMap<Box<str>, AtomicU64>,
+    policies: DashMap<Box<str>, Policy>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryStore {
+    /// A store on the process's monotonic clock.
+    pub fn new() -> Self {
+        Self::with_clock(Arc::new(MonotonicClock::new()))
+    }
+
+    /// A store on a given clock (a `ManualClock` in tests).
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                buckets: DashMap::new(),
+                policies: DashMap::new(),
+                clock,
+            }),
+        }
+    }
+
+    /// Number of buckets held (full ones not yet evicted included).
+    pub fn len(&self) -> usize {
+        self.inner.buckets.len()
+    }
+
+    /// Whether no bucket is held.
+    pub fn is_empty(&self) -> bool {
+        self.inner.buckets.is_empty()
+    }
+
+    /// Drops every bucket that has refilled to capacity (it equals a missing one); returns how many.
+    pub fn evict_full(&self) -> usize {
+        let now = self.inner.clock.now_us();
+        let before = self.inner.buckets.len();
+        self.inner
+            .buckets
+            .retain(|_, full_at| full_at.load(Ordering::Acquire) > now);
+        self.inner.buckets.shrink_to_fit();
+        before.saturating_sub(self.inner.buckets.len())
+    }
+
+    /// Runs [`MemoryStore::evict_full`] every `every` on the current tokio runtime until the store is dropped.
+    pub fn spawn_evictor(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                MemoryStore { inner }.evict_full();
+            }
+        })
+    }
+
+    /// The synchronous heart of `check`: a CAS loop on the key's cell, inserting it on first use.
+    pub fn check_now(&self, key: &str, policy: &Policy, cost: u64) -> Decision {
+        let now = self.inner.clock.now_us();
+        loop {
+            if let Some(cell) = self.inner.buckets.get(key) {
+                let mut current = cell.load(Ordering::Acquire);
+                loop {
+                    let (decision, next) =
+                        decide(policy, from_full_at(policy, current, now), now, cost);
+                    if !decision.allowed {
+                        return decision;
+                    }
+                    match cell.compare_exchange_weak(
+                        current,
+                        full_at(policy, next),
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    ) {
+                        Ok(_) => return decision,
+                        Err(seen) => current = seen,
+                    }
+                }
+            }
+            let (decision, next) = decide(policy, BucketState::full(policy, now), now, cost);
+            if !decision.allowed || next.tokens >= policy.capacity() {
+                return decision;
+            }
+            match self.inner.buckets.entry(Box::from(key)) {
+                Entry::Vacant(slot) => {
+                    slot.insert(AtomicU64::new(full_at(policy, next)));
+                    return decision;
+                }
+                // Another check inserted it first: decide again against its state.
+                Entry::Occupied(_) => continue,
+            }
+        }
+    }
+
+    fn peek_now(&self, key: &str, policy: &Policy) -> Decision {
+        let now = self.inner.clock.now_us();
+        let state = match self.inner.buckets.get(key) {
+            Some(cell) => from_full_at(policy, cell.load(Ordering::Acquire), now),
+            None => BucketState::full(policy, now),
+        };
+        peek(policy, state, now)
+    }
+}
+
+impl Store for MemoryStore {
+    async fn check(&self, key: &str, policy: &Policy, cost: u64) -> Result<Outcome, StoreError> {
+        Ok(Outcome {
+            decision: self.check_now(key, policy, cost),
+            source: Source::Memory,
+        })
+    }
+
+    async fn peek(&self, key: &str, policy: &Policy) -> Result<Outcome, StoreError> {
+        Ok(Outcome {
+            decision: self.peek_now(key, policy),
+            source: Source::Memory,
+        })
+    }
+
+    async fn reset(&self, key: &str) -> Result<(), StoreError> {
+        self.inner.buckets.remove(key);
+        Ok(())
+    }
+
+    async fn policy(&self, key: &str) -> Result<Option<Policy>, StoreError> {
+        Ok(self.inner.policies.get(key).map(|p| *p))
+    }
+
+    async fn set_policy(&self, key: &str, policy: &Policy) -> Result<(), StoreError> {
+        self.inner.policies.insert(Box::from(key), *policy);
+        Ok(())
+    }
+
+    async fn delete_policy(&self, key: &str) -> Result<bool, StoreError> {
+        Ok(self.inner.policies.remove(key).is_some())
+    }
+
+    async fn health(&self) -> Vec<DependencyHealth> {
+        vec![DependencyHealth {
+            name: "memory",
+            up: true,
+            detail: format!("{} buckets", self.len()),
+        }]
+    }
+}

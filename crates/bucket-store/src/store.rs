@@ -1,0 +1,100 @@
+//! The contract between the HTTP layer and every backend.
+
+use std::future::Future;
+
+use bucket_core::{Decision, Policy};
+
+use crate::StoreError;
+
+/// Which part of the system produced a decision: the `X-Data-Source` header and a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// The in-process store.
+    Memory,
+    /// Redis decided (the Lua script).
+    Redis,
+    /// PostgreSQL decided (the atomic statement), or loaded the bucket into Redis first.
+    Postgres,
+    /// The key was unknown: its row was created in this request.
+    NewUser,
+    /// Every backend was down and the configured failure mode (`fail_open`) allowed the request undecided.
+    FailOpen,
+}
+
+impl Source {
+    /// The header value and metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Memory => "memory",
+            Source::Redis => "redis",
+            Source::Postgres => "postgres",
+            Source::NewUser => "new-user",
+            Source::FailOpen => "fail-open",
+        }
+    }
+}
+
+/// A decision and who made it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// The answer, with everything the headers need.
+    pub decision: Decision,
+    /// The backend that served it.
+    pub source: Source,
+}
+
+/// One dependency's reachability, for `/readyz`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DependencyHealth {
+    /// `memory`, `redis` or `postgres`.
+    pub name: &'static str,
+    /// Whether it answered just now.
+    pub up: bool,
+    /// What it said, or why it is considered down.
+    pub detail: String,
+}
+
+/// A place that keeps buckets and decides checks on them atomically.
+///
+/// Methods return `Send` futures so stores can be used from any runtime thread; the set is kept narrow so that a
+/// later "several keys, all or nothing" call can replace `check` without reshaping every adapter.
+pub trait Store: Send + Sync {
+    /// Refills, and takes `cost` tokens if they are there, as one atomic step. A refused check writes nothing.
+    fn check(
+        &self,
+        key: &str,
+        policy: &Policy,
+        cost: u64,
+    ) -> impl Future<Output = Result<Outcome, StoreError>> + Send;
+
+    /// The bucket as a check would see it now, taking nothing.
+    fn peek(
+        &self,
+        key: &str,
+        policy: &Policy,
+    ) -> impl Future<Output = Result<Outcome, StoreError>> + Send;
+
+    /// Forgets the bucket, which is the same as filling it.
+    fn reset(&self, key: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The per-key policy set by an operator, if any.
+    fn policy(&self, key: &str) -> impl Future<Output = Result<Option<Policy>, StoreError>> + Send;
+
+    /// Sets a per-key policy; the bucket's current tokens are kept.
+    fn set_policy(
+        &self,
+        key: &str,
+        policy: &Policy,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Removes a per-key policy; `false` when there was none.
+    fn delete_policy(&self, key: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Reachability of each dependency, for `/readyz`.
+    fn health(&self) -> impl Future<Output = Vec<DependencyHealth>> + Send;
+
+    /// Flushes anything buffered (write-behind queues) before the process exits.
+    fn shutdown(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
+        async { Ok(()) }
+    }
+}
