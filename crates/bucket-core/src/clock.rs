@@ -16,10 +16,7 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_us(&self) -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_micros() as u64)
-            .unwrap_or(0)
+        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
     }
 }
 
@@ -34,9 +31,7 @@ pub struct MonotonicClock {
 impl MonotonicClock {
     /// A clock whose zero is now.
     pub fn new() -> Self {
-        Self {
-            start: Instant::now(),
-        }
+        Self { start: Instant::now() }
     }
 }
 
@@ -61,9 +56,7 @@ pub struct ManualClock {
 impl ManualClock {
     /// A clock frozen at `now_us`.
     pub fn new(now_us: u64) -> Self {
-        Self {
-            now: Arc::new(AtomicU64::new(now_us)),
-        }
+        Self { now: Arc::new(AtomicU64::new(now_us)) }
     }
 
     /// Moves time forward by `us` microseconds.

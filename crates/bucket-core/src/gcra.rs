@@ -20,8 +20,5 @@ pub fn from_full_at(policy: &Policy, full_at: u64, now_us: u64) -> BucketState {
     }
     let interval = policy.interval_us();
     let missing = (full_at - now_us).div_ceil(interval).min(policy.capacity());
-    BucketState {
-        tokens: policy.capacity() - missing,
-        last_refill_us: full_at - missing * interval,
-    }
+    BucketState { tokens: policy.capacity() - missing, last_refill_us: full_at - missing * interval }
 }

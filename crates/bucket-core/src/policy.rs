@@ -48,8 +48,7 @@ pub struct Policy {
 impl Policy {
     /// The canonical constructor: a burst of `capacity`, then one token every `interval`.
     pub fn new(capacity: u64, interval: Duration) -> Result<Self, PolicyError> {
-        let interval_us =
-            u64::try_from(interval.as_micros()).map_err(|_| PolicyError::FillTimeTooLong)?;
+        let interval_us = u64::try_from(interval.as_micros()).map_err(|_| PolicyError::FillTimeTooLong)?;
         Self::from_interval_us(capacity, interval_us)
     }
 
@@ -65,10 +64,7 @@ impl Policy {
             return Err(PolicyError::RefillTooFast);
         }
         match capacity.checked_mul(interval_us) {
-            Some(fill) if fill <= MAX_FILL_TIME_US => Ok(Self {
-                capacity,
-                interval_us,
-            }),
+            Some(fill) if fill <= MAX_FILL_TIME_US => Ok(Self { capacity, interval_us }),
             _ => Err(PolicyError::FillTimeTooLong),
         }
     }
@@ -144,12 +140,7 @@ impl Policy {
 
 impl fmt::Display for Policy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "capacity {} refilled {}/s",
-            self.capacity,
-            self.refill_per_sec()
-        )
+        write!(f, "capacity {} refilled {}/s", self.capacity, self.refill_per_sec())
     }
 }
 
@@ -172,23 +163,11 @@ mod tests {
         assert_eq!(Policy::from_rate(0, 1.0), Err(PolicyError::ZeroCapacity));
         assert_eq!(Policy::from_rate(10, 0.0), Err(PolicyError::ZeroRefill));
         assert_eq!(Policy::from_rate(10, -1.0), Err(PolicyError::ZeroRefill));
-        assert_eq!(
-            Policy::from_rate(10, f64::NAN),
-            Err(PolicyError::ZeroRefill)
-        );
+        assert_eq!(Policy::from_rate(10, f64::NAN), Err(PolicyError::ZeroRefill));
         assert_eq!(Policy::from_rate(10, 1e7), Err(PolicyError::RefillTooFast));
-        assert_eq!(
-            Policy::from_interval_us(MAX_CAPACITY + 1, 1),
-            Err(PolicyError::CapacityTooLarge)
-        );
-        assert_eq!(
-            Policy::from_interval_us(1 << 20, 1 << 34),
-            Err(PolicyError::FillTimeTooLong)
-        );
-        assert_eq!(
-            Policy::per_period(10, 0, Duration::from_secs(1)),
-            Err(PolicyError::ZeroRefill)
-        );
+        assert_eq!(Policy::from_interval_us(MAX_CAPACITY + 1, 1), Err(PolicyError::CapacityTooLarge));
+        assert_eq!(Policy::from_interval_us(1 << 20, 1 << 34), Err(PolicyError::FillTimeTooLong));
+        assert_eq!(Policy::per_period(10, 0, Duration::from_secs(1)), Err(PolicyError::ZeroRefill));
         assert!(Policy::from_interval_us(1 << 20, 1 << 33).is_ok());
     }
 }

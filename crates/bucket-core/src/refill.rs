@@ -41,10 +41,7 @@ pub struct BucketState {
 impl BucketState {
     /// The state of a bucket never seen before: full.
     pub fn full(policy: &Policy, now_us: u64) -> Self {
-        Self {
-            tokens: policy.capacity(),
-            last_refill_us: now_us,
-        }
+        Self { tokens: policy.capacity(), last_refill_us: now_us }
     }
 }
 
@@ -54,39 +51,22 @@ pub fn refill(policy: &Policy, state: BucketState, now_us: u64) -> BucketState {
     let interval = policy.interval_us();
     let now = now_us.max(state.last_refill_us);
     if state.tokens >= capacity {
-        return BucketState {
-            tokens: capacity,
-            last_refill_us: now,
-        };
+        return BucketState { tokens: capacity, last_refill_us: now };
     }
     let added = (now - state.last_refill_us) / interval;
     if added >= capacity - state.tokens {
-        BucketState {
-            tokens: capacity,
-            last_refill_us: now,
-        }
+        BucketState { tokens: capacity, last_refill_us: now }
     } else {
-        BucketState {
-            tokens: state.tokens + added,
-            last_refill_us: state.last_refill_us + added * interval,
-        }
+        BucketState { tokens: state.tokens + added, last_refill_us: state.last_refill_us + added * interval }
     }
 }
 
 /// Decides a request of `cost` tokens at `now_us`: the answer, and the state to store (unchanged when refused).
-pub fn decide(
-    policy: &Policy,
-    state: BucketState,
-    now_us: u64,
-    cost: u64,
-) -> (Decision, BucketState) {
+pub fn decide(policy: &Policy, state: BucketState, now_us: u64, cost: u64) -> (Decision, BucketState) {
     let now = now_us.max(state.last_refill_us);
     let current = refill(policy, state, now);
     if cost <= current.tokens {
-        let after = BucketState {
-            tokens: current.tokens - cost,
-            last_refill_us: current.last_refill_us,
-        };
+        let after = BucketState { tokens: current.tokens - cost, last_refill_us: current.last_refill_us };
         (describe(policy, after, now, true, cost), after)
     } else {
         (describe(policy, current, now, false, cost), state)
@@ -122,11 +102,7 @@ fn describe(policy: &Policy, current: BucketState, now: u64, allowed: bool, cost
         limit: capacity,
         remaining: current.tokens,
         reset_after: until(capacity),
-        next_token_after: if current.tokens >= capacity {
-            Duration::ZERO
-        } else {
-            until(current.tokens + 1)
-        },
+        next_token_after: if current.tokens >= capacity { Duration::ZERO } else { until(current.tokens + 1) },
         retry_after,
     }
 }
@@ -160,56 +136,25 @@ mod tests {
     #[test]
     fn refill_keeps_the_part_token() {
         let p = ten_per_sec_cap_10();
-        let s = BucketState {
-            tokens: 0,
-            last_refill_us: 0,
-        };
+        let s = BucketState { tokens: 0, last_refill_us: 0 };
         let s = refill(&p, s, 1_500_000);
-        assert_eq!(
-            s,
-            BucketState {
-                tokens: 1,
-                last_refill_us: SEC
-            }
-        );
+        assert_eq!(s, BucketState { tokens: 1, last_refill_us: SEC });
         // The half token accrued before the touch is still there: at 2.0 s a second token is complete.
         let s = refill(&p, s, 2 * SEC);
-        assert_eq!(
-            s,
-            BucketState {
-                tokens: 2,
-                last_refill_us: 2 * SEC
-            }
-        );
+        assert_eq!(s, BucketState { tokens: 2, last_refill_us: 2 * SEC });
     }
 
     #[test]
     fn refill_stops_at_capacity_and_restarts_the_clock() {
         let p = ten_per_sec_cap_10();
-        let s = refill(
-            &p,
-            BucketState {
-                tokens: 3,
-                last_refill_us: 0,
-            },
-            100 * SEC + 5,
-        );
-        assert_eq!(
-            s,
-            BucketState {
-                tokens: 10,
-                last_refill_us: 100 * SEC + 5
-            }
-        );
+        let s = refill(&p, BucketState { tokens: 3, last_refill_us: 0 }, 100 * SEC + 5);
+        assert_eq!(s, BucketState { tokens: 10, last_refill_us: 100 * SEC + 5 });
     }
 
     #[test]
     fn clock_going_backwards_mints_nothing() {
         let p = ten_per_sec_cap_10();
-        let s = BucketState {
-            tokens: 0,
-            last_refill_us: 50 * SEC,
-        };
+        let s = BucketState { tokens: 0, last_refill_us: 50 * SEC };
         let (d, next) = decide(&p, s, 10 * SEC, 1);
         assert!(!d.allowed);
         assert_eq!(next, s);
@@ -219,27 +164,15 @@ mod tests {
     #[test]
     fn cost_above_one_and_retry_after_counts_the_accrued_part() {
         let p = ten_per_sec_cap_10();
-        let s = BucketState {
-            tokens: 2,
-            last_refill_us: 0,
-        };
+        let s = BucketState { tokens: 2, last_refill_us: 0 };
         let (d, next) = decide(&p, s, 400_000, 5);
         assert!(!d.allowed);
         assert_eq!(next, s);
         // 3 more tokens needed, 0.4 s of the first already accrued.
-        assert_eq!(
-            d.retry_after,
-            Some(Wait::After(Duration::from_micros(2_600_000)))
-        );
+        assert_eq!(d.retry_after, Some(Wait::After(Duration::from_micros(2_600_000))));
         let (d, next) = decide(&p, s, 3 * SEC, 5);
         assert!(d.allowed);
-        assert_eq!(
-            next,
-            BucketState {
-                tokens: 0,
-                last_refill_us: 3 * SEC
-            }
-        );
+        assert_eq!(next, BucketState { tokens: 0, last_refill_us: 3 * SEC });
     }
 
     #[test]
@@ -255,31 +188,18 @@ mod tests {
     #[test]
     fn reset_and_next_token_times() {
         let p = ten_per_sec_cap_10();
-        let d = peek(
-            &p,
-            BucketState {
-                tokens: 7,
-                last_refill_us: 0,
-            },
-            250_000,
-        );
+        let d = peek(&p, BucketState { tokens: 7, last_refill_us: 0 }, 250_000);
         assert_eq!(d.remaining, 7);
         assert_eq!(d.next_token_after, Duration::from_micros(750_000));
         assert_eq!(d.reset_after, Duration::from_micros(2_750_000));
         let d = peek(&p, BucketState::full(&p, 0), 0);
-        assert_eq!(
-            (d.next_token_after, d.reset_after),
-            (Duration::ZERO, Duration::ZERO)
-        );
+        assert_eq!((d.next_token_after, d.reset_after), (Duration::ZERO, Duration::ZERO));
     }
 
     #[test]
     fn peek_takes_nothing() {
         let p = ten_per_sec_cap_10();
-        let s = BucketState {
-            tokens: 4,
-            last_refill_us: 0,
-        };
+        let s = BucketState { tokens: 4, last_refill_us: 0 };
         let d = peek(&p, s, 0);
         assert!(d.allowed);
         assert_eq!(d.remaining, 4);

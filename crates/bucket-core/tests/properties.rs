@@ -13,10 +13,7 @@ struct Naive {
 
 impl Naive {
     fn full(p: &Policy, at: u64) -> Self {
-        Self {
-            level: p.fill_time_us(),
-            at,
-        }
+        Self { level: p.fill_time_us(), at }
     }
     fn request(&mut self, p: &Policy, now: u64, cost: u64) -> bool {
         let now = now.max(self.at);
@@ -38,13 +35,7 @@ fn policy() -> impl Strategy<Value = Policy> {
 
 /// Gaps between requests (µs), including zero and gaps longer than a full refill, and costs.
 fn requests() -> impl Strategy<Value = Vec<(u64, u64)>> {
-    prop::collection::vec(
-        (
-            prop_oneof![Just(0u64), 0u64..3_000_000, 0u64..200_000_000],
-            1u64..8,
-        ),
-        1..120,
-    )
+    prop::collection::vec((prop_oneof![Just(0u64), 0u64..3_000_000, 0u64..200_000_000], 1u64..8), 1..120)
 }
 
 proptest! {

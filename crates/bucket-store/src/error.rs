@@ -37,9 +37,6 @@ pub enum StoreError {
 impl StoreError {
     /// Whether another backend or a later retry may succeed where this one failed.
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            StoreError::Unavailable { .. } | StoreError::Timeout { .. }
-        )
+        matches!(self, StoreError::Unavailable { .. } | StoreError::Timeout { .. })
     }
 }

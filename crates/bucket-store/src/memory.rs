@@ -10,9 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use bucket_core::{
-    decide, from_full_at, full_at, peek, BucketState, Clock, Decision, MonotonicClock, Policy,
-};
+use bucket_core::{decide, from_full_at, full_at, peek, BucketState, Clock, Decision, MonotonicClock, Policy};
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 
@@ -44,13 +42,7 @@ impl MemoryStore {
 
     /// A store on a given clock (a `ManualClock` in tests).
     pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
-        Self {
-            inner: Arc::new(Inner {
-                buckets: DashMap::new(),
-                policies: DashMap::new(),
-                clock,
-            }),
-        }
+        Self { inner: Arc::new(Inner { buckets: DashMap::new(), policies: DashMap::new(), clock }) }
     }
 
     /// Number of buckets held (full ones not yet evicted included).
@@ -67,9 +59,7 @@ impl MemoryStore {
     pub fn evict_full(&self) -> usize {
         let now = self.inner.clock.now_us();
         let before = self.inner.buckets.len();
-        self.inner
-            .buckets
-            .retain(|_, full_at| full_at.load(Ordering::Acquire) > now);
+        self.inner.buckets.retain(|_, full_at| full_at.load(Ordering::Acquire) > now);
         self.inner.buckets.shrink_to_fit();
         before.saturating_sub(self.inner.buckets.len())
     }
@@ -95,8 +85,7 @@ impl MemoryStore {
             if let Some(cell) = self.inner.buckets.get(key) {
                 let mut current = cell.load(Ordering::Acquire);
                 loop {
-                    let (decision, next) =
-                        decide(policy, from_full_at(policy, current, now), now, cost);
+                    let (decision, next) = decide(policy, from_full_at(policy, current, now), now, cost);
                     if !decision.allowed {
                         return decision;
                     }
@@ -138,17 +127,11 @@ impl MemoryStore {
 
 impl Store for MemoryStore {
     async fn check(&self, key: &str, policy: &Policy, cost: u64) -> Result<Outcome, StoreError> {
-        Ok(Outcome {
-            decision: self.check_now(key, policy, cost),
-            source: Source::Memory,
-        })
+        Ok(Outcome { decision: self.check_now(key, policy, cost), source: Source::Memory })
     }
 
     async fn peek(&self, key: &str, policy: &Policy) -> Result<Outcome, StoreError> {
-        Ok(Outcome {
-            decision: self.peek_now(key, policy),
-            source: Source::Memory,
-        })
+        Ok(Outcome { decision: self.peek_now(key, policy), source: Source::Memory })
     }
 
     async fn reset(&self, key: &str) -> Result<(), StoreError> {
@@ -170,10 +153,6 @@ impl Store for MemoryStore {
     }
 
     async fn health(&self) -> Vec<DependencyHealth> {
-        vec![DependencyHealth {
-            name: "memory",
-            up: true,
-            detail: format!("{} buckets", self.len()),
-        }]
+        vec![DependencyHealth { name: "memory", up: true, detail: format!("{} buckets", self.len()) }]
     }
 }

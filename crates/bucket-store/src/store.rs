@@ -60,19 +60,10 @@ pub struct DependencyHealth {
 /// later "several keys, all or nothing" call can replace `check` without reshaping every adapter.
 pub trait Store: Send + Sync {
     /// Refills, and takes `cost` tokens if they are there, as one atomic step. A refused check writes nothing.
-    fn check(
-        &self,
-        key: &str,
-        policy: &Policy,
-        cost: u64,
-    ) -> impl Future<Output = Result<Outcome, StoreError>> + Send;
+    fn check(&self, key: &str, policy: &Policy, cost: u64) -> impl Future<Output = Result<Outcome, StoreError>> + Send;
 
     /// The bucket as a check would see it now, taking nothing.
-    fn peek(
-        &self,
-        key: &str,
-        policy: &Policy,
-    ) -> impl Future<Output = Result<Outcome, StoreError>> + Send;
+    fn peek(&self, key: &str, policy: &Policy) -> impl Future<Output = Result<Outcome, StoreError>> + Send;
 
     /// Forgets the bucket, which is the same as filling it.
     fn reset(&self, key: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
@@ -81,11 +72,7 @@ pub trait Store: Send + Sync {
     fn policy(&self, key: &str) -> impl Future<Output = Result<Option<Policy>, StoreError>> + Send;
 
     /// Sets a per-key policy; the bucket's current tokens are kept.
-    fn set_policy(
-        &self,
-        key: &str,
-        policy: &Policy,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn set_policy(&self, key: &str, policy: &Policy) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Removes a per-key policy; `false` when there was none.
     fn delete_policy(&self, key: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;

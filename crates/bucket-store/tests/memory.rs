@@ -16,13 +16,7 @@ async fn sixty_four_tasks_on_one_key_grant_exactly_capacity() {
             tokio::spawn(async move {
                 let mut allowed = 0;
                 for _ in 0..10 {
-                    if store
-                        .check("hot", &policy, 1)
-                        .await
-                        .unwrap()
-                        .decision
-                        .allowed
-                    {
+                    if store.check("hot", &policy, 1).await.unwrap().decision.allowed {
                         allowed += 1;
                     }
                 }
@@ -52,11 +46,7 @@ fn threads_hammering_one_key_and_many_keys_stay_exact() {
                         if store.check_now("hot", &policy, 1).allowed {
                             hot += 1;
                         }
-                        assert!(
-                            store
-                                .check_now(&format!("cold-{t}-{i}"), &policy, 1)
-                                .allowed
-                        );
+                        assert!(store.check_now(&format!("cold-{t}-{i}"), &policy, 1).allowed);
                     }
                     hot
                 })
@@ -79,11 +69,7 @@ async fn full_buckets_are_evicted_and_come_back_full() {
     assert_eq!(store.len(), 1001);
     assert_eq!(store.evict_full(), 0, "nothing has refilled yet");
     clock.advance_us(1_000_000);
-    assert_eq!(
-        store.evict_full(),
-        1000,
-        "one token refilled the single-use buckets"
-    );
+    assert_eq!(store.evict_full(), 1000, "one token refilled the single-use buckets");
     assert_eq!(store.len(), 1, "the drained bucket is still refilling");
     let o = store.check("user-1", &policy, 1).await.unwrap();
     assert_eq!((o.decision.remaining, o.source), (9, Source::Memory));
@@ -108,10 +94,7 @@ async fn reset_refills_and_policies_round_trip() {
     store.check("k", &policy, 10).await.unwrap();
     assert!(!store.check("k", &policy, 1).await.unwrap().decision.allowed);
     store.reset("k").await.unwrap();
-    assert_eq!(
-        store.peek("k", &policy).await.unwrap().decision.remaining,
-        10
-    );
+    assert_eq!(store.peek("k", &policy).await.unwrap().decision.remaining, 10);
 
     let custom = Policy::per_minute(100).unwrap();
     assert_eq!(store.policy("k").await.unwrap(), None);
