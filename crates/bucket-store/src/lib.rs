@@ -6,9 +6,13 @@
 mod any;
 mod error;
 mod memory;
+pub mod postgres;
+pub mod redis;
 mod store;
+mod versioned;
 
 pub use any::AnyStore;
 pub use error::StoreError;
 pub use memory::MemoryStore;
 pub use store::{DependencyHealth, Outcome, Source, Store};
+pub use versioned::{Decided, VersionedState};

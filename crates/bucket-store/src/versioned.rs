@@ -1,0 +1,24 @@
+//! What the tiered store copies between Redis and PostgreSQL: a state with the version that orders its writes.
+
+use bucket_core::{BucketState, Decision};
+
+/// A bucket state and its version; every allowed decision increments the version, and a write carrying a lower
+/// or equal version than the stored one is discarded, so an older state never overwrites a newer one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VersionedState {
+    /// The stored `(tokens, last_refill_us)`.
+    pub state: BucketState,
+    /// Monotonic per key: bumped by each allowed decision, in whichever tier made it.
+    pub version: u64,
+}
+
+/// A decision together with the exact state it left behind, for the tier that did not make it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decided {
+    /// The answer.
+    pub decision: Decision,
+    /// The state after the decision (unchanged, same version, when refused).
+    pub after: VersionedState,
+    /// Whether this decision created the key (PostgreSQL inserted the row / the key was seeded as new).
+    pub created: bool,
+}
