@@ -1,1 +1,599 @@
-//! Redis adapter (being written).
+//! The Redis store: buckets shared by any number of API processes, each check one atomic Lua script run.
+//!
+//! Layout: a bucket is the hash `<prefix>{<key>}` (fields `t` tokens, `l` last refill in µs, `v` version) with a
+//! TTL of the time to refill from empty, so a missing key is a full bucket and idle buckets cost no memory. A
+//! per-key policy is the hash `<prefix>policy:{<key>}` (fields `c` capacity, `i` µs per token), without a TTL.
+//! The braces are a Redis Cluster hash tag: both keys of one user live in one slot, so the script (and a later
+//! multi-limit script over keys sharing a tag) never crosses slots.
+//!
+//! `redis/token_bucket.lua` reads, refills, consumes, writes and sets the TTL in one step, on Redis's own clock
+//! (`TIME`), so instances with skewed clocks still agree. It is loaded once (`SCRIPT LOAD`), run by SHA
+//! (`EVALSHA`), and loaded again on `NOSCRIPT` (a restarted or flushed Redis). The script returns the state it
+//! decided against; the [`Decision`](bucket_core::Decision) is then built here by bucket-core from that state, and
+//! the script's own result is checked against bucket-core's, so there is one description of the answer.
+//!
+//! Failure behaviour: every call, waiting for and creating a pooled connection included, is bounded by
+//! `command_timeout` and fails with a transient [`StoreError`] (`Timeout`, or `Unavailable` for refused/reset
+//! connections) instead of hanging, so the tiered store can fall back to PostgreSQL. A connection that timed out or
+//! broke is removed from the pool rather than handed to the next caller with a reply still in flight.
+
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bucket_core::{decide, BucketState, Policy};
+use deadpool_redis::redis::{self, AsyncConnectionConfig, ErrorKind, FromRedisValue, RedisError, ServerErrorKind};
+use deadpool_redis::{Connection, Manager, Pool, PoolError, Runtime, Status};
+use serde::{Deserialize, Deserializer};
+use tokio::time::{timeout_at, Instant};
+
+use crate::{Decided, DependencyHealth, Outcome, Source, Store, StoreError, VersionedState};
+
+const BACKEND: &str = "redis";
+
+/// The script's source; Redis identifies it by its SHA1, which `SCRIPT LOAD` returns.
+const SCRIPT: &str = include_str!("redis/token_bucket.lua");
+
+/// What the script answers when `report` mode finds no key.
+const CODE_MISS: i64 = -1;
+const CODE_ALLOWED: i64 = 1;
+const CODE_REFUSED: i64 = 0;
+
+/// Where Redis is and how long a request may wait for it; a section of the service's configuration.
+#[derive(Clone, Deserialize)]
+pub struct RedisConfig {
+    /// `redis://[[user]:password@]host[:port][/db]` (also `REDIS_URL`).
+    pub url: String,
+    /// Most connections held open at once; each carries one command at a time.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+    /// Bound on every store call, including waiting for and creating a pooled connection: a hung Redis then costs
+    /// a request this long before the caller falls back. Integer milliseconds or a string such as `"100ms"`.
+    #[serde(default = "default_command_timeout", deserialize_with = "duration")]
+    pub command_timeout: Duration,
+    /// Bound on establishing one connection (TCP, handshake); [`RedisStore::ping`] may take this long, so a slow
+    /// link can still get connections into the pool that requests, bounded by `command_timeout`, then reuse.
+    #[serde(default = "default_connect_timeout", deserialize_with = "duration")]
+    pub connect_timeout: Duration,
+    /// Prepended to every key so that several services or tenants can share one Redis; must not contain braces.
+    #[serde(default = "default_key_prefix")]
+    pub key_prefix: String,
+}
+
+fn default_pool_size() -> usize {
+    32
+}
+
+fn default_command_timeout() -> Duration {
+    Duration::from_millis(100)
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn default_key_prefix() -> String {
+    "bucket:".to_owned()
+}
+
+impl RedisConfig {
+    /// The defaults (pool of 32, 100 ms per call, 1 s to connect, prefix `bucket:`) for a given URL.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            pool_size: default_pool_size(),
+            command_timeout: default_command_timeout(),
+            connect_timeout: default_connect_timeout(),
+            key_prefix: default_key_prefix(),
+        }
+    }
+
+    /// The URL with its password replaced, for start-up logs.
+    pub fn redacted_url(&self) -> String {
+        redact(&self.url)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.pool_size == 0 {
+            return Err("pool_size must be at least 1".into());
+        }
+        if self.command_timeout.is_zero() || self.connect_timeout.is_zero() {
+            return Err("command_timeout and connect_timeout must be above zero".into());
+        }
+        // A brace in the prefix would become the hash tag of every key, putting all buckets in one slot.
+        if self.key_prefix.contains(['{', '}']) {
+            return Err(format!("key_prefix {:?} must not contain '{{' or '}}'", self.key_prefix));
+        }
+        Ok(())
+    }
+}
+
+/// Printed at start with the rest of the configuration, so the password must not appear.
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &self.redacted_url())
+            .field("pool_size", &self.pool_size)
+            .field("command_timeout", &self.command_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("key_prefix", &self.key_prefix)
+            .finish()
+    }
+}
+
+fn redact(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else { return url.to_owned() };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let userinfo = &rest[..at];
+            let user = userinfo.split_once(':').map_or("", |(user, _)| user);
+            format!("{}{user}:***{}", &url[..scheme_end], &rest[at..])
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// Accepts integer milliseconds (TOML) or a string: `"250"`, `"250ms"`, `"2s"` (environment variables).
+fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Repr {
+        Millis(u64),
+        Text(String),
+    }
+    let parse = |text: &str| -> Option<Duration> {
+        let text = text.trim();
+        if let Some(ms) = text.strip_suffix("ms") {
+            ms.trim().parse().ok().map(Duration::from_millis)
+        } else if let Some(s) = text.strip_suffix('s') {
+            s.trim().parse().ok().map(Duration::from_secs)
+        } else {
+            text.parse().ok().map(Duration::from_millis)
+        }
+    };
+    match Repr::deserialize(deserializer)? {
+        Repr::Millis(ms) => Ok(Duration::from_millis(ms)),
+        Repr::Text(text) => parse(&text).ok_or_else(|| {
+            serde::de::Error::custom(format!("invalid duration {text:?}: use milliseconds, \"250ms\" or \"2s\""))
+        }),
+    }
+}
+
+/// What a key that Redis does not hold means to [`RedisStore::decide_at`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnMiss {
+    /// A full bucket: Redis is the only store (the plain `redis` backend).
+    Full,
+    /// Report it (`None`) and write nothing, so the tiered store can load the bucket from PostgreSQL.
+    Report,
+}
+
+/// The Redis backend; cloning shares one connection pool.
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Pool,
+    prefix: String,
+    command_timeout: Duration,
+    /// `ping`'s bound: long enough to establish a connection as well as to get an answer.
+    probe_timeout: Duration,
+    /// The script's SHA1 once Redis has told us (the same for every server, so it never needs resetting).
+    sha: OnceLock<String>,
+}
+
+/// One unit of work on a pooled connection, so that checkout, deadline and error handling live in one place.
+enum Op<'a> {
+    Cmd(&'a redis::Cmd),
+    Pipe(&'a redis::Pipeline),
+    Script { key: &'a str, args: &'a [String] },
+}
+
+impl RedisStore {
+    /// Builds the pool without contacting Redis, so the service starts (degraded) while Redis is down; call
+    /// [`RedisStore::ping`] to find out whether it is reachable. Fails only on an invalid configuration.
+    pub fn connect(config: RedisConfig) -> Result<Self, StoreError> {
+        let invalid = |detail: String| StoreError::Backend { backend: BACKEND, detail };
+        config.validate().map_err(|e| invalid(format!("invalid configuration: {e}")))?;
+        // The driver's own limits back up the per-call deadline below; they also cover the pool's recycle PING.
+        let connection = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(config.connect_timeout))
+            .set_response_timeout(Some(config.command_timeout));
+        let manager = Manager::new_with_config(config.url.as_str(), connection)
+            .map_err(|e| invalid(format!("invalid url {}: {e}", config.redacted_url())))?;
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size)
+            .wait_timeout(Some(config.command_timeout))
+            .create_timeout(Some(config.connect_timeout))
+            .recycle_timeout(Some(config.command_timeout))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| invalid(format!("cannot build the connection pool: {e}")))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                pool,
+                prefix: config.key_prefix,
+                command_timeout: config.command_timeout,
+                probe_timeout: config.command_timeout.max(config.connect_timeout),
+                sha: OnceLock::new(),
+            }),
+        })
+    }
+
+    /// The Redis key of a bucket, `<prefix>{<key>}`: documented layout, for operators and tests.
+    pub fn bucket_key(&self, key: &str) -> String {
+        format!("{}{{{key}}}", self.inner.prefix)
+    }
+
+    /// The Redis key of a per-key policy, `<prefix>policy:{<key>}`: same hash slot as the bucket.
+    pub fn policy_key(&self, key: &str) -> String {
+        format!("{}policy:{{{key}}}", self.inner.prefix)
+    }
+
+    /// Open, idle and awaited connections, for metrics and `/readyz` detail.
+    pub fn pool_status(&self) -> Status {
+        self.inner.pool.status()
+    }
+
+    /// Whether Redis answers `PING`, within the longer of the command and connect timeouts.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let reply: String = self.exec(Op::Cmd(&redis::cmd("PING")), self.inner.probe_timeout).await?;
+        if reply == "PONG" {
+            Ok(())
+        } else {
+            Err(StoreError::Backend { backend: BACKEND, detail: format!("PING answered {reply:?}") })
+        }
+    }
+
+    /// Decides `cost` tokens on `key` atomically at `now_us` (`None`: Redis's clock). `None` only for
+    /// [`OnMiss::Report`] on a key Redis does not hold, in which case nothing was written.
+    pub async fn decide_at(
+        &self,
+        key: &str,
+        policy: &Policy,
+        cost: u64,
+        now_us: Option<u64>,
+        on_miss: OnMiss,
+    ) -> Result<Option<Decided>, StoreError> {
+        let mode = match on_miss {
+            OnMiss::Full => "full",
+            OnMiss::Report => "report",
+        };
+        self.run_script(key, policy, cost, now_us, mode, None).await
+    }
+
+    /// Decides against the key's state, or against `seed` if Redis does not hold the key, as one atomic step: of
+    /// concurrent seeders the first wins and the others decide against its result. `created` tells whether the
+    /// seed was used; like every refusal, a refused seeded check writes nothing.
+    pub async fn seed_and_decide(
+        &self,
+        key: &str,
+        policy: &Policy,
+        cost: u64,
+        seed: &VersionedState,
+        now_us: Option<u64>,
+    ) -> Result<Decided, StoreError> {
+        self.run_script(key, policy, cost, now_us, "seed", Some(seed))
+            .await?
+            .ok_or_else(|| corrupt("the script reported a miss in seed mode"))
+    }
+
+    /// Deletes these buckets (not their policies), so PostgreSQL's state is loaded again on their next check.
+    /// One pipelined `DEL` per key: a multi-key `DEL` would cross hash slots on a cluster.
+    pub async fn invalidate(&self, keys: &[String]) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for key in keys {
+            pipe.del(self.bucket_key(key)).ignore();
+        }
+        self.exec::<()>(Op::Pipe(&pipe), self.inner.command_timeout).await
+    }
+
+    async fn run_script(
+        &self,
+        key: &str,
+        policy: &Policy,
+        cost: u64,
+        now_us: Option<u64>,
+        mode: &str,
+        seed: Option<&VersionedState>,
+    ) -> Result<Option<Decided>, StoreError> {
+        let mut args = vec![
+            policy.capacity().to_string(),
+            policy.interval_us().to_string(),
+            cost.to_string(),
+            now_us.map(|now| now.to_string()).unwrap_or_default(),
+            mode.to_owned(),
+        ];
+        if let Some(seed) = seed {
+            args.push(seed.state.tokens.to_string());
+            args.push(seed.state.last_refill_us.to_string());
+            args.push(seed.version.to_string());
+        }
+        let bucket = self.bucket_key(key);
+        let reply: Vec<i64> = self.exec(Op::Script { key: &bucket, args: &args }, self.inner.command_timeout).await?;
+        interpret(policy, cost, &reply)
+    }
+
+    /// Checks out a connection and runs `op`, all before `budget` runs out.
+    async fn exec<T: FromRedisValue>(&self, op: Op<'_>, budget: Duration) -> Result<T, StoreError> {
+        let deadline = Instant::now() + budget;
+        let timeout = StoreError::Timeout { backend: BACKEND, after: budget };
+        let mut conn = match timeout_at(deadline, self.inner.pool.get()).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(PoolError::Timeout(_))) | Err(_) => return Err(timeout),
+            Ok(Err(PoolError::Backend(e))) => return Err(classify(&e, budget)),
+            Ok(Err(PoolError::Closed)) => {
+                return Err(StoreError::Unavailable { backend: BACKEND, detail: "connection pool closed".into() })
+            }
+            Ok(Err(e)) => return Err(StoreError::Backend { backend: BACKEND, detail: e.to_string() }),
+        };
+        let result = timeout_at(deadline, async {
+            match op {
+                Op::Cmd(cmd) => cmd.query_async(&mut conn).await,
+                Op::Pipe(pipe) => pipe.query_async(&mut conn).await,
+                Op::Script { key, args } => self.eval(&mut conn, key, args).await,
+            }
+        })
+        .await;
+        match result {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => {
+                // A broken or timed-out connection is replaced; one that carried a server error reply (BUSY,
+                // LOADING, a script error) is in sync and goes back to the pool.
+                if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
+                    discard(conn);
+                }
+                Err(classify(&e, budget))
+            }
+            Err(_) => {
+                // A reply may still be on its way: this connection must not serve another caller.
+                discard(conn);
+                Err(timeout)
+            }
+        }
+    }
+
+    /// `EVALSHA`, loading the script first if this process has not yet, and again if Redis lost it (`NOSCRIPT`).
+    async fn eval<T: FromRedisValue>(
+        &self,
+        conn: &mut Connection,
+        key: &str,
+        args: &[String],
+    ) -> Result<T, RedisError> {
+        let sha = match self.inner.sha.get() {
+            Some(sha) => sha.clone(),
+            None => self.load(conn).await?,
+        };
+        match evalsha(&sha, key, args).query_async(conn).await {
+            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                let sha = self.load(conn).await?;
+                evalsha(&sha, key, args).query_async(conn).await
+            }
+            other => other,
+        }
+    }
+
+    async fn load(&self, conn: &mut Connection) -> Result<String, RedisError> {
+        let sha: String = redis::cmd("SCRIPT").arg("LOAD").arg(SCRIPT).query_async(conn).await?;
+        // Racing loaders all get the same SHA, so losing the `set` race is fine.
+        let _ = self.inner.sha.set(sha.clone());
+        Ok(sha)
+    }
+}
+
+fn evalsha(sha: &str, key: &str, args: &[String]) -> redis::Cmd {
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(sha).arg(1).arg(key).arg(args);
+    cmd
+}
+
+/// Takes the connection out of the pool for good (dropping it closes the socket).
+fn discard(conn: Connection) {
+    drop(Connection::take(conn));
+}
+
+/// Splits driver errors into "Redis is away, fall back" and "Redis answered something wrong".
+fn classify(e: &RedisError, budget: Duration) -> StoreError {
+    if e.is_timeout() {
+        return StoreError::Timeout { backend: BACKEND, after: budget };
+    }
+    let transient_server = matches!(
+        e.kind(),
+        ErrorKind::Server(
+            ServerErrorKind::BusyLoading
+                | ServerErrorKind::TryAgain
+                | ServerErrorKind::ClusterDown
+                | ServerErrorKind::MasterDown
+                | ServerErrorKind::ReadOnly
+        )
+    );
+    // BUSY: another script is running too long; OOM: maxmemory reached. Both pass without our doing anything.
+    let transient_code = matches!(e.code(), Some("BUSY" | "OOM"));
+    if e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.kind() == ErrorKind::ClusterConnectionNotFound
+        || transient_server
+        || transient_code
+    {
+        StoreError::Unavailable { backend: BACKEND, detail: e.to_string() }
+    } else {
+        StoreError::Backend { backend: BACKEND, detail: e.to_string() }
+    }
+}
+
+fn corrupt(detail: impl Into<String>) -> StoreError {
+    StoreError::Backend { backend: BACKEND, detail: detail.into() }
+}
+
+/// Turns the script's reply into a [`Decided`], re-deriving the decision with bucket-core from the state the script
+/// decided against, and refusing to answer if the script's result differs from bucket-core's.
+fn interpret(policy: &Policy, cost: u64, reply: &[i64]) -> Result<Option<Decided>, StoreError> {
+    let &[code, seeded, now, before_t, before_l, after_t, after_l, version] = reply else {
+        return Err(corrupt(format!("the script returned {} values instead of 8", reply.len())));
+    };
+    if code == CODE_MISS {
+        return Ok(None);
+    }
+    let unsigned = |n: i64| u64::try_from(n).map_err(|_| corrupt(format!("the script returned a negative {n}")));
+    let before = BucketState { tokens: unsigned(before_t)?, last_refill_us: unsigned(before_l)? };
+    let now = unsigned(now)?;
+    let (decision, after) = decide(policy, before, now, cost);
+    let script_after = BucketState { tokens: unsigned(after_t)?, last_refill_us: unsigned(after_l)? };
+    let allowed = match code {
+        CODE_ALLOWED => true,
+        CODE_REFUSED => false,
+        other => return Err(corrupt(format!("the script returned the unknown code {other}"))),
+    };
+    if allowed != decision.allowed || script_after != after {
+        return Err(corrupt(format!(
+            "the script and bucket-core disagree on {before:?} at {now} for cost {cost}: script {allowed} \
+             {script_after:?}, core {} {after:?}",
+            decision.allowed
+        )));
+    }
+    Ok(Some(Decided {
+        decision,
+        after: VersionedState { state: after, version: unsigned(version)? },
+        created: seeded == 1,
+    }))
+}
+
+impl Store for RedisStore {
+    async fn check(&self, key: &str, policy: &Policy, cost: u64) -> Result<Outcome, StoreError> {
+        let decided = self
+            .decide_at(key, policy, cost, None, OnMiss::Full)
+            .await?
+            .ok_or_else(|| corrupt("the script reported a miss in full mode"))?;
+        Ok(Outcome { decision: decided.decision, source: Source::Redis })
+    }
+
+    async fn peek(&self, key: &str, policy: &Policy) -> Result<Outcome, StoreError> {
+        let decided = self
+            .run_script(key, policy, 0, None, "peek", None)
+            .await?
+            .ok_or_else(|| corrupt("the script reported a miss in peek mode"))?;
+        Ok(Outcome { decision: decided.decision, source: Source::Redis })
+    }
+
+    async fn reset(&self, key: &str) -> Result<(), StoreError> {
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(self.bucket_key(key));
+        self.exec::<()>(Op::Cmd(&cmd), self.inner.command_timeout).await
+    }
+
+    async fn policy(&self, key: &str) -> Result<Option<Policy>, StoreError> {
+        let mut cmd = redis::cmd("HMGET");
+        cmd.arg(self.policy_key(key)).arg("c").arg("i");
+        let (capacity, interval): (Option<u64>, Option<u64>) =
+            self.exec(Op::Cmd(&cmd), self.inner.command_timeout).await?;
+        match (capacity, interval) {
+            (None, None) => Ok(None),
+            (Some(capacity), Some(interval_us)) => Ok(Some(Policy::from_interval_us(capacity, interval_us)?)),
+            _ => Err(corrupt(format!("policy hash {} lacks its c or i field", self.policy_key(key)))),
+        }
+    }
+
+    async fn set_policy(&self, key: &str, policy: &Policy) -> Result<(), StoreError> {
+        // Only the policy hash is written: the bucket keeps its tokens and refills at the new rate from now on.
+        let mut cmd = redis::cmd("HSET");
+        cmd.arg(self.policy_key(key)).arg("c").arg(policy.capacity()).arg("i").arg(policy.interval_us());
+        self.exec::<()>(Op::Cmd(&cmd), self.inner.command_timeout).await
+    }
+
+    async fn delete_policy(&self, key: &str) -> Result<bool, StoreError> {
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(self.policy_key(key));
+        let deleted: u64 = self.exec(Op::Cmd(&cmd), self.inner.command_timeout).await?;
+        Ok(deleted > 0)
+    }
+
+    async fn health(&self) -> Vec<DependencyHealth> {
+        let status = self.pool_status();
+        let pool = format!("pool {} open, {} idle, max {}", status.size, status.available, status.max_size);
+        let (up, detail) = match self.ping().await {
+            Ok(()) => (true, format!("PONG; {pool}")),
+            Err(e) => (false, format!("{e}; {pool}")),
+        };
+        vec![DependencyHealth { name: BACKEND, up, detail }]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_hides_only_the_password() {
+        assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(redact("redis://:s3cret@host:6379/0"), "redis://:***@host:6379/0");
+        assert_eq!(redact("redis://app:s3cret@host/1"), "redis://app:***@host/1");
+        assert_eq!(redact("rediss://app:p@ss@host"), "rediss://app:***@host");
+        let config = RedisConfig::new("redis://app:s3cret@host");
+        assert!(!format!("{config:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn config_reads_defaults_and_both_duration_forms() {
+        let config: RedisConfig = serde_json::from_str(r#"{"url": "redis://h"}"#).unwrap();
+        assert_eq!(config.pool_size, 32);
+        assert_eq!(config.command_timeout, Duration::from_millis(100));
+        assert_eq!(config.connect_timeout, Duration::from_secs(1));
+        assert_eq!(config.key_prefix, "bucket:");
+        let config: RedisConfig = serde_json::from_str(
+            r#"{"url": "redis://h", "command_timeout": 250, "connect_timeout": "2s", "key_prefix": "x:"}"#,
+        )
+        .unwrap();
+        assert_eq!(config.command_timeout, Duration::from_millis(250));
+        assert_eq!(config.connect_timeout, Duration::from_secs(2));
+        let config: RedisConfig = serde_json::from_str(r#"{"url": "redis://h", "command_timeout": "75ms"}"#).unwrap();
+        assert_eq!(config.command_timeout, Duration::from_millis(75));
+        assert!(serde_json::from_str::<RedisConfig>(r#"{"url": "redis://h", "command_timeout": "soon"}"#).is_err());
+    }
+
+    #[test]
+    fn invalid_configurations_are_refused_at_connect() {
+        let mut braces = RedisConfig::new("redis://127.0.0.1");
+        braces.key_prefix = "a{b}:".into();
+        assert!(RedisStore::connect(braces).is_err());
+        let mut zero = RedisConfig::new("redis://127.0.0.1");
+        zero.command_timeout = Duration::ZERO;
+        assert!(RedisStore::connect(zero).is_err());
+        assert!(RedisStore::connect(RedisConfig::new("not a url")).is_err());
+    }
+
+    #[test]
+    fn keys_share_one_hash_tag() {
+        let mut config = RedisConfig::new("redis://127.0.0.1");
+        config.key_prefix = "rl:".into();
+        let store = RedisStore::connect(config).unwrap();
+        assert_eq!(store.bucket_key("alice"), "rl:{alice}");
+        assert_eq!(store.policy_key("alice"), "rl:policy:{alice}");
+    }
+
+    #[test]
+    fn a_reply_that_disagrees_with_the_core_is_an_error() {
+        let policy = Policy::from_interval_us(10, 1_000_000).unwrap();
+        // Stored (0, 0) at 2 s: the core allows one token, leaving (1, 2 s).
+        let good = [1, 0, 2_000_000, 0, 0, 1, 2_000_000, 4];
+        let decided = interpret(&policy, 1, &good).unwrap().unwrap();
+        assert!(decided.decision.allowed);
+        assert_eq!(
+            decided.after,
+            VersionedState { state: BucketState { tokens: 1, last_refill_us: 2_000_000 }, version: 4 }
+        );
+        let wrong_tokens = [1, 0, 2_000_000, 0, 0, 2, 2_000_000, 4];
+        assert!(matches!(interpret(&policy, 1, &wrong_tokens), Err(StoreError::Backend { .. })));
+        let wrong_code = [0, 0, 2_000_000, 0, 0, 0, 0, 4];
+        assert!(matches!(interpret(&policy, 1, &wrong_code), Err(StoreError::Backend { .. })));
+        assert!(interpret(&policy, 1, &[CODE_MISS, 0, 0, 0, 0, 0, 0, 0]).unwrap().is_none());
+        assert!(interpret(&policy, 1, &[1, 0]).is_err());
+    }
+}
