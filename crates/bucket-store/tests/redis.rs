@@ -158,12 +158,15 @@ async fn seeding_never_clobbers_an_existing_key() {
     let stored = hash(&mut conn, &store.bucket_key("user")).await;
     assert_eq!((stored["t"].as_str(), stored["v"].as_str()), ("3", "9"));
 
-    // A seed that refuses is decided against but, like every refusal, written nowhere.
+    // A seed that refuses changes no state, but is cached as loaded (same version) so the next refusal is a hit.
     let empty_seed = VersionedState { state: BucketState { tokens: 0, last_refill_us: now }, version: 3 };
     let refused = store.seed_and_decide("broke", &policy, 1, &empty_seed, Some(now)).await.unwrap();
     assert!(refused.created && !refused.decision.allowed);
     assert_eq!(refused.after, empty_seed);
-    assert!(!exists(&mut conn, &store.bucket_key("broke")).await);
+    let cached = hash(&mut conn, &store.bucket_key("broke")).await;
+    assert_eq!((cached["t"].as_str(), cached["v"].as_str()), ("0", "3"));
+    let again = store.decide_at("broke", &policy, 1, Some(now), OnMiss::Report).await.unwrap();
+    assert!(again.is_some_and(|d| !d.decision.allowed && d.after == empty_seed), "a hit, still refused");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

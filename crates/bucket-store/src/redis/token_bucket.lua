@@ -106,20 +106,28 @@ if mode == 'peek' then
   return {1, seeded, now, tokens, last, t, l, version}
 end
 
-if cost > t then
-  -- Refused: nothing is written, not even a refill, and the TTL is left as it was.
-  return {0, seeded, now, tokens, last, tokens, last, version}
-end
-
-t = t - cost
-version = version + 1
-redis.call('HSET', KEYS[1], 't', int(t), 'l', int(l), 'v', int(version))
--- The TTL is the time to refill from empty, rounded up to whole ms: at least the time this state needs to become
+-- The TTL is the time to refill from empty, rounded up to whole ms: at least the time any state needs to become
 -- full, so the key never expires before its bucket is full and a missing key can always be read as full.
 local fill = capacity * interval
 local ttl = idiv(fill, 1000)
 if ttl * 1000 < fill then
   ttl = ttl + 1
 end
+
+if cost > t then
+  -- Refused: the bucket's state is not changed, so nothing is written, not even a refill, and the TTL is left
+  -- as it was. The one exception is a seed: the state loaded from PostgreSQL is cached as it is (same tokens,
+  -- same time, same version), so that the throttled caller's next refusals are Redis hits instead of one
+  -- PostgreSQL read each.
+  if seeded == 1 then
+    redis.call('HSET', KEYS[1], 't', int(tokens), 'l', int(last), 'v', int(version))
+    redis.call('PEXPIRE', KEYS[1], int(ttl))
+  end
+  return {0, seeded, now, tokens, last, tokens, last, version}
+end
+
+t = t - cost
+version = version + 1
+redis.call('HSET', KEYS[1], 't', int(t), 'l', int(l), 'v', int(version))
 redis.call('PEXPIRE', KEYS[1], int(ttl))
 return {1, seeded, now, tokens, last, t, l, version}
