@@ -1,1 +1,391 @@
-//! PostgreSQL adapter (being written).
+//! The PostgreSQL store: durable buckets shared by every API instance, each check one atomic SQL statement.
+//!
+//! Buckets live in the seed's `rate_limits` table (`tokens` whole tokens at `last_refill_time`, plus a `version`
+//! that orders writes across tiers); per-key limits in `policies`. The migrations under `migrations/` are embedded
+//! and applied by [`PostgresStore::connect`].
+//!
+//! A check is `decide.sql`: one `INSERT … ON CONFLICT DO UPDATE … WHERE … RETURNING` that creates a new key's row
+//! or refills and spends the existing one, computing from the locked row's own columns, on the server's
+//! `clock_timestamp()`. That file explains why it cannot over-admit; `bucket_core`'s `refill.rs` holds the same math
+//! in Rust, and `tests/cases_postgres.rs` runs the shared case table through the statement to keep them equal.
+//!
+//! Every operation is bounded: waiting for a pooled connection (opening one included) by `connect_timeout`, each
+//! statement by `statement_timeout` on the client and on the server. A connection that timed out or failed is
+//! dropped from the pool rather than reused.
+
+mod config;
+mod errors;
+mod session;
+
+use std::time::Duration;
+
+use bucket_core::{decide, peek, BucketState, Decision, Policy, Wait};
+use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Text};
+use diesel::{OptionalExtension, QueryResult, QueryableByName};
+use diesel_async::pooled_connection::deadpool::{Object, Pool};
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use futures::future::BoxFuture;
+use futures::FutureExt;
+
+pub use config::PostgresConfig;
+
+use crate::{Decided, DependencyHealth, Outcome, Source, Store, StoreError, VersionedState};
+
+/// The atomic check; see the file for why it is atomic and how it matches `bucket_core::refill`.
+const DECIDE_SQL: &str = include_str!("postgres/decide.sql");
+/// One bucket as stored plus the server's "now"; decides nothing.
+const READ_SQL: &str = include_str!("postgres/read.sql");
+/// Version-guarded upsert of many buckets in one statement.
+const SAVE_BATCH_SQL: &str = include_str!("postgres/save_batch.sql");
+
+/// A pooled PostgreSQL store; cloning shares the pool.
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: Pool<AsyncPgConnection>,
+    connect_timeout: Duration,
+    statement_timeout: Duration,
+}
+
+/// Shows the pool's state and bounds (never the URL, which may hold a password).
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let status = self.pool.status();
+        f.debug_struct("PostgresStore")
+            .field("connections", &status.size)
+            .field("idle", &status.available)
+            .field("max", &status.max_size)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .finish()
+    }
+}
+
+/// What `decide.sql` returns for an allowed check.
+#[derive(QueryableByName)]
+struct DecidedRow {
+    #[diesel(sql_type = BigInt)]
+    tokens: i64,
+    #[diesel(sql_type = BigInt)]
+    last_refill_us: i64,
+    #[diesel(sql_type = BigInt)]
+    version: i64,
+    #[diesel(sql_type = Bool)]
+    created: bool,
+    #[diesel(sql_type = BigInt)]
+    now_us: i64,
+}
+
+/// What `read.sql` returns: the bucket's columns are `None` when there is no row.
+#[derive(QueryableByName)]
+struct ReadRow {
+    #[diesel(sql_type = Nullable<BigInt>)]
+    tokens: Option<i64>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    last_refill_us: Option<i64>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    version: Option<i64>,
+    #[diesel(sql_type = BigInt)]
+    now_us: i64,
+}
+
+#[derive(QueryableByName)]
+struct PolicyRow {
+    #[diesel(sql_type = BigInt)]
+    capacity: i64,
+    #[diesel(sql_type = BigInt)]
+    interval_us: i64,
+}
+
+impl ReadRow {
+    /// The stored state, or `None` for a missing row; `now` is the reading's instant.
+    fn stored(&self) -> Result<(Option<VersionedState>, u64), StoreError> {
+        let now = unsigned(self.now_us, "clock")?;
+        let stored = match (self.tokens, self.last_refill_us, self.version) {
+            (Some(tokens), Some(last), Some(version)) => Some(VersionedState {
+                state: BucketState { tokens: unsigned(tokens, "tokens")?, last_refill_us: unsigned(last, "time")? },
+                version: unsigned(version, "version")?,
+            }),
+            _ => None,
+        };
+        Ok((stored, now))
+    }
+}
+
+/// Stored values are never negative when only this store writes them; a negative one was edited by hand.
+fn unsigned(value: i64, what: &str) -> Result<u64, StoreError> {
+    u64::try_from(value).map_err(|_| errors::backend(format!("stored {what} is negative ({value})")))
+}
+
+/// Values the statements take as `bigint`; a policy's fields always fit (below 2^53).
+fn signed(value: u64, what: &str) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| errors::backend(format!("{what} {value} does not fit a bigint")))
+}
+
+impl PostgresStore {
+    /// Applies the migrations (on a thread of their own) and builds the pool; fails fast, with a transient error,
+    /// when the server cannot be reached within `connect_timeout`.
+    pub async fn connect(config: PostgresConfig) -> Result<Self, StoreError> {
+        if config.pool_size == 0 {
+            return Err(errors::backend("pool_size must be at least 1"));
+        }
+        if config.connect_timeout.is_zero() || config.statement_timeout.is_zero() {
+            return Err(errors::backend("connect_timeout and statement_timeout must be above zero"));
+        }
+        let setup = session::SessionSetup::for_pool(&config)?;
+        session::migrate(&config).await?;
+
+        let mut manager_config = ManagerConfig::<AsyncPgConnection>::default();
+        // A closed socket is detected without a round trip (diesel-async checks `is_closed` on recycle); a
+        // connection that dies while idle fails its next statement, which drops it, instead of every check paying
+        // for a `SELECT 1` first.
+        manager_config.recycling_method = RecyclingMethod::Fast;
+        manager_config.custom_setup = Box::new(move |url| {
+            let setup = setup.clone();
+            async move { session::open(url, &setup).await }.boxed()
+        });
+        let manager = AsyncDieselConnectionManager::new_with_config(config.url.clone(), manager_config);
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size)
+            .build()
+            .map_err(|e| errors::backend(format!("cannot build the connection pool: {e}")))?;
+        Ok(Self { pool, connect_timeout: config.connect_timeout, statement_timeout: config.statement_timeout })
+    }
+
+    /// The atomic check at `now_us` (µs since the epoch), or on the server's clock when `None` (production).
+    ///
+    /// `after` is the state the row now holds: the new one when allowed, the stored one (or a full bucket with
+    /// version 0 when there is no row) when refused. `created` is true when this check inserted the row.
+    pub async fn decide_at(
+        &self,
+        key: &str,
+        policy: &Policy,
+        cost: u64,
+        now_us: Option<u64>,
+    ) -> Result<Decided, StoreError> {
+        // A cost beyond bigint is beyond any capacity: clamping keeps it refused, as it must be.
+        let cost_sql = i64::try_from(cost).unwrap_or(i64::MAX);
+        let now_sql = now_us.map(|now| signed(now, "now")).transpose()?;
+        let query = diesel::sql_query(DECIDE_SQL)
+            .bind::<Text, _>(key.to_owned())
+            .bind::<BigInt, _>(signed(policy.capacity(), "capacity")?)
+            .bind::<BigInt, _>(signed(policy.interval_us(), "interval")?)
+            .bind::<BigInt, _>(cost_sql)
+            .bind::<Nullable<BigInt>, _>(now_sql);
+        let decided = self
+            .statement(move |conn| async move { query.get_result::<DecidedRow>(conn).await.optional() }.boxed())
+            .await?;
+        if let Some(row) = decided {
+            let after = VersionedState {
+                state: BucketState {
+                    tokens: unsigned(row.tokens, "tokens")?,
+                    last_refill_us: unsigned(row.last_refill_us, "time")?,
+                },
+                version: unsigned(row.version, "version")?,
+            };
+            // `after` is already refilled to `now` and spent, so describing it as it stands is exactly the answer
+            // `bucket_core::decide` gave for the state before (the part-token left is below one interval).
+            let decision = peek(policy, after.state, unsigned(row.now_us, "clock")?);
+            return Ok(Decided { decision, after, created: row.created });
+        }
+
+        // Refused: the statement wrote nothing. Read the bucket only to describe it; the decision stands even if
+        // the row changed in between.
+        let (stored, now) = self.read(key, now_us).await?;
+        let after = stored.unwrap_or(VersionedState { state: BucketState::full(policy, now), version: 0 });
+        Ok(Decided { decision: refused(policy, after.state, now, cost), after, created: false })
+    }
+
+    /// The stored state and version of `key`, or `None` when it has no row (a full bucket).
+    pub async fn load(&self, key: &str) -> Result<Option<VersionedState>, StoreError> {
+        Ok(self.read(key, None).await?.0)
+    }
+
+    /// Writes a state decided elsewhere unless the stored version is the same or newer; `true` when it wrote.
+    pub async fn save(&self, key: &str, v: &VersionedState) -> Result<bool, StoreError> {
+        Ok(self.save_all(std::iter::once((key, v))).await? > 0)
+    }
+
+    /// [`PostgresStore::save`] for many keys in one statement; a key given twice keeps its highest version.
+    /// Returns the number of rows written.
+    pub async fn save_batch(&self, items: &[(String, VersionedState)]) -> Result<u64, StoreError> {
+        self.save_all(items.iter().map(|(key, v)| (key.as_str(), v))).await
+    }
+
+    async fn save_all<'a>(
+        &self,
+        items: impl Iterator<Item = (&'a str, &'a VersionedState)>,
+    ) -> Result<u64, StoreError> {
+        let (mut keys, mut tokens, mut times, mut versions) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (key, v) in items {
+            keys.push(key.to_owned());
+            let count = i32::try_from(v.state.tokens)
+                .map_err(|_| errors::backend(format!("{} tokens do not fit the tokens column", v.state.tokens)))?;
+            tokens.push(count);
+            times.push(signed(v.state.last_refill_us, "last_refill_us")?);
+            versions.push(signed(v.version, "version")?);
+        }
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let query = diesel::sql_query(SAVE_BATCH_SQL)
+            .bind::<Array<Text>, _>(keys)
+            .bind::<Array<Integer>, _>(tokens)
+            .bind::<Array<BigInt>, _>(times)
+            .bind::<Array<BigInt>, _>(versions);
+        let written = self.statement(move |conn| query.execute(conn).boxed()).await?;
+        // usize → u64 never truncates on supported targets.
+        Ok(written as u64)
+    }
+
+    /// The stored state (if any) and the instant it was read, on the server's clock unless `now_us` is given.
+    async fn read(&self, key: &str, now_us: Option<u64>) -> Result<(Option<VersionedState>, u64), StoreError> {
+        let now_sql = now_us.map(|now| signed(now, "now")).transpose()?;
+        let query = diesel::sql_query(READ_SQL).bind::<Text, _>(key.to_owned()).bind::<Nullable<BigInt>, _>(now_sql);
+        let row = self.statement(move |conn| query.get_result::<ReadRow>(conn).boxed()).await?;
+        row.stored()
+    }
+
+    /// A pooled connection within `connect_timeout` (waiting for a free one, or opening one).
+    async fn checkout(&self) -> Result<Object<AsyncPgConnection>, StoreError> {
+        match tokio::time::timeout(self.connect_timeout, self.pool.get()).await {
+            Ok(Ok(conn)) => Ok(conn),
+            Ok(Err(e)) => Err(errors::pool(e, self.connect_timeout)),
+            Err(_) => Err(errors::timeout(self.connect_timeout)),
+        }
+    }
+
+    /// Runs one statement on a pooled connection: `connect_timeout` for the connection, `statement_timeout` for
+    /// the statement. A connection whose statement timed out or lost its socket is taken out of the pool instead
+    /// of returned: it may still owe the answer to the abandoned statement, which would delay the next one.
+    async fn statement<T, F>(&self, run: F) -> Result<T, StoreError>
+    where
+        F: for<'c> FnOnce(&'c mut AsyncPgConnection) -> BoxFuture<'c, QueryResult<T>> + Send,
+        T: Send,
+    {
+        let mut conn = self.checkout().await?;
+        let error = match tokio::time::timeout(self.statement_timeout, run(&mut conn)).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(e)) => errors::query(e, self.statement_timeout),
+            Err(_) => errors::timeout(self.statement_timeout),
+        };
+        if error.is_transient() {
+            drop(Object::take(conn));
+        }
+        Err(error)
+    }
+}
+
+/// The answer for a check the statement refused, described from a state read just after.
+fn refused(policy: &Policy, state: BucketState, now: u64, cost: u64) -> Decision {
+    let (decision, _) = decide(policy, state, now, cost);
+    if !decision.allowed {
+        return decision;
+    }
+    // Tokens arrived (or the row was reset) between the refusal and the read: still a refusal, but "retry now".
+    Decision { allowed: false, retry_after: Some(Wait::After(Duration::ZERO)), ..peek(policy, state, now) }
+}
+
+impl Store for PostgresStore {
+    async fn check(&self, key: &str, policy: &Policy, cost: u64) -> Result<Outcome, StoreError> {
+        let decided = self.decide_at(key, policy, cost, None).await?;
+        let source = if decided.created { Source::NewUser } else { Source::Postgres };
+        Ok(Outcome { decision: decided.decision, source })
+    }
+
+    async fn peek(&self, key: &str, policy: &Policy) -> Result<Outcome, StoreError> {
+        let (stored, now) = self.read(key, None).await?;
+        let state = stored.map_or_else(|| BucketState::full(policy, now), |v| v.state);
+        Ok(Outcome { decision: peek(policy, state, now), source: Source::Postgres })
+    }
+
+    async fn reset(&self, key: &str) -> Result<(), StoreError> {
+        let query = diesel::sql_query("DELETE FROM rate_limits WHERE user_id = $1").bind::<Text, _>(key.to_owned());
+        self.statement(move |conn| query.execute(conn).boxed()).await?;
+        Ok(())
+    }
+
+    async fn policy(&self, key: &str) -> Result<Option<Policy>, StoreError> {
+        let query = diesel::sql_query("SELECT capacity, interval_us FROM policies WHERE key = $1")
+            .bind::<Text, _>(key.to_owned());
+        let row = self
+            .statement(move |conn| async move { query.get_result::<PolicyRow>(conn).await.optional() }.boxed())
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let policy =
+            Policy::from_interval_us(unsigned(row.capacity, "capacity")?, unsigned(row.interval_us, "interval")?)?;
+        Ok(Some(policy))
+    }
+
+    async fn set_policy(&self, key: &str, policy: &Policy) -> Result<(), StoreError> {
+        // Only `policies` is written: the bucket keeps its tokens and is judged by the new limits from its next check.
+        let query = diesel::sql_query(
+            "INSERT INTO policies (key, capacity, interval_us, updated_at) VALUES ($1, $2, $3, clock_timestamp()) \
+             ON CONFLICT (key) DO UPDATE \
+             SET capacity = EXCLUDED.capacity, interval_us = EXCLUDED.interval_us, updated_at = EXCLUDED.updated_at",
+        )
+        .bind::<Text, _>(key.to_owned())
+        .bind::<BigInt, _>(signed(policy.capacity(), "capacity")?)
+        .bind::<BigInt, _>(signed(policy.interval_us(), "interval")?);
+        self.statement(move |conn| query.execute(conn).boxed()).await?;
+        Ok(())
+    }
+
+    async fn delete_policy(&self, key: &str) -> Result<bool, StoreError> {
+        let query = diesel::sql_query("DELETE FROM policies WHERE key = $1").bind::<Text, _>(key.to_owned());
+        let deleted = self.statement(move |conn| query.execute(conn).boxed()).await?;
+        Ok(deleted > 0)
+    }
+
+    async fn health(&self) -> Vec<DependencyHealth> {
+        let answer = self.statement(|conn| diesel::sql_query("SELECT 1").execute(conn).boxed()).await;
+        let status = self.pool.status();
+        let (up, detail) = match answer {
+            Ok(_) => {
+                (true, format!("ok; pool {} open, {} idle, max {}", status.size, status.available, status.max_size))
+            }
+            Err(e) => (false, e.to_string()),
+        };
+        vec![DependencyHealth { name: errors::BACKEND, up, detail }]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// `decide_at` describes an allowed check from the state the statement returns (it never sees the state
+        /// before); that must be the very decision bucket_core makes from the state before.
+        #[test]
+        fn describing_the_state_after_equals_deciding_from_the_state_before(
+            capacity in 1u64..1_000,
+            interval_us in 1u64..10_000_000,
+            tokens in 0u64..1_200,
+            last in 0u64..1_000_000_000,
+            now in 0u64..2_000_000_000,
+            cost in 0u64..1_000,
+        ) {
+            let policy = Policy::from_interval_us(capacity, interval_us).unwrap();
+            let before = BucketState { tokens, last_refill_us: last };
+            let (decision, after) = decide(&policy, before, now, cost);
+            if decision.allowed {
+                prop_assert_eq!(peek(&policy, after, now), decision);
+            }
+        }
+    }
+
+    #[test]
+    fn a_refusal_stays_a_refusal_when_tokens_arrived_before_the_read() {
+        let policy = Policy::from_interval_us(10, 1_000_000).unwrap();
+        let state = BucketState { tokens: 3, last_refill_us: 0 };
+        let raced = refused(&policy, state, 0, 2);
+        assert!(!raced.allowed);
+        assert_eq!(raced.retry_after, Some(Wait::After(Duration::ZERO)));
+        assert_eq!(raced.remaining, 3);
+        let honest = refused(&policy, state, 0, 5);
+        assert_eq!(honest, decide(&policy, state, 0, 5).0);
+    }
+}
