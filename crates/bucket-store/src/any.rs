@@ -2,21 +2,53 @@
 
 use bucket_core::Policy;
 
-use crate::{DependencyHealth, MemoryStore, Outcome, Store, StoreError};
+use crate::postgres::PostgresStore;
+use crate::redis::RedisStore;
+use crate::tiered::{TieredStats, TieredStore};
+use crate::{CachedPolicies, DependencyHealth, MemoryStore, Outcome, Store, StoreError};
 
 /// One of the configured backends; `bucket-api` holds this.
 #[derive(Clone)]
 pub enum AnyStore {
     /// In-process, one instance.
     Memory(MemoryStore),
+    /// PostgreSQL decides every check.
+    Postgres(CachedPolicies<PostgresStore>),
+    /// Redis decides every check; nothing durable.
+    Redis(CachedPolicies<RedisStore>),
+    /// Redis decides, PostgreSQL keeps the truth.
+    Tiered(CachedPolicies<TieredStore>),
 }
 
 macro_rules! dispatch {
     ($self:ident, $s:ident => $call:expr) => {
         match $self {
             AnyStore::Memory($s) => $call,
+            AnyStore::Postgres($s) => $call,
+            AnyStore::Redis($s) => $call,
+            AnyStore::Tiered($s) => $call,
         }
     };
+}
+
+impl AnyStore {
+    /// The store's name as configured: the `store` label of metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AnyStore::Memory(_) => "memory",
+            AnyStore::Postgres(_) => "postgres",
+            AnyStore::Redis(_) => "redis",
+            AnyStore::Tiered(_) => "tiered",
+        }
+    }
+
+    /// The tiered store's fallback and queue counters, for `/metrics`; `None` for the other stores.
+    pub fn tiered_stats(&self) -> Option<TieredStats> {
+        match self {
+            AnyStore::Tiered(s) => Some(s.inner().stats()),
+            _ => None,
+        }
+    }
 }
 
 impl Store for AnyStore {

@@ -6,13 +6,17 @@
 mod any;
 mod error;
 mod memory;
+mod policy_cache;
 pub mod postgres;
 pub mod redis;
 mod store;
+pub mod tiered;
 mod versioned;
+mod write_queue;
 
 pub use any::AnyStore;
 pub use error::StoreError;
 pub use memory::MemoryStore;
+pub use policy_cache::CachedPolicies;
 pub use store::{DependencyHealth, Outcome, Source, Store};
 pub use versioned::{Decided, VersionedState};

@@ -1,0 +1,259 @@
+//! The one place an [`Outcome`] becomes an HTTP answer: status, rate-limit headers and JSON body.
+//!
+//! Every route that returns a decision (`GET /`, `POST /v1/check`, `GET /v1/buckets/{key}`) calls
+//! [`decision_response`], so the headers cannot drift between routes. Seconds in headers are whole and rounded
+//! up, so a client that waits exactly what it was told is then allowed; `Retry-After` is at least 1 (a 429 never
+//! says "retry now") and never earlier than the `t` of `RateLimit`.
+
+use std::time::Duration;
+
+use actix_web::http::{header, StatusCode};
+use actix_web::HttpResponse;
+use bucket_core::{Decision, Policy, Wait};
+use bucket_store::Outcome;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::error::ApiError;
+
+/// Header naming the backend that decided (`memory`, `redis`, `postgres`, `new-user`, `fail-open`).
+pub const X_DATA_SOURCE: &str = "x-data-source";
+/// IETF draft header describing the quota: `"name";q=<capacity>;w=<seconds to refill from empty>`.
+pub const RATELIMIT_POLICY: &str = "ratelimit-policy";
+/// IETF draft header with the current state: `"name";r=<remaining>;t=<seconds>`.
+pub const RATELIMIT: &str = "ratelimit";
+/// Widely used header: the capacity.
+pub const X_RATELIMIT_LIMIT: &str = "x-ratelimit-limit";
+/// Widely used header: tokens left.
+pub const X_RATELIMIT_REMAINING: &str = "x-ratelimit-remaining";
+/// Widely used header: seconds until the bucket is full again (relative, not an epoch).
+pub const X_RATELIMIT_RESET: &str = "x-ratelimit-reset";
+
+/// A policy together with the name it is reported under: `default`, a configured name, or `user` for a per-key one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppliedPolicy {
+    /// Name shown in `RateLimit-Policy`, `RateLimit` and the JSON body.
+    pub name: String,
+    /// The limits.
+    pub policy: Policy,
+}
+
+/// The policy part of a decision body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PolicyBody {
+    /// `default`, the configured policy's name, or `user` for a per-key override.
+    #[schema(example = "default")]
+    pub name: String,
+    /// Largest burst.
+    #[schema(example = 10)]
+    pub capacity: u64,
+    /// Tokens gained per second.
+    #[schema(example = 1.0)]
+    pub refill_per_sec: f64,
+    /// Microseconds per token: the exact rate the stores use.
+    #[schema(example = 1000000)]
+    pub interval_us: u64,
+}
+
+/// The JSON body of every decision (200 and 429); field names are a contract with `bucket-tester`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DecisionBody {
+    /// Whether the tokens were taken.
+    pub allowed: bool,
+    /// The bucket's key.
+    #[schema(example = "alice")]
+    pub key: String,
+    /// Tokens asked for (0 for a peek).
+    #[schema(example = 1)]
+    pub cost: u64,
+    /// The capacity.
+    #[schema(example = 10)]
+    pub limit: u64,
+    /// Tokens left.
+    #[schema(example = 9)]
+    pub remaining: u64,
+    /// Milliseconds until the bucket is full again, rounded up.
+    #[schema(example = 1000)]
+    pub reset_after_ms: u64,
+    /// On a refusal, milliseconds until `cost` tokens are there, rounded up; `null` when allowed.
+    #[schema(example = json!(null))]
+    pub retry_after_ms: Option<u64>,
+    /// The backend that decided, as in `X-Data-Source`.
+    #[schema(example = "memory")]
+    pub source: String,
+    /// The policy applied.
+    pub policy: PolicyBody,
+}
+
+/// Whole seconds, rounded up: the unit of every rate-limit header.
+pub fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// Whole milliseconds, rounded up: the unit of the JSON body.
+pub fn ceil_millis(d: Duration) -> u64 {
+    let ms = d.as_millis();
+    let ms = if d.subsec_nanos() % 1_000_000 > 0 { ms + 1 } else { ms };
+    u64::try_from(ms).unwrap_or(u64::MAX)
+}
+
+/// Header values of one decision, computed apart from actix so their arithmetic is unit-tested.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitHeaders {
+    /// `RateLimit-Policy` value.
+    pub policy: String,
+    /// `RateLimit` value.
+    pub ratelimit: String,
+    /// `X-RateLimit-Limit`.
+    pub limit: u64,
+    /// `X-RateLimit-Remaining`.
+    pub remaining: u64,
+    /// `X-RateLimit-Reset`.
+    pub reset: u64,
+    /// `Retry-After`, on a refusal only.
+    pub retry_after: Option<u64>,
+}
+
+impl RateLimitHeaders {
+    /// The headers for `decision` under `applied`; `None` when the decision can never turn into an allowance
+    /// (`Wait::Never`), which callers report as a 400 instead of a 429 with a meaningless wait.
+    pub fn new(decision: &Decision, applied: &AppliedPolicy) -> Option<Self> {
+        let name = &applied.name;
+        let window = ceil_secs(Duration::from_micros(applied.policy.fill_time_us()));
+        let (t, retry_after) = match decision.retry_after {
+            None => (ceil_secs(decision.next_token_after), None),
+            Some(Wait::After(wait)) => {
+                let t = ceil_secs(wait).max(1);
+                (t, Some(t))
+            }
+            Some(Wait::Never) => return None,
+        };
+        Some(Self {
+            policy: format!("\"{name}\";q={};w={window}", applied.policy.capacity()),
+            ratelimit: format!("\"{name}\";r={};t={t}", decision.remaining),
+            limit: decision.limit,
+            remaining: decision.remaining,
+            reset: ceil_secs(decision.reset_after),
+            retry_after,
+        })
+    }
+}
+
+/// The body for `outcome`, as sent.
+pub fn decision_body(outcome: &Outcome, key: &str, cost: u64, applied: &AppliedPolicy) -> DecisionBody {
+    let d = &outcome.decision;
+    DecisionBody {
+        allowed: d.allowed,
+        key: key.to_string(),
+        cost,
+        limit: d.limit,
+        remaining: d.remaining,
+        reset_after_ms: ceil_millis(d.reset_after),
+        retry_after_ms: match d.retry_after {
+            Some(Wait::After(wait)) => Some(ceil_millis(wait).max(1)),
+            Some(Wait::Never) | None => None,
+        },
+        source: outcome.source.as_str().to_string(),
+        policy: PolicyBody {
+            name: applied.name.clone(),
+            capacity: applied.policy.capacity(),
+            refill_per_sec: applied.policy.refill_per_sec(),
+            interval_us: applied.policy.interval_us(),
+        },
+    }
+}
+
+/// The full HTTP answer for a decision: 200 or 429 with every rate-limit header and the JSON body.
+pub fn decision_response(
+    outcome: &Outcome,
+    key: &str,
+    cost: u64,
+    applied: &AppliedPolicy,
+) -> Result<HttpResponse, ApiError> {
+    let headers = RateLimitHeaders::new(&outcome.decision, applied).ok_or_else(|| cost_exceeds(cost, applied))?;
+    let status = if outcome.decision.allowed { StatusCode::OK } else { StatusCode::TOO_MANY_REQUESTS };
+    let mut response = HttpResponse::build(status);
+    response
+        .insert_header((X_DATA_SOURCE, outcome.source.as_str()))
+        .insert_header((RATELIMIT_POLICY, headers.policy))
+        .insert_header((RATELIMIT, headers.ratelimit))
+        .insert_header((X_RATELIMIT_LIMIT, headers.limit.to_string()))
+        .insert_header((X_RATELIMIT_REMAINING, headers.remaining.to_string()))
+        .insert_header((X_RATELIMIT_RESET, headers.reset.to_string()))
+        // A decision is true for one instant; no cache may replay it.
+        .insert_header((header::CACHE_CONTROL, "no-store"));
+    if let Some(secs) = headers.retry_after {
+        response.insert_header((header::RETRY_AFTER, secs.to_string()));
+    }
+    Ok(response.json(decision_body(outcome, key, cost, applied)))
+}
+
+/// The 400 for a cost no amount of waiting can satisfy.
+pub fn cost_exceeds(cost: u64, applied: &AppliedPolicy) -> ApiError {
+    ApiError::InvalidCost(format!(
+        "cost {cost} exceeds capacity {}: this request can never be allowed",
+        applied.policy.capacity()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn default_policy() -> AppliedPolicy {
+        AppliedPolicy { name: "default".into(), policy: Policy::from_rate(10, 1.0).unwrap() }
+    }
+
+    fn decision(allowed: bool, remaining: u64, next_ms: u64, retry: Option<Wait>) -> Decision {
+        Decision {
+            allowed,
+            limit: 10,
+            remaining,
+            reset_after: Duration::from_millis((10 - remaining) * 1000),
+            next_token_after: Duration::from_millis(next_ms),
+            retry_after: retry,
+        }
+    }
+
+    #[test]
+    fn seconds_round_up_and_zero_stays_zero() {
+        assert_eq!(ceil_secs(Duration::ZERO), 0);
+        assert_eq!(ceil_secs(Duration::from_nanos(1)), 1);
+        assert_eq!(ceil_secs(Duration::from_secs(1)), 1);
+        assert_eq!(ceil_secs(Duration::from_millis(1001)), 2);
+        assert_eq!(ceil_millis(Duration::from_nanos(1)), 1);
+        assert_eq!(ceil_millis(Duration::from_micros(1500)), 2);
+        assert_eq!(ceil_millis(Duration::from_millis(7)), 7);
+    }
+
+    #[test]
+    fn full_bucket_reports_zero_wait_and_the_window() {
+        let h = RateLimitHeaders::new(&decision(true, 10, 0, None), &default_policy()).unwrap();
+        assert_eq!(h.policy, "\"default\";q=10;w=10");
+        assert_eq!(h.ratelimit, "\"default\";r=10;t=0");
+        assert_eq!((h.limit, h.remaining, h.reset, h.retry_after), (10, 10, 0, None));
+    }
+
+    #[test]
+    fn refusal_rounds_the_wait_up_and_never_says_zero() {
+        let p = default_policy();
+        let short = decision(false, 0, 1, Some(Wait::After(Duration::from_micros(1))));
+        let h = RateLimitHeaders::new(&short, &p).unwrap();
+        assert_eq!(h.retry_after, Some(1));
+        assert_eq!(h.ratelimit, "\"default\";r=0;t=1");
+        let long = decision(false, 0, 1, Some(Wait::After(Duration::from_millis(2001))));
+        assert_eq!(RateLimitHeaders::new(&long, &p).unwrap().retry_after, Some(3));
+    }
+
+    #[test]
+    fn never_is_not_a_429() {
+        assert_eq!(RateLimitHeaders::new(&decision(false, 10, 0, Some(Wait::Never)), &default_policy()), None);
+    }
+
+    #[test]
+    fn fractional_rates_round_the_window_up() {
+        let p = AppliedPolicy { name: "slow".into(), policy: Policy::from_rate(3, 0.4).unwrap() };
+        let h = RateLimitHeaders::new(&decision(true, 3, 0, None), &p).unwrap();
+        assert_eq!(h.policy, "\"slow\";q=3;w=8");
+    }
+}

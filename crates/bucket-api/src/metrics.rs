@@ -1,0 +1,127 @@
+//! Prometheus metrics in a registry of the service's own, so embedding the library twice (tests) never collides.
+
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+/// Decision latencies span a memory lookup (µs) to a slow database round trip (up to the store timeouts).
+const LATENCY_BUCKETS: [f64; 16] =
+    [0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+
+/// Label for HTTP requests that matched no route, so scanners cannot blow up the label set with raw paths.
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// Every metric the service exports; cloning shares them.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Decisions by `outcome` (allowed, denied) and `source` (the `X-Data-Source` value).
+    pub decisions: IntCounterVec,
+    /// Tokens taken by allowed decisions.
+    pub tokens_consumed: IntCounter,
+    /// Denied decisions (the seed's counter, kept for its dashboards).
+    pub requests_denied: IntCounter,
+    /// Time to decide, by `store`.
+    pub decision_duration: HistogramVec,
+    /// Store calls that failed, by `store`.
+    pub store_errors: IntCounterVec,
+    /// Decisions served by a fallback backend (`from`, `to`); the tiered store increments it.
+    pub fallbacks: IntCounterVec,
+    /// Requests answered by the failure mode, by `mode`.
+    pub failure_mode: IntCounterVec,
+    /// Writes waiting for PostgreSQL in the tiered store's write-behind queue.
+    pub write_queue_depth: IntGauge,
+    /// HTTP requests by matched `route` pattern, `method` and `status`.
+    pub http_requests: IntCounterVec,
+    /// HTTP latency by matched `route` pattern.
+    pub http_duration: HistogramVec,
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let decisions = IntCounterVec::new(
+            Opts::new("bucket_decisions_total", "Rate-limit decisions by outcome and data source"),
+            &["outcome", "source"],
+        )?;
+        let tokens_consumed = IntCounter::new("bucket_tokens_consumed_total", "Tokens taken by allowed requests")?;
+        let requests_denied = IntCounter::new("bucket_requests_denied_total", "Requests refused by the limiter")?;
+        let decision_duration = HistogramVec::new(
+            HistogramOpts::new("bucket_decision_duration_seconds", "Time to decide one check, by store")
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            &["store"],
+        )?;
+        let store_errors =
+            IntCounterVec::new(Opts::new("bucket_store_errors_total", "Failed store calls, by store"), &["store"])?;
+        let fallbacks = IntCounterVec::new(
+            Opts::new("bucket_fallbacks_total", "Decisions served by a fallback backend"),
+            &["from", "to"],
+        )?;
+        let failure_mode = IntCounterVec::new(
+            Opts::new("bucket_failure_mode_total", "Requests answered by the configured failure mode"),
+            &["mode"],
+        )?;
+        let write_queue_depth =
+            IntGauge::new("bucket_write_queue_depth", "Writes queued for PostgreSQL by the tiered store")?;
+        let http_requests = IntCounterVec::new(
+            Opts::new("http_requests_total", "HTTP requests by route pattern, method and status"),
+            &["route", "method", "status"],
+        )?;
+        let http_duration = HistogramVec::new(
+            HistogramOpts::new("http_request_duration_seconds", "HTTP request latency by route pattern")
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            &["route"],
+        )?;
+        registry.register(Box::new(decisions.clone()))?;
+        registry.register(Box::new(tokens_consumed.clone()))?;
+        registry.register(Box::new(requests_denied.clone()))?;
+        registry.register(Box::new(decision_duration.clone()))?;
+        registry.register(Box::new(store_errors.clone()))?;
+        registry.register(Box::new(fallbacks.clone()))?;
+        registry.register(Box::new(failure_mode.clone()))?;
+        registry.register(Box::new(write_queue_depth.clone()))?;
+        registry.register(Box::new(http_requests.clone()))?;
+        registry.register(Box::new(http_duration.clone()))?;
+        Ok(Self {
+            registry,
+            decisions,
+            tokens_consumed,
+            requests_denied,
+            decision_duration,
+            store_errors,
+            fallbacks,
+            failure_mode,
+            write_queue_depth,
+            http_requests,
+            http_duration,
+        })
+    }
+
+    /// Counts one decision: its outcome, source, the tokens it took and how long the store took.
+    pub fn record_decision(&self, allowed: bool, source: &str, cost: u64, store: &str, elapsed: Duration) {
+        let outcome = if allowed { "allowed" } else { "denied" };
+        self.decisions.with_label_values(&[outcome, source]).inc();
+        if allowed {
+            self.tokens_consumed.inc_by(cost);
+        } else {
+            self.requests_denied.inc();
+        }
+        self.decision_duration.with_label_values(&[store]).observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts one HTTP request under its route pattern (never the raw path).
+    pub fn record_http(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+        self.http_requests.with_label_values(&[route, method, &status.to_string()]).inc();
+        self.http_duration.with_label_values(&[route]).observe(elapsed.as_secs_f64());
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> Result<String, prometheus::Error> {
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
+        String::from_utf8(out).map_err(|e| prometheus::Error::Msg(e.to_string()))
+    }
+}

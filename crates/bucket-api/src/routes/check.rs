@@ -1,0 +1,131 @@
+//! The decision routes: `GET /` (the seed's form, one token for the caller) and `POST /v1/check` (the service form).
+
+use std::time::Instant;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use bucket_store::{Store, StoreError};
+use serde::Deserialize;
+use slog::{debug, warn};
+use utoipa::ToSchema;
+
+use crate::error::{ApiError, ErrorBody};
+use crate::failure_mode::on_store_error;
+use crate::headers::{cost_exceeds, decision_response, AppliedPolicy};
+use crate::identity::{caller_key, validate_key};
+use crate::state::AppState;
+
+/// Body of `POST /v1/check`; unknown fields are refused so a misspelt `cots` is not silently a cost of 1.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckRequest {
+    /// The bucket: a user id, an API key, `route:user`... (1 to 255 bytes).
+    #[schema(example = "alice")]
+    pub key: String,
+    /// Tokens to take (1 to the policy's capacity).
+    #[serde(default = "one")]
+    #[schema(default = 1, minimum = 1, example = 1)]
+    pub cost: u64,
+    /// A policy from the `[policies.*]` configuration; a per-key policy set by an operator still wins.
+    #[schema(example = json!(null))]
+    pub policy: Option<String>,
+}
+
+fn one() -> u64 {
+    1
+}
+
+/// Take one token for the caller (seed compatibility)
+///
+/// The caller is the value of the `X-User-ID` header (configurable), or the peer's IP when it is absent.
+#[utoipa::path(
+    get,
+    path = "/",
+    operation_id = "take_one",
+    tag = "decisions",
+    params(("X-User-ID" = Option<String>, Header, description = "Caller id; the peer IP is used when absent")),
+    responses(
+        (status = 200, response = crate::openapi::Allowed),
+        (status = 429, response = crate::openapi::Denied),
+        (status = 400, description = "Empty, over-long or non-UTF-8 caller id", body = ErrorBody),
+        (status = 503, description = "Store down and failure mode `fail_closed`", body = ErrorBody),
+    )
+)]
+pub async fn index(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let key = caller_key(&req, &state.config.user_header, state.config.peer_fallback)?;
+    decide(&state, &key, 1, None).await
+}
+
+/// Take `cost` tokens from a bucket
+///
+/// For gateways and apps that ask before doing work. 200 when the tokens were taken, 429 when not (nothing is
+/// taken then), with the same headers as `GET /`.
+#[utoipa::path(
+    post,
+    path = "/v1/check",
+    tag = "decisions",
+    request_body = CheckRequest,
+    responses(
+        (status = 200, response = crate::openapi::Allowed),
+        (status = 429, response = crate::openapi::Denied),
+        (status = 400, description = "Bad key, cost 0 or above capacity, unknown policy, malformed JSON",
+            body = ErrorBody),
+        (status = 413, description = "Body over `max_body_bytes`", body = ErrorBody),
+        (status = 503, description = "Store down and failure mode `fail_closed`", body = ErrorBody),
+    )
+)]
+pub async fn check(state: web::Data<AppState>, body: web::Json<CheckRequest>) -> Result<HttpResponse, ApiError> {
+    let CheckRequest { key, cost, policy } = body.into_inner();
+    validate_key(&key)?;
+    decide(&state, &key, cost, policy.as_deref()).await
+}
+
+/// One decision, from validation to response, shared by both routes.
+async fn decide(state: &AppState, key: &str, cost: u64, policy: Option<&str>) -> Result<HttpResponse, ApiError> {
+    if cost == 0 {
+        return Err(ApiError::InvalidCost("cost must be at least 1".into()));
+    }
+    let requested = state.requested_policy(policy)?;
+    let applied = match state.effective_policy(key, requested.clone()).await {
+        Ok(applied) => applied,
+        Err(e) => return store_failed(state, key, cost, &requested, e),
+    };
+    // Checked before the store is asked: a cost above capacity can never be allowed, so it is the caller's error.
+    if cost > applied.policy.capacity() {
+        return Err(cost_exceeds(cost, &applied));
+    }
+    let started = Instant::now();
+    let result = state.store.check(key, &applied.policy, cost).await;
+    let elapsed = started.elapsed();
+    match result {
+        Ok(outcome) => {
+            let d = &outcome.decision;
+            state.metrics.record_decision(d.allowed, outcome.source.as_str(), cost, state.store_label(), elapsed);
+            debug!(state.log, "decision";
+                "user_id" => key, "source" => outcome.source.as_str(), "allowed" => d.allowed,
+                "remaining" => d.remaining, "cost" => cost, "policy" => &applied.name);
+            decision_response(&outcome, key, cost, &applied)
+        }
+        Err(e) => store_failed(state, key, cost, &applied, e),
+    }
+}
+
+/// Applies the failure mode, counting and logging it, so an outage is visible even when callers are let through.
+fn store_failed(
+    state: &AppState,
+    key: &str,
+    cost: u64,
+    applied: &AppliedPolicy,
+    error: StoreError,
+) -> Result<HttpResponse, ApiError> {
+    let mode = state.config.failure_mode;
+    state.metrics.store_errors.with_label_values(&[state.store_label()]).inc();
+    state.metrics.failure_mode.with_label_values(&[mode.as_str()]).inc();
+    warn!(state.log, "store failed; answering with the failure mode";
+        "user_id" => key, "mode" => mode.as_str(), "error" => %error);
+    if cost > applied.policy.capacity() {
+        return Err(cost_exceeds(cost, applied));
+    }
+    let outcome = on_store_error(mode, &applied.policy, &error)?;
+    state.metrics.decisions.with_label_values(&["allowed", outcome.source.as_str()]).inc();
+    decision_response(&outcome, key, cost, applied)
+}

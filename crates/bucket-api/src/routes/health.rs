@@ -1,0 +1,79 @@
+//! Probes: `/healthz` says the process answers, `/readyz` that its stores do.
+
+use actix_web::{web, HttpResponse};
+use bucket_store::Store;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::state::AppState;
+
+/// Body of `/healthz`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// Always `ok`: answering at all is the signal.
+    #[schema(example = "ok")]
+    pub status: String,
+}
+
+/// One dependency in `/readyz`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Dependency {
+    /// `memory`, `redis` or `postgres`.
+    #[schema(example = "memory")]
+    pub name: String,
+    /// Whether it answered.
+    pub up: bool,
+    /// What it said, or why it is down.
+    #[schema(example = "0 buckets")]
+    pub detail: String,
+}
+
+/// Body of `/readyz`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Readiness {
+    /// `ready` when every dependency is up, else `not_ready`.
+    #[schema(example = "ready")]
+    pub status: String,
+    /// Each dependency's state.
+    pub dependencies: Vec<Dependency>,
+}
+
+/// Liveness
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses((status = 200, description = "The process answers", body = Health))
+)]
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(Health { status: "ok".into() })
+}
+
+/// Readiness
+///
+/// 200 when every store dependency answered, 503 otherwise; both list each dependency.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Every dependency is up", body = Readiness),
+        (status = 503, description = "At least one dependency is down", body = Readiness),
+    )
+)]
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let dependencies: Vec<Dependency> = state
+        .store
+        .health()
+        .await
+        .into_iter()
+        .map(|d| Dependency { name: d.name.into(), up: d.up, detail: d.detail })
+        .collect();
+    let ready = dependencies.iter().all(|d| d.up);
+    let body = Readiness { status: if ready { "ready" } else { "not_ready" }.into(), dependencies };
+    if ready {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}

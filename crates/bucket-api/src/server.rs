@@ -1,0 +1,106 @@
+//! Starting and stopping the HTTP server: what `main` and embedding tests call.
+
+use std::io;
+use std::net::SocketAddr;
+
+use actix_web::dev::ServerHandle;
+use actix_web::{web, HttpServer};
+use bucket_store::{AnyStore, Store, StoreError};
+use slog::{error, info, Logger};
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, ConfigError};
+use crate::routes::build_app;
+use crate::state::AppState;
+use crate::stores::build_store;
+
+/// How long in-flight requests get to finish after a stop signal before connections are closed.
+const SHUTDOWN_TIMEOUT_SECS: u64 = 10;
+
+/// Why the service could not start; each names what to fix.
+///
+/// Following the std convention, a message never repeats its `source()`: print the chain (`{:#}` with anyhow).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A setting is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The configured store is not compiled into this build.
+    #[error("store `{0}` is not available in this build yet")]
+    StoreNotAvailable(&'static str),
+    /// The store could not be set up (connection, migration).
+    #[error("cannot start the store")]
+    Store(#[from] StoreError),
+    /// The listen address is taken, malformed or not permitted.
+    #[error("cannot listen on {addr} (setting `listen`, BUCKET_LISTEN)")]
+    Bind {
+        /// The configured address.
+        addr: String,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// Metric registration failed (a duplicate name: a bug).
+    #[error("cannot register metrics")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// A started server; dropping it leaves the server running until the process ends.
+pub struct Running {
+    addr: SocketAddr,
+    handle: ServerHandle,
+    task: JoinHandle<io::Result<()>>,
+    store: AnyStore,
+    log: Logger,
+}
+
+/// Builds the store, binds `config.listen` and serves on the current tokio runtime.
+///
+/// SIGINT and SIGTERM stop the server gracefully (actix's default); [`Running::wait`] then returns.
+pub async fn start(config: Config, log: Logger) -> Result<Running, StartError> {
+    config.validate()?;
+    info!(log, "starting"; config.redacted());
+    let store = build_store(&config, &log).await?;
+    let workers = config.workers;
+    let listen = config.listen.clone();
+    let state = web::Data::new(AppState::new(config, store.clone(), log.clone())?);
+    let server = HttpServer::new(move || build_app(state.clone()))
+        .workers(workers)
+        .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
+        .bind(listen.as_str())
+        .map_err(|source| StartError::Bind { addr: listen.clone(), source })?;
+    let addr = server.addrs().first().copied().ok_or_else(|| StartError::Bind {
+        addr: listen.clone(),
+        source: io::Error::new(io::ErrorKind::AddrNotAvailable, "the address resolved to nothing"),
+    })?;
+    let server = server.run();
+    let handle = server.handle();
+    let task = tokio::spawn(server);
+    info!(log, "listening"; "addr" => %addr);
+    Ok(Running { addr, handle, task, store, log })
+}
+
+impl Running {
+    /// The bound address (the real port when `listen` asked for port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, lets in-flight requests finish, then flushes the store.
+    pub async fn stop(self) {
+        self.handle.stop(true).await;
+        self.wait().await;
+    }
+
+    /// Returns once the server has stopped (by signal or [`Running::stop`]), after flushing the store.
+    pub async fn wait(self) {
+        match self.task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => error!(self.log, "server stopped with an error"; "error" => %e),
+            Err(e) => error!(self.log, "server task failed"; "error" => %e),
+        }
+        match self.store.shutdown().await {
+            Ok(()) => info!(self.log, "stopped"; "addr" => %self.addr),
+            Err(e) => error!(self.log, "store shutdown failed"; "error" => %e),
+        }
+    }
+}

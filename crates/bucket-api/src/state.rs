@@ -1,0 +1,74 @@
+//! What every request shares, built once at start: configuration, resolved policies, the store, metrics, logger.
+
+use std::collections::HashMap;
+
+use bucket_core::Policy;
+use bucket_store::{AnyStore, Store};
+use slog::Logger;
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::headers::AppliedPolicy;
+use crate::metrics::Metrics;
+use crate::server::StartError;
+
+/// The application state behind `web::Data`; cloning the store or metrics shares them.
+pub struct AppState {
+    /// The validated configuration.
+    pub config: Config,
+    /// The policy for keys and requests that name no other.
+    pub default_policy: Policy,
+    /// `[policies.*]`, by name.
+    pub named_policies: HashMap<String, Policy>,
+    /// Where buckets live.
+    pub store: AnyStore,
+    /// The service's metrics.
+    pub metrics: Metrics,
+    /// The root logger.
+    pub log: Logger,
+}
+
+impl AppState {
+    /// Validates `config` and wraps `store`; tests pass a `MemoryStore` on a `ManualClock` here.
+    pub fn new(config: Config, store: AnyStore, log: Logger) -> Result<Self, StartError> {
+        config.validate()?;
+        let default_policy = config.default_policy()?;
+        let named_policies = config.named_policies()?;
+        let metrics = Metrics::new()?;
+        // Series that exist from the start read as 0 instead of "no data", so alerts on them work before the first
+        // outage.
+        metrics.store_errors.with_label_values(&[config.store.as_str()]);
+        metrics.failure_mode.with_label_values(&[config.failure_mode.as_str()]);
+        Ok(Self { config, default_policy, named_policies, store, metrics, log })
+    }
+
+    /// The `store` metric label.
+    pub fn store_label(&self) -> &'static str {
+        self.config.store.as_str()
+    }
+
+    /// The policy a request named, or the default; an unknown name is the caller's error even when the key has a
+    /// policy of its own, so a typo never goes unnoticed.
+    pub fn requested_policy(&self, name: Option<&str>) -> Result<AppliedPolicy, ApiError> {
+        match name {
+            None | Some("default") => Ok(AppliedPolicy { name: "default".into(), policy: self.default_policy }),
+            Some(name) => self
+                .named_policies
+                .get(name)
+                .map(|policy| AppliedPolicy { name: name.to_string(), policy: *policy })
+                .ok_or_else(|| ApiError::UnknownPolicy(name.to_string())),
+        }
+    }
+
+    /// The policy that governs `key`: its per-key override if an operator set one, else `requested`.
+    pub async fn effective_policy(
+        &self,
+        key: &str,
+        requested: AppliedPolicy,
+    ) -> Result<AppliedPolicy, bucket_store::StoreError> {
+        Ok(match self.store.policy(key).await? {
+            Some(policy) => AppliedPolicy { name: "user".into(), policy },
+            None => requested,
+        })
+    }
+}

@@ -1,0 +1,437 @@
+//! The seed architecture made exact: Redis decides, PostgreSQL is the source of truth (DESIGN.md §2, points 1–6).
+//!
+//! Request by request:
+//! 1. Redis holds the key: the Lua script decides atomically; an allowed decision's new state is written to
+//!    PostgreSQL with its version, and PostgreSQL ignores any write older than what it has.
+//! 2. Redis misses: the row is loaded from PostgreSQL and seeded into Redis *inside the script*, only if the key is
+//!    still absent, so two instances seeding at once cannot both grant from a full bucket.
+//! 3. No row either: a new user; Redis is seeded with a full bucket and the row is created by the write of step 1.
+//! 4. Redis fails or times out: it is marked down (probed in the background) and PostgreSQL decides with its own
+//!    atomic statement. Every key PostgreSQL changes meanwhile is remembered and deleted from Redis before Redis
+//!    serves anything again, so a stale cached bucket never re-grants tokens PostgreSQL already spent.
+//! 5. PostgreSQL fails while Redis works: Redis keeps deciding; the writes wait in a bounded queue, coalesced per
+//!    key, and are replayed in batches when PostgreSQL answers again.
+//! 6. Both fail: `check` returns the error and the caller applies its failure mode (`fail_open`/`fail_closed`).
+//!
+//! A refused decision writes nothing anywhere. Writes are synchronous by default (the row is committed before the
+//! answer); `WriteMode::WriteBehind` queues every write and flushes a batch every `flush_interval` instead.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use bucket_core::{BucketState, Policy};
+use serde::Deserialize;
+use slog::{error, info, o, warn, Logger};
+
+use crate::postgres::PostgresStore;
+use crate::redis::{OnMiss, RedisStore};
+use crate::write_queue::{Enqueued, WriteQueue};
+use crate::{Decided, DependencyHealth, Outcome, Source, Store, StoreError, VersionedState};
+
+/// When an allowed decision reaches PostgreSQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteMode {
+    /// Committed before the response: the seed's guarantee, one statement per allowed request.
+    #[default]
+    Sync,
+    /// Queued and flushed in batches every `flush_interval`: far fewer statements, PostgreSQL a few ms behind.
+    WriteBehind,
+}
+
+/// Tuning of the tiered store; the defaults suit most deployments.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct TieredConfig {
+    /// Synchronous or write-behind writes to PostgreSQL.
+    pub write_mode: WriteMode,
+    /// How often write-behind flushes a batch.
+    #[serde(with = "millis")]
+    pub flush_interval: Duration,
+    /// How often a dependency marked down is probed again, and queued writes retried.
+    #[serde(with = "millis")]
+    pub retry_interval: Duration,
+    /// Most keys waiting for PostgreSQL; beyond it writes are dropped, counted and logged.
+    pub queue_capacity: usize,
+    /// Most writes sent in one batch statement.
+    pub batch_size: usize,
+}
+
+impl Default for TieredConfig {
+    fn default() -> Self {
+        Self {
+            write_mode: WriteMode::Sync,
+            flush_interval: Duration::from_millis(5),
+            retry_interval: Duration::from_millis(500),
+            queue_capacity: 100_000,
+            batch_size: 1_000,
+        }
+    }
+}
+
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
+/// Counters the HTTP layer exports as metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TieredStats {
+    /// Decisions PostgreSQL made because Redis was down.
+    pub fallbacks_to_postgres: u64,
+    /// Allowed decisions whose PostgreSQL write had to be queued because PostgreSQL was down.
+    pub writes_queued_while_postgres_down: u64,
+    /// Writes lost because the queue was full.
+    pub writes_dropped: u64,
+    /// Keys deleted from Redis after an outage because PostgreSQL had changed them.
+    pub keys_invalidated: u64,
+    /// Keys waiting for PostgreSQL now.
+    pub queue_depth: u64,
+    /// Whether Redis is in use now.
+    pub redis_up: bool,
+    /// Whether PostgreSQL is answering now.
+    pub postgres_up: bool,
+}
+
+/// Redis in front of PostgreSQL; cloning shares the same connections, queue and background tasks.
+#[derive(Clone)]
+pub struct TieredStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    redis: RedisStore,
+    pg: PostgresStore,
+    config: TieredConfig,
+    log: Logger,
+    redis_up: AtomicBool,
+    pg_up: AtomicBool,
+    /// Keys PostgreSQL decided while Redis was down: deleted from Redis before it is used again.
+    stale: tokio::sync::Mutex<HashSet<String>>,
+    stale_count: AtomicU64,
+    queue: WriteQueue,
+    queue_full_logged: AtomicBool,
+    fallbacks: AtomicU64,
+    queued_while_down: AtomicU64,
+    invalidated: AtomicU64,
+}
+
+impl TieredStore {
+    /// Wires the two adapters and starts the background flusher and prober on the current tokio runtime.
+    pub async fn new(redis: RedisStore, pg: PostgresStore, config: TieredConfig, log: Logger) -> Self {
+        let log = log.new(o!("store" => "tiered"));
+        let redis_up = match redis.ping().await {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(log, "redis unreachable at start: PostgreSQL decides until it answers"; "error" => %e);
+                false
+            }
+        };
+        let inner = Arc::new(Inner {
+            queue: WriteQueue::new(config.queue_capacity),
+            redis,
+            pg,
+            config,
+            log,
+            redis_up: AtomicBool::new(redis_up),
+            pg_up: AtomicBool::new(true),
+            stale: tokio::sync::Mutex::new(HashSet::new()),
+            stale_count: AtomicU64::new(0),
+            queue_full_logged: AtomicBool::new(false),
+            fallbacks: AtomicU64::new(0),
+            queued_while_down: AtomicU64::new(0),
+            invalidated: AtomicU64::new(0),
+        });
+        tokio::spawn(flush_loop(Arc::downgrade(&inner)));
+        tokio::spawn(probe_loop(Arc::downgrade(&inner)));
+        Self { inner }
+    }
+
+    /// A snapshot of the counters, for `/metrics`.
+    pub fn stats(&self) -> TieredStats {
+        let i = &self.inner;
+        TieredStats {
+            fallbacks_to_postgres: i.fallbacks.load(Ordering::Relaxed),
+            writes_queued_while_postgres_down: i.queued_while_down.load(Ordering::Relaxed),
+            writes_dropped: i.queue.dropped(),
+            keys_invalidated: i.invalidated.load(Ordering::Relaxed),
+            queue_depth: i.queue.len() as u64,
+            redis_up: i.redis_up.load(Ordering::Acquire),
+            postgres_up: i.pg_up.load(Ordering::Acquire),
+        }
+    }
+
+    /// Sends every queued write now; used by shutdown and by tests that compare PostgreSQL with Redis.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.inner.flush_all().await
+    }
+}
+
+impl Inner {
+    /// Whether Redis may decide now: it is up and every key PostgreSQL changed meanwhile is gone from it.
+    async fn redis_ready(&self) -> bool {
+        if !self.redis_up.load(Ordering::Acquire) {
+            return false;
+        }
+        if self.stale_count.load(Ordering::Acquire) == 0 {
+            return true;
+        }
+        match self.invalidate_stale().await {
+            Ok(()) => true,
+            Err(e) => {
+                self.redis_lost(&e);
+                false
+            }
+        }
+    }
+
+    async fn invalidate_stale(&self) -> Result<(), StoreError> {
+        let mut stale = self.stale.lock().await;
+        if stale.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<String> = stale.iter().cloned().collect();
+        self.redis.invalidate(&keys).await?;
+        stale.clear();
+        self.stale_count.store(0, Ordering::Release);
+        self.invalidated.fetch_add(keys.len() as u64, Ordering::Relaxed);
+        info!(self.log, "deleted keys from redis that postgres changed during the outage"; "keys" => keys.len());
+        Ok(())
+    }
+
+    async fn mark_stale(&self, key: &str) {
+        let mut stale = self.stale.lock().await;
+        if stale.insert(key.to_owned()) {
+            self.stale_count.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    fn redis_lost(&self, e: &StoreError) {
+        if self.redis_up.swap(false, Ordering::AcqRel) {
+            warn!(self.log, "redis lost: postgres decides until it answers again"; "error" => %e);
+        }
+    }
+
+    fn pg_lost(&self, e: &StoreError) {
+        if self.pg_up.swap(false, Ordering::AcqRel) {
+            warn!(self.log, "postgres lost: redis decides, writes are queued"; "error" => %e,
+                  "queue_capacity" => self.queue.capacity());
+        }
+    }
+
+    fn pg_recovered(&self) {
+        if !self.pg_up.swap(true, Ordering::AcqRel) {
+            info!(self.log, "postgres recovered"; "queued" => self.queue.len());
+        }
+    }
+
+    async fn check_in_redis(&self, key: &str, policy: &Policy, cost: u64) -> Result<Outcome, StoreError> {
+        if let Some(decided) = self.redis.decide_at(key, policy, cost, None, OnMiss::Report).await? {
+            self.persist(key, &decided).await;
+            return Ok(Outcome { decision: decided.decision, source: Source::Redis });
+        }
+        let (seed, source) = self.load_seed(key, policy).await;
+        let decided = self.redis.seed_and_decide(key, policy, cost, &seed, None).await?;
+        // Another instance seeded the key between our miss and our seed: its state decided, as a Redis hit.
+        let source = if decided.created { source } else { Source::Redis };
+        self.persist(key, &decided).await;
+        Ok(Outcome { decision: decided.decision, source })
+    }
+
+    /// What to seed Redis with on a miss: the PostgreSQL row, a new full bucket, or (PostgreSQL down) Redis's own
+    /// rule that a missing key is a full bucket.
+    async fn load_seed(&self, key: &str, policy: &Policy) -> (VersionedState, Source) {
+        let full = VersionedState { state: BucketState::full(policy, 0), version: 0 };
+        if !self.pg_up.load(Ordering::Acquire) {
+            return (full, Source::Redis);
+        }
+        match self.pg.load(key).await {
+            Ok(Some(row)) => (row, Source::Postgres),
+            Ok(None) => (full, Source::NewUser),
+            Err(e) => {
+                self.pg_lost(&e);
+                (full, Source::Redis)
+            }
+        }
+    }
+
+    /// Copies an allowed decision to PostgreSQL, now or through the queue.
+    async fn persist(&self, key: &str, decided: &Decided) {
+        if !decided.decision.allowed {
+            return;
+        }
+        if self.config.write_mode == WriteMode::Sync && self.pg_up.load(Ordering::Acquire) {
+            match self.pg.save(key, &decided.after).await {
+                Ok(_) => return,
+                Err(e) => self.pg_lost(&e),
+            }
+        }
+        if self.config.write_mode == WriteMode::Sync {
+            self.queued_while_down.fetch_add(1, Ordering::Relaxed);
+        }
+        if self.queue.push(key, decided.after) == Enqueued::Full && !self.queue_full_logged.swap(true, Ordering::AcqRel)
+        {
+            error!(self.log, "postgres write queue full: further writes are dropped until it drains";
+                   "capacity" => self.queue.capacity());
+        }
+    }
+
+    async fn check_in_postgres(&self, key: &str, policy: &Policy, cost: u64) -> Result<Outcome, StoreError> {
+        let decided = self.pg.decide_at(key, policy, cost, None).await.inspect_err(|e| self.pg_lost(e))?;
+        self.pg_recovered();
+        self.fallbacks.fetch_add(1, Ordering::Relaxed);
+        if decided.decision.allowed {
+            self.mark_stale(key).await;
+        }
+        let source = if decided.created { Source::NewUser } else { Source::Postgres };
+        Ok(Outcome { decision: decided.decision, source })
+    }
+
+    /// Sends one batch; `Ok(true)` when something was written.
+    async fn flush_batch(&self) -> Result<bool, StoreError> {
+        let batch = self.queue.take(self.config.batch_size);
+        if batch.is_empty() {
+            return Ok(false);
+        }
+        match self.pg.save_batch(&batch).await {
+            Ok(_) => {
+                self.pg_recovered();
+                if self.queue.is_empty() {
+                    self.queue_full_logged.store(false, Ordering::Release);
+                }
+                Ok(true)
+            }
+            Err(e) => {
+                self.queue.restore(batch);
+                self.pg_lost(&e);
+                Err(e)
+            }
+        }
+    }
+
+    async fn flush_all(&self) -> Result<(), StoreError> {
+        while self.flush_batch().await? {}
+        Ok(())
+    }
+}
+
+/// Write-behind batches, and replay of writes queued while PostgreSQL was down.
+async fn flush_loop(inner: Weak<Inner>) {
+    loop {
+        let pause = {
+            let Some(inner) = inner.upgrade() else { return };
+            match inner.flush_batch().await {
+                Ok(true) if !inner.queue.is_empty() => Duration::ZERO,
+                Ok(_) if inner.config.write_mode == WriteMode::WriteBehind => inner.config.flush_interval,
+                Ok(_) => inner.config.flush_interval.max(Duration::from_millis(50)),
+                Err(_) => inner.config.retry_interval,
+            }
+        };
+        if pause.is_zero() {
+            tokio::task::yield_now().await;
+        } else {
+            tokio::time::sleep(pause).await;
+        }
+    }
+}
+
+/// Brings dependencies marked down back: Redis only after the keys PostgreSQL changed are deleted from it.
+async fn probe_loop(inner: Weak<Inner>) {
+    loop {
+        let every = {
+            let Some(inner) = inner.upgrade() else { return };
+            if !inner.redis_up.load(Ordering::Acquire) && inner.redis.ping().await.is_ok() {
+                match inner.invalidate_stale().await {
+                    Ok(()) => {
+                        inner.redis_up.store(true, Ordering::Release);
+                        info!(inner.log, "redis recovered: it decides again");
+                    }
+                    Err(e) => warn!(inner.log, "redis answers but invalidation failed"; "error" => %e),
+                }
+            }
+            if !inner.pg_up.load(Ordering::Acquire) && inner.pg.health().await.iter().all(|h| h.up) {
+                inner.pg_recovered();
+            }
+            inner.config.retry_interval
+        };
+        tokio::time::sleep(every).await;
+    }
+}
+
+impl Store for TieredStore {
+    async fn check(&self, key: &str, policy: &Policy, cost: u64) -> Result<Outcome, StoreError> {
+        let inner = &self.inner;
+        if inner.redis_ready().await {
+            match inner.check_in_redis(key, policy, cost).await {
+                Ok(outcome) => return Ok(outcome),
+                // Any Redis failure, transient or not, is a reason to let PostgreSQL decide instead.
+                Err(e) => inner.redis_lost(&e),
+            }
+        }
+        inner.check_in_postgres(key, policy, cost).await
+    }
+
+    async fn peek(&self, key: &str, policy: &Policy) -> Result<Outcome, StoreError> {
+        // Redis's view is the current one while it decides (PostgreSQL lags in write-behind mode); a key Redis
+        // does not hold reads as full there, which is also what the next check would seed from a refilled row.
+        if self.inner.redis_ready().await {
+            if let Ok(outcome) = self.inner.redis.peek(key, policy).await {
+                return Ok(outcome);
+            }
+        }
+        self.inner.pg.peek(key, policy).await
+    }
+
+    async fn reset(&self, key: &str) -> Result<(), StoreError> {
+        self.inner.pg.reset(key).await?;
+        if let Err(e) = self.inner.redis.invalidate(&[key.to_owned()]).await {
+            self.inner.redis_lost(&e);
+            self.inner.mark_stale(key).await;
+        }
+        Ok(())
+    }
+
+    async fn policy(&self, key: &str) -> Result<Option<Policy>, StoreError> {
+        self.inner.pg.policy(key).await
+    }
+
+    async fn set_policy(&self, key: &str, policy: &Policy) -> Result<(), StoreError> {
+        self.inner.pg.set_policy(key, policy).await
+    }
+
+    async fn delete_policy(&self, key: &str) -> Result<bool, StoreError> {
+        self.inner.pg.delete_policy(key).await
+    }
+
+    async fn health(&self) -> Vec<DependencyHealth> {
+        let mut health = self.inner.redis.health().await;
+        health.extend(self.inner.pg.health().await);
+        let depth = self.inner.queue.len();
+        if depth > 0 {
+            health.push(DependencyHealth {
+                name: "write_queue",
+                up: true,
+                detail: format!("{depth} keys waiting for postgres (capacity {})", self.inner.queue.capacity()),
+            });
+        }
+        health
+    }
+
+    async fn shutdown(&self) -> Result<(), StoreError> {
+        let waiting = self.inner.queue.len();
+        let result = self.inner.flush_all().await;
+        match &result {
+            Ok(()) => info!(self.inner.log, "flushed queued writes to postgres"; "keys" => waiting),
+            Err(e) => error!(self.inner.log, "could not flush queued writes to postgres";
+                             "keys" => self.inner.queue.len(), "error" => %e),
+        }
+        result
+    }
+}

@@ -1,0 +1,125 @@
+//! Whether one decision reply agrees with itself and with the policy: the header contract of DESIGN §3.
+//!
+//! Each check yields a sentence naming the header and what was seen, so a FAIL says exactly what to fix.
+
+use crate::client::Reply;
+use crate::policy::Policy;
+
+/// Everything wrong with `reply`'s headers and body, for a request of cost 1; empty when it is consistent.
+pub fn problems(reply: &Reply, policy: &Policy) -> Vec<String> {
+    let mut out = Vec::new();
+    if reply.source.is_none() {
+        out.push("X-Data-Source missing".to_string());
+    }
+    match &reply.policy {
+        None => out.push("RateLimit-Policy missing or malformed".into()),
+        Some(p) if p.quota != policy.capacity => {
+            out.push(format!("RateLimit-Policy q={} but capacity is {}", p.quota, policy.capacity))
+        }
+        Some(_) => {}
+    }
+    if reply.limit != Some(policy.capacity) {
+        out.push(format!("X-RateLimit-Limit {} but capacity is {}", shown(reply.limit), policy.capacity));
+    }
+    let Some(remaining) = reply.remaining else {
+        out.push("X-RateLimit-Remaining missing or not a whole number".into());
+        return out;
+    };
+    match reply.reset {
+        None => out.push("X-RateLimit-Reset missing or not whole seconds".into()),
+        // A bucket that isn't full needs time to become full again.
+        Some(0) if remaining < policy.capacity => {
+            out.push(format!("X-RateLimit-Reset 0 with {remaining} of {} remaining", policy.capacity))
+        }
+        Some(_) => {}
+    }
+    if remaining > policy.capacity {
+        out.push(format!("X-RateLimit-Remaining {remaining} exceeds capacity {}", policy.capacity));
+    }
+    match &reply.ratelimit {
+        None => out.push("RateLimit missing or malformed".into()),
+        Some(r) if r.remaining != remaining => {
+            out.push(format!("RateLimit r={} disagrees with X-RateLimit-Remaining {remaining}", r.remaining))
+        }
+        Some(_) => {}
+    }
+    if let Some(allowed) = reply.body.as_ref().and_then(|b| b.get("allowed")).and_then(|a| a.as_bool()) {
+        if allowed != reply.allowed() {
+            out.push(format!("body says allowed={allowed} on HTTP {}", reply.status));
+        }
+    }
+    if reply.denied() {
+        // A refusal of cost 1 means less than one whole token was left.
+        if remaining != 0 {
+            out.push(format!("429 with X-RateLimit-Remaining {remaining}"));
+        }
+        match reply.retry_after {
+            None => out.push("429 without a whole-seconds Retry-After".into()),
+            Some(0) => out.push("429 with Retry-After 0 (must be at least 1, rounded up)".into()),
+            Some(ra) => {
+                if let Some(t) = reply.ratelimit.as_ref().and_then(|r| r.reset) {
+                    if ra < t {
+                        out.push(format!("Retry-After {ra} is earlier than RateLimit t={t}"));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn shown(v: Option<u64>) -> String {
+    v.map_or_else(|| "missing".to_string(), |v| v.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::headers::{PolicyField, RateLimitField};
+
+    fn policy() -> Policy {
+        Policy { name: "default".into(), capacity: 10, refill_per_sec: 1.0, rate_from: "body" }
+    }
+
+    fn denied() -> Reply {
+        Reply {
+            status: 429,
+            source: Some("memory".into()),
+            limit: Some(10),
+            remaining: Some(0),
+            reset: Some(10),
+            retry_after: Some(1),
+            ratelimit: Some(RateLimitField { name: "default".into(), remaining: 0, reset: Some(1) }),
+            policy: Some(PolicyField { name: "default".into(), quota: 10, window: Some(10) }),
+            body: Some(serde_json::json!({"allowed": false})),
+        }
+    }
+
+    #[test]
+    fn a_contract_reply_has_no_problems() {
+        assert_eq!(problems(&denied(), &policy()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn each_broken_header_is_named() {
+        let mut r = denied();
+        r.retry_after = Some(0);
+        r.limit = Some(11);
+        r.ratelimit = Some(RateLimitField { name: "default".into(), remaining: 2, reset: Some(1) });
+        r.body = Some(serde_json::json!({"allowed": true}));
+        let found = problems(&r, &policy());
+        assert_eq!(found.len(), 4, "{found:?}");
+        assert!(found.iter().any(|p| p.contains("Retry-After 0")));
+        assert!(found.iter().any(|p| p.contains("X-RateLimit-Limit 11")));
+        assert!(found.iter().any(|p| p.contains("r=2")));
+        assert!(found.iter().any(|p| p.contains("allowed=true on HTTP 429")));
+    }
+
+    #[test]
+    fn retry_after_earlier_than_t_is_a_problem() {
+        let mut r = denied();
+        r.retry_after = Some(1);
+        r.ratelimit = Some(RateLimitField { name: "default".into(), remaining: 0, reset: Some(3) });
+        assert_eq!(problems(&r, &policy()), vec!["Retry-After 1 is earlier than RateLimit t=3".to_string()]);
+    }
+}

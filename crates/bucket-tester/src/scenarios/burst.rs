@@ -1,0 +1,60 @@
+//! Burst: capacity + 5 requests back to back on a fresh bucket: exactly capacity allowed, the rest refused, and
+//! every reply's headers consistent with the count (Remaining counting down, Retry-After on each 429).
+
+use std::time::Instant;
+
+use super::{Ctx, Outcome, ScenarioName};
+use crate::consistency;
+
+const EXTRA: u64 = 5;
+
+/// Runs the burst scenario.
+pub async fn run(ctx: &Ctx<'_>) -> Result<Outcome, String> {
+    let capacity = ctx.policy.capacity;
+    let total = capacity + EXTRA;
+    let user = ctx.user(ScenarioName::Burst, None);
+    let started = Instant::now();
+    let mut replies = Vec::new();
+    for n in 1..=total {
+        replies.push(ctx.hit(ScenarioName::Burst, n as usize, &user).await?);
+    }
+    // Tokens that may have arrived while the burst ran: zero at ordinary rates, measured rather than assumed.
+    let refilled = ctx.policy.tokens_in(started.elapsed());
+    let allowed = replies.iter().filter(|r| r.allowed()).count() as u64;
+
+    if let Some(i) = replies.iter().take(capacity as usize).position(|r| !r.allowed()) {
+        return Ok(Outcome::fail(format!(
+            "request #{} was refused after only {i} allowed: a fresh bucket holds {capacity}",
+            i + 1
+        )));
+    }
+    if allowed > capacity + refilled {
+        return Ok(Outcome::fail(format!(
+            "over-admitted: {allowed} of {total} allowed, capacity {capacity} (+{refilled} refilled meanwhile)"
+        )));
+    }
+    if allowed == total {
+        return Ok(Outcome::fail(format!("none of {total} requests was refused")));
+    }
+
+    let mut problems = Vec::new();
+    for (i, reply) in replies.iter().enumerate() {
+        let n = i + 1;
+        problems.extend(consistency::problems(reply, ctx.policy).into_iter().map(|p| format!("#{n}: {p}")));
+        // While the fresh bucket drains, remaining is exactly capacity - n, or more only by what refilled.
+        if let (true, Some(remaining)) = (i < capacity as usize, reply.remaining) {
+            let floor = capacity - n as u64;
+            if remaining < floor || remaining > floor + refilled {
+                problems.push(format!("#{n}: X-RateLimit-Remaining {remaining}, expected {floor}"));
+            }
+        }
+    }
+    if let Some(first) = problems.first() {
+        let more = if problems.len() > 1 { format!(" (+{} more)", problems.len() - 1) } else { String::new() };
+        return Ok(Outcome::fail(format!("headers inconsistent: {first}{more}")));
+    }
+    Ok(Outcome::pass(format!(
+        "{allowed} allowed, {} refused of {total} (capacity {capacity}); headers consistent",
+        total - allowed
+    )))
+}

@@ -1,0 +1,78 @@
+//! Refill: exhaust a fresh bucket, wait for about 2.5 tokens, count what came back (±1); then check that
+//! waiting the 429's `Retry-After` is enough to be allowed again.
+
+use std::time::{Duration, Instant};
+
+use super::{drain, Ctx, Outcome, ScenarioName};
+
+/// Longest wait for tokens: slower policies are skipped rather than stalling the run.
+const MAX_WAIT: Duration = Duration::from_secs(5);
+/// Longest `Retry-After` the scenario honours; beyond it that part is reported as not checked.
+const MAX_RETRY_AFTER: u64 = 10;
+/// Waiting a token count that sits halfway between integers keeps timing jitter from flipping the floor.
+const TOKENS_TO_WAIT_FOR: f64 = 2.5;
+
+/// Runs the refill scenario.
+pub async fn run(ctx: &Ctx<'_>) -> Result<Outcome, String> {
+    let policy = ctx.policy;
+    // Stay below capacity: a bucket that refilled to the brim would hide how many tokens the rate produced.
+    let tokens = TOKENS_TO_WAIT_FOR.min(policy.capacity as f64 - 0.5);
+    let wait = policy.interval().mul_f64(tokens);
+    if wait > MAX_WAIT {
+        return Ok(Outcome::skip(format!(
+            "one token takes {:.1}s: waiting for {tokens} would exceed {}s",
+            policy.interval().as_secs_f64(),
+            MAX_WAIT.as_secs()
+        )));
+    }
+    let user = ctx.user(ScenarioName::Refill, None);
+    let started = Instant::now();
+    let (drained, _) = drain(ctx, ScenarioName::Refill, &user).await?;
+    ctx.progress.wait("refill: waiting for tokens", wait).await;
+
+    // Measured from before the first drain request: the bucket's refill clock started no earlier than that, and
+    // any token that slipped in during the drain was already spent.
+    let elapsed = started.elapsed();
+    let due = policy.tokens_in(elapsed).saturating_sub(drained.saturating_sub(policy.capacity)).min(policy.capacity);
+    let mut got = 0u64;
+    let mut refusal = None;
+    let mut n = drained as usize + 1;
+    for _ in 0..=policy.capacity + 1 {
+        n += 1;
+        let reply = ctx.hit(ScenarioName::Refill, n, &user).await?;
+        if reply.denied() {
+            refusal = Some(reply);
+            break;
+        }
+        got += 1;
+    }
+    let Some(refusal) = refusal else {
+        return Ok(Outcome::fail(format!(
+            "after {:.2}s the bucket allowed {got} requests without refusing",
+            elapsed.as_secs_f64()
+        )));
+    };
+    if got.abs_diff(due) > 1 {
+        return Ok(Outcome::fail(format!(
+            "{got} tokens after {:.2}s at {}/s; expected {due} ±1",
+            elapsed.as_secs_f64(),
+            policy.refill_per_sec
+        )));
+    }
+    let counted = format!("{got} tokens back after {:.2}s (expected {due} ±1)", elapsed.as_secs_f64());
+
+    let Some(retry_after) = refusal.retry_after.filter(|s| *s >= 1) else {
+        return Ok(Outcome::fail(format!("{counted}, but the 429 had no Retry-After of at least 1s")));
+    };
+    if retry_after > MAX_RETRY_AFTER {
+        return Ok(Outcome::pass(format!(
+            "{counted}; Retry-After {retry_after}s not waited (over {MAX_RETRY_AFTER}s)"
+        )));
+    }
+    ctx.progress.wait("refill: honouring Retry-After", Duration::from_secs(retry_after)).await;
+    let again = ctx.hit(ScenarioName::Refill, n + 1, &user).await?;
+    if !again.allowed() {
+        return Ok(Outcome::fail(format!("{counted}, but still refused after waiting Retry-After {retry_after}s")));
+    }
+    Ok(Outcome::pass(format!("{counted}; allowed again after Retry-After {retry_after}s")))
+}
