@@ -11,6 +11,8 @@ use std::str::FromStr;
 use bucket_core::Policy;
 use serde::Deserialize;
 
+use crate::store_settings::{PostgresSettings, RedisSettings, StoreSettings, TieredSettings};
+
 /// Why the configuration cannot be used; each message names the setting (and variable or file) to fix, and never
 /// repeats its `source()`.
 #[derive(Debug, thiserror::Error)]
@@ -204,6 +206,12 @@ pub struct Config {
     pub evict_interval_ms: u64,
     /// Named policies, TOML only: `[policies.premium] capacity = 100, refill_per_sec = 10`.
     pub policies: BTreeMap<String, PolicyConfig>,
+    /// `[postgres]`: pool and statement bounds.
+    pub postgres: PostgresSettings,
+    /// `[redis]`: pool, command timeout, key prefix.
+    pub redis: RedisSettings,
+    /// `[tiered]`: write mode, queue, policy cache.
+    pub tiered: TieredSettings,
 }
 
 impl Default for Config {
@@ -225,6 +233,9 @@ impl Default for Config {
             workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             evict_interval_ms: 1000,
             policies: BTreeMap::new(),
+            postgres: PostgresSettings::default(),
+            redis: RedisSettings::default(),
+            tiered: TieredSettings::default(),
         }
     }
 }
@@ -285,7 +296,15 @@ impl Config {
                 _ => {}
             }
         }
+        let mut stores = self.stores();
+        stores.apply_env(env)?;
+        StoreSettings { postgres: self.postgres, redis: self.redis, tiered: self.tiered } = stores;
         Ok(())
+    }
+
+    /// The `[postgres]`, `[redis]` and `[tiered]` sections together, which `stores.rs` turns into adapters.
+    pub fn stores(&self) -> StoreSettings {
+        StoreSettings { postgres: self.postgres.clone(), redis: self.redis.clone(), tiered: self.tiered.clone() }
     }
 
     /// Checks every setting once, so a bad value stops the process at start with its name instead of failing later.
@@ -325,7 +344,7 @@ impl Config {
         if needs_redis && self.redis_url.is_none() {
             return Err(invalid("redis_url", format!("store `{}` needs REDIS_URL", self.store.as_str())));
         }
-        Ok(())
+        self.stores().validate()
     }
 
     /// The policy applied when neither the key nor the request names another.
@@ -404,6 +423,9 @@ impl Redacted<'_> {
             ("evict_interval_ms", c.evict_interval_ms.to_string()),
             ("policies", policies),
         ]
+        .into_iter()
+        .chain(c.stores().entries())
+        .collect()
     }
 }
 

@@ -2,8 +2,9 @@
 
 use std::time::Duration;
 
+use bucket_store::AnyStore;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Decision latencies span a memory lookup (µs) to a slow database round trip (up to the store timeouts).
@@ -33,6 +34,12 @@ pub struct Metrics {
     pub failure_mode: IntCounterVec,
     /// Writes waiting for PostgreSQL in the tiered store's write-behind queue.
     pub write_queue_depth: IntGauge,
+    /// Writes the tiered store dropped because its queue was full.
+    pub write_queue_dropped: IntCounter,
+    /// Keys deleted from Redis after an outage because PostgreSQL changed them meanwhile.
+    pub redis_invalidations: IntCounter,
+    /// 1 while a dependency of the tiered store is in use, 0 while it is marked down, by `dependency`.
+    pub dependency_up: IntGaugeVec,
     /// HTTP requests by matched `route` pattern, `method` and `status`.
     pub http_requests: IntCounterVec,
     /// HTTP latency by matched `route` pattern.
@@ -66,6 +73,18 @@ impl Metrics {
         )?;
         let write_queue_depth =
             IntGauge::new("bucket_write_queue_depth", "Writes queued for PostgreSQL by the tiered store")?;
+        let write_queue_dropped = IntCounter::new(
+            "bucket_write_queue_dropped_total",
+            "Writes for PostgreSQL dropped because the tiered store's queue was full",
+        )?;
+        let redis_invalidations = IntCounter::new(
+            "bucket_redis_invalidations_total",
+            "Keys deleted from Redis after an outage because PostgreSQL changed them meanwhile",
+        )?;
+        let dependency_up = IntGaugeVec::new(
+            Opts::new("bucket_dependency_up", "1 while the tiered store uses a dependency, 0 while it is marked down"),
+            &["dependency"],
+        )?;
         let http_requests = IntCounterVec::new(
             Opts::new("http_requests_total", "HTTP requests by route pattern, method and status"),
             &["route", "method", "status"],
@@ -83,6 +102,9 @@ impl Metrics {
         registry.register(Box::new(fallbacks.clone()))?;
         registry.register(Box::new(failure_mode.clone()))?;
         registry.register(Box::new(write_queue_depth.clone()))?;
+        registry.register(Box::new(write_queue_dropped.clone()))?;
+        registry.register(Box::new(redis_invalidations.clone()))?;
+        registry.register(Box::new(dependency_up.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
         Ok(Self {
@@ -95,6 +117,9 @@ impl Metrics {
             fallbacks,
             failure_mode,
             write_queue_depth,
+            write_queue_dropped,
+            redis_invalidations,
+            dependency_up,
             http_requests,
             http_duration,
         })
@@ -116,6 +141,20 @@ impl Metrics {
     pub fn record_http(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
         self.http_requests.with_label_values(&[route, method, &status.to_string()]).inc();
         self.http_duration.with_label_values(&[route]).observe(elapsed.as_secs_f64());
+    }
+
+    /// Copies the tiered store's own counters into the registry, at scrape time (the store knows nothing of
+    /// Prometheus; counters advance by the difference, so `rate()` works).
+    pub fn observe_store(&self, store: &AnyStore) {
+        let Some(stats) = store.tiered_stats() else { return };
+        let advance = |counter: &IntCounter, total: u64| counter.inc_by(total.saturating_sub(counter.get()));
+        advance(&self.fallbacks.with_label_values(&["redis", "postgres"]), stats.fallbacks_to_postgres);
+        advance(&self.fallbacks.with_label_values(&["postgres", "queue"]), stats.writes_queued_while_postgres_down);
+        advance(&self.write_queue_dropped, stats.writes_dropped);
+        advance(&self.redis_invalidations, stats.keys_invalidated);
+        self.write_queue_depth.set(stats.queue_depth as i64);
+        self.dependency_up.with_label_values(&["redis"]).set(i64::from(stats.redis_up));
+        self.dependency_up.with_label_values(&["postgres"]).set(i64::from(stats.postgres_up));
     }
 
     /// The Prometheus text exposition of every metric.

@@ -25,9 +25,9 @@ pub enum StartError {
     /// A setting is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// The configured store is not compiled into this build.
-    #[error("store `{0}` is not available in this build yet")]
-    StoreNotAvailable(&'static str),
+    /// The configured store needs a URL that was not given.
+    #[error("the configured store needs {0}")]
+    MissingUrl(&'static str),
     /// The store could not be set up (connection, migration).
     #[error("cannot start the store")]
     Store(#[from] StoreError),

@@ -1,24 +1,99 @@
-//! Builds the configured store: the one function to extend when PostgreSQL, Redis and tiered are wired in.
+//! Builds the configured store: memory, PostgreSQL, Redis, or Redis in front of PostgreSQL.
 
 use std::time::Duration;
 
-use bucket_store::{AnyStore, MemoryStore};
-use slog::{info, Logger};
+use bucket_store::postgres::{PostgresConfig, PostgresStore};
+use bucket_store::redis::RedisStore;
+use bucket_store::tiered::TieredStore;
+use bucket_store::{AnyStore, CachedPolicies, MemoryStore};
+use slog::{info, warn, Logger};
 
 use crate::config::{Config, StoreKind};
 use crate::server::StartError;
 
-/// The store `config.store` names, connected and ready, with its background tasks (the memory evictor) running on
-/// the current tokio runtime.
+/// Most per-key policies (or their absence) cached in the process.
+const POLICY_CACHE_ENTRIES: usize = 100_000;
+
+/// First and longest wait between attempts to reach PostgreSQL at start.
+const FIRST_RETRY: Duration = Duration::from_millis(250);
+const LONGEST_RETRY: Duration = Duration::from_secs(10);
+
+/// The store `config.store` names, connected and ready, with its background tasks (evictor, flusher, prober)
+/// running on the current tokio runtime.
 pub async fn build_store(config: &Config, log: &Logger) -> Result<AnyStore, StartError> {
-    match config.store {
+    let settings = config.stores();
+    let cache_ttl = Duration::from_millis(settings.tiered.policy_cache_ttl_ms);
+    let store = match config.store {
         StoreKind::Memory => {
             let store = MemoryStore::new();
             // The evictor holds only a weak reference and ends by itself once the store is dropped.
             drop(store.spawn_evictor(Duration::from_millis(config.evict_interval_ms)));
-            info!(log, "store ready"; "store" => "memory", "evict_interval_ms" => config.evict_interval_ms);
-            Ok(AnyStore::Memory(store))
+            AnyStore::Memory(store)
         }
-        other => Err(StartError::StoreNotAvailable(other.as_str())),
+        StoreKind::Postgres => {
+            let url = required(&config.database_url, "DATABASE_URL")?;
+            AnyStore::Postgres(cached(connect_postgres(settings.postgres_config(url), log).await?, cache_ttl))
+        }
+        StoreKind::Redis => {
+            let url = required(&config.redis_url, "REDIS_URL")?;
+            let redis = connect_redis(&settings.redis_config(url), log).await?;
+            AnyStore::Redis(cached(redis, cache_ttl))
+        }
+        StoreKind::Tiered => {
+            let pg = connect_postgres(settings.postgres_config(required(&config.database_url, "DATABASE_URL")?), log)
+                .await?;
+            let redis = connect_redis(&settings.redis_config(required(&config.redis_url, "REDIS_URL")?), log).await?;
+            AnyStore::Tiered(cached(
+                TieredStore::new(redis, pg, settings.tiered_config(), log.clone()).await,
+                cache_ttl,
+            ))
+        }
+    };
+    info!(log, "store ready"; "store" => store.kind());
+    Ok(store)
+}
+
+fn cached<S>(store: S, ttl: Duration) -> CachedPolicies<S> {
+    CachedPolicies::new(store, ttl, POLICY_CACHE_ENTRIES)
+}
+
+fn required<'a>(url: &'a Option<String>, var: &'static str) -> Result<&'a str, StartError> {
+    url.as_deref().ok_or(StartError::MissingUrl(var))
+}
+
+/// Connects and migrates, retrying with exponential backoff while PostgreSQL is unreachable: an orchestrator that
+/// starts the database and the service together should not see the service crash-loop. Non-transient failures
+/// (a failed migration, a bad setting) stop the start.
+async fn connect_postgres(config: PostgresConfig, log: &Logger) -> Result<PostgresStore, StartError> {
+    let mut wait = FIRST_RETRY;
+    let mut attempt = 1u32;
+    loop {
+        match PostgresStore::connect(config.clone()).await {
+            Ok(store) => {
+                info!(log, "postgres connected, migrations applied"; "url" => config.redacted_url(), "attempt" => attempt);
+                return Ok(store);
+            }
+            Err(e) if e.is_transient() => {
+                warn!(log, "postgres unreachable at start, retrying";
+                      "url" => config.redacted_url(), "attempt" => attempt, "retry_in_ms" => wait.as_millis() as u64,
+                      "error" => %e);
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(LONGEST_RETRY);
+                attempt += 1;
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
+}
+
+/// Builds the pool; an unreachable Redis is logged and tolerated (the tiered store falls back, the redis store
+/// answers with the failure mode until Redis answers).
+async fn connect_redis(config: &bucket_store::redis::RedisConfig, log: &Logger) -> Result<RedisStore, StartError> {
+    let redis = RedisStore::connect(config.clone())?;
+    match redis.ping().await {
+        Ok(()) => info!(log, "redis connected"; "url" => config.redacted_url()),
+        Err(e) => warn!(log, "redis unreachable at start: running degraded until it answers";
+                        "url" => config.redacted_url(), "error" => %e),
+    }
+    Ok(redis)
 }

@@ -27,17 +27,15 @@ async fn start_serves_real_http_on_an_ephemeral_port_and_stops() {
 }
 
 #[actix_web::test]
-async fn stores_not_built_in_yet_are_a_clear_start_error() {
+async fn a_malformed_store_url_is_a_clear_start_error() {
     let config = Config {
         listen: "127.0.0.1:0".into(),
-        store: bucket_api::config::StoreKind::Tiered,
-        database_url: Some("postgres://localhost/x".into()),
-        redis_url: Some("redis://localhost".into()),
+        store: bucket_api::config::StoreKind::Redis,
+        redis_url: Some("not a url".into()),
         ..Config::default()
     };
-    let err = start(config, quiet()).await.err().expect("tiered is not wired yet");
-    assert!(matches!(err, StartError::StoreNotAvailable("tiered")));
-    assert_eq!(err.to_string(), "store `tiered` is not available in this build yet");
+    let err = start(config, quiet()).await.err().expect("a malformed REDIS_URL cannot start");
+    assert!(matches!(err, StartError::Store(ref e) if !e.is_transient()), "{err:?}");
 }
 
 #[actix_web::test]

@@ -411,17 +411,16 @@ impl Store for TieredStore {
     }
 
     async fn health(&self) -> Vec<DependencyHealth> {
-        let mut health = self.inner.redis.health().await;
-        health.extend(self.inner.pg.health().await);
+        let (mut redis, mut pg) = tokio::join!(self.inner.redis.health(), self.inner.pg.health());
         let depth = self.inner.queue.len();
         if depth > 0 {
-            health.push(DependencyHealth {
-                name: "write_queue",
-                up: true,
-                detail: format!("{depth} keys waiting for postgres (capacity {})", self.inner.queue.capacity()),
-            });
+            for dep in &mut pg {
+                dep.detail =
+                    format!("{}; {depth} writes queued (capacity {})", dep.detail, self.inner.queue.capacity());
+            }
         }
-        health
+        redis.append(&mut pg);
+        redis
     }
 
     async fn shutdown(&self) -> Result<(), StoreError> {

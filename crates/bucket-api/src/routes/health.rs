@@ -31,7 +31,8 @@ pub struct Dependency {
 /// Body of `/readyz`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Readiness {
-    /// `ready` when every dependency is up, else `not_ready`.
+    /// `ready` when every dependency is up, `degraded` when some are down but decisions are still made (the tiered
+    /// store with Redis or PostgreSQL down), `not_ready` when none answers.
     #[schema(example = "ready")]
     pub status: String,
     /// Each dependency's state.
@@ -51,14 +52,16 @@ pub async fn healthz() -> HttpResponse {
 
 /// Readiness
 ///
-/// 200 when every store dependency answered, 503 otherwise; both list each dependency.
+/// 200 while decisions can be made: every dependency up (`ready`) or at least one (`degraded`: the tiered store
+/// falls back to the other tier, and pulling the instance out of a load balancer would make things worse). 503
+/// when no dependency answers; both list each dependency.
 #[utoipa::path(
     get,
     path = "/readyz",
     tag = "operations",
     responses(
-        (status = 200, description = "Every dependency is up", body = Readiness),
-        (status = 503, description = "At least one dependency is down", body = Readiness),
+        (status = 200, description = "Decisions can be made (ready or degraded)", body = Readiness),
+        (status = 503, description = "No dependency answers", body = Readiness),
     )
 )]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
@@ -69,9 +72,14 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         .into_iter()
         .map(|d| Dependency { name: d.name.into(), up: d.up, detail: d.detail })
         .collect();
-    let ready = dependencies.iter().all(|d| d.up);
-    let body = Readiness { status: if ready { "ready" } else { "not_ready" }.into(), dependencies };
-    if ready {
+    let up = dependencies.iter().filter(|d| d.up).count();
+    let status = match up {
+        0 => "not_ready",
+        n if n == dependencies.len() => "ready",
+        _ => "degraded",
+    };
+    let body = Readiness { status: status.into(), dependencies };
+    if up > 0 {
         HttpResponse::Ok().json(body)
     } else {
         HttpResponse::ServiceUnavailable().json(body)

@@ -1,0 +1,232 @@
+//! The stack of deploy/docker-compose.yml without Docker: PostgreSQL, Redis and Prometheus from installed binaries,
+//! each on a free port with its files in one temporary directory, and bucket-api through `cargo run`. The API's logs
+//! stream to the terminal; Ctrl-C (or SIGTERM) stops everything in reverse order and removes the directory.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use crate::process::{self, GroupChild};
+use crate::url::ServiceUrl;
+use crate::{interrupt, paths, postgres, redis};
+
+/// Time bucket-api gets to finish in-flight requests and flush its queues after SIGTERM.
+const API_STOP_GRACE: Duration = Duration::from_secs(15);
+/// The database the API uses in the native stack.
+const DATABASE: &str = "bucket";
+
+/// Starts the stack, waits for Ctrl-C or for the API to exit, then stops everything.
+pub fn run(store: &str) -> Result<()> {
+    let needs_postgres = matches!(store, "postgres" | "tiered");
+    let needs_redis = matches!(store, "redis" | "tiered");
+    // Declared first, dropped last: the directory goes only after every server in it has stopped.
+    let temp = TempDir::create()?;
+    println!("Native stack (store: {store}), files in {}", temp.path.display());
+
+    let database = start_postgres(&temp.path, needs_postgres)?;
+    check_interrupt()?;
+    let cache = start_redis(&temp.path, needs_redis)?;
+    check_interrupt()?;
+    let api_port = process::free_port_preferring(8080)?;
+    let metrics = start_prometheus(&temp.path, api_port)?;
+    check_interrupt()?;
+
+    let mut command = process::cargo();
+    command
+        .args(["run", "-p", "bucket-api"])
+        .current_dir(paths::workspace_root())
+        .env("BUCKET_STORE", store)
+        .env("BUCKET_LISTEN", format!("127.0.0.1:{api_port}"));
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        // A refused configuration should read as its message, not as a page of anyhow backtrace.
+        command.env("RUST_LIB_BACKTRACE", "0");
+    }
+    if let Some((url, _)) = &database {
+        command.env("DATABASE_URL", url);
+    }
+    if let Some((url, _)) = &cache {
+        command.env("REDIS_URL", url);
+    }
+    println!("  starting bucket-api: `{}` (the first build takes a few minutes)", process::display(&command));
+    let mut api = GroupChild::spawn("bucket-api", &mut command)?;
+
+    let api_addr = SocketAddr::from(([127, 0, 0, 1], api_port));
+    let outcome = wait_for_api(&mut api, api_addr, store).and_then(|()| {
+        print_urls(api_port, database.as_ref().map(|(url, _)| url.as_str()), cache.as_ref(), metrics.as_ref());
+        supervise(&mut api, store)
+    });
+
+    println!("\nStopping the stack...");
+    api.stop(API_STOP_GRACE);
+    drop(metrics);
+    drop(cache);
+    drop(database);
+    drop(temp);
+    outcome
+}
+
+fn check_interrupt() -> Result<()> {
+    if interrupt::requested() {
+        bail!("interrupted");
+    }
+    Ok(())
+}
+
+fn start_postgres(temp: &Path, needed: bool) -> Result<Option<(String, postgres::PrivateCluster)>> {
+    if !postgres::server_installed() {
+        let install = "apt-get install --no-install-recommends postgresql";
+        if needed {
+            bail!("this store needs PostgreSQL, whose server programs are not installed: run `{install}` as root");
+        }
+        println!("  skipped PostgreSQL: not installed ({install})");
+        return Ok(None);
+    }
+    let port = process::free_port()?;
+    let cluster = postgres::PrivateCluster::start(&temp.join("postgres"), "127.0.0.1", port, "postgres")
+        .context("could not start PostgreSQL")?;
+    let url = format!("postgres://postgres@127.0.0.1:{port}/{DATABASE}");
+    postgres::ensure_database(&ServiceUrl::parse(&url, port)?, DATABASE)?;
+    println!("  PostgreSQL answering at {url}");
+    Ok(Some((url, cluster)))
+}
+
+fn start_redis(temp: &Path, needed: bool) -> Result<Option<(String, redis::PrivateServer)>> {
+    if !redis::server_installed() {
+        let install = "apt-get install --no-install-recommends redis-server";
+        if needed {
+            bail!("this store needs Redis, and redis-server is not installed: run `{install}` as root");
+        }
+        println!("  skipped Redis: not installed ({install})");
+        return Ok(None);
+    }
+    let port = process::free_port()?;
+    let server =
+        redis::PrivateServer::start(&temp.join("redis"), "127.0.0.1", port).context("could not start Redis")?;
+    let url = format!("redis://127.0.0.1:{port}");
+    println!("  Redis answering at {url}");
+    Ok(Some((url, server)))
+}
+
+/// Prometheus, if installed, scraping the API every 5 s with a generated config (and deploy/'s alert rules).
+fn start_prometheus(temp: &Path, api_port: u16) -> Result<Option<(u16, GroupChild)>> {
+    let Some(prometheus) = process::find_program("prometheus") else {
+        println!("  skipped Prometheus: not installed (apt-get install --no-install-recommends prometheus)");
+        return Ok(None);
+    };
+    let dir = temp.join("prometheus");
+    std::fs::create_dir_all(&dir)?;
+    let rules = paths::in_workspace("deploy/prometheus/rules");
+    let config = format!(
+        "# generated by cargo xtask compose\nglobal:\n  scrape_interval: 5s\n  evaluation_interval: 5s\n\
+         rule_files:\n  - \"{}/*.yml\"\nscrape_configs:\n  - job_name: bucket-api\n    static_configs:\n\
+         \x20     - targets: [\"127.0.0.1:{api_port}\"]\n",
+        rules.display()
+    );
+    let config_file = dir.join("prometheus.yml");
+    std::fs::write(&config_file, config)?;
+    let port = process::free_port_preferring(9090)?;
+    let log = std::fs::File::create(dir.join("prometheus.log"))?;
+    let mut command = Command::new(prometheus);
+    command
+        .arg(format!("--config.file={}", config_file.display()))
+        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::from(log.try_clone()?))
+        .stderr(Stdio::from(log));
+    let mut child = GroupChild::spawn("Prometheus", &mut command)?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    if !process::wait_until(Duration::from_secs(30), || {
+        process::port_open(addr) || matches!(child.try_wait(), Ok(Some(_)))
+    }) || !process::port_open(addr)
+    {
+        bail!("Prometheus did not start\n{}", process::log_tail(&dir.join("prometheus.log"), 20));
+    }
+    println!("  Prometheus answering at http://127.0.0.1:{port}/");
+    Ok(Some((port, child)))
+}
+
+/// Waits until the API accepts connections; its own error (a store it refuses, say) ends the wait.
+fn wait_for_api(api: &mut GroupChild, addr: SocketAddr, store: &str) -> Result<()> {
+    loop {
+        if let Some(status) = api.try_wait()? {
+            return Err(api_exit_error(status, store));
+        }
+        if process::port_open(addr) {
+            return Ok(());
+        }
+        check_interrupt()?;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Streams the API's logs (it writes to our terminal) until Ctrl-C, or until it exits on its own.
+fn supervise(api: &mut GroupChild, store: &str) -> Result<()> {
+    loop {
+        if interrupt::requested() {
+            return Ok(());
+        }
+        if let Some(status) = api.try_wait()? {
+            return Err(api_exit_error(status, store));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn api_exit_error(status: std::process::ExitStatus, store: &str) -> anyhow::Error {
+    let hint = if store == "memory" { String::new() } else { " (`--store memory` needs no other service)".to_string() };
+    anyhow!("bucket-api exited with {status} with store `{store}`; its output above says why{hint}")
+}
+
+fn print_urls(
+    api_port: u16,
+    database: Option<&str>,
+    cache: Option<&(String, redis::PrivateServer)>,
+    metrics: Option<&(u16, GroupChild)>,
+) {
+    let api = format!("http://127.0.0.1:{api_port}");
+    println!("\nbucket is up. Ctrl-C stops everything.");
+    println!("  API          {api}/");
+    println!("  try it       curl -i -H 'X-User-ID: alice' {api}/");
+    println!("  Swagger UI   {api}/swagger-ui/");
+    println!("  metrics      {api}/metrics");
+    println!("  health       {api}/healthz   {api}/readyz");
+    match metrics {
+        Some((port, _)) => println!("  Prometheus   http://127.0.0.1:{port}/"),
+        None => println!("  Prometheus   not running (not installed)"),
+    }
+    println!("  Grafana      not running: no Grafana package here; Docker mode runs it");
+    match database {
+        Some(url) => println!("  PostgreSQL   psql {url}"),
+        None => println!("  PostgreSQL   not running (not installed)"),
+    }
+    match cache {
+        Some((url, _)) => println!("  Redis        redis-cli -u {url}"),
+        None => println!("  Redis        not running (not installed)"),
+    }
+    println!();
+}
+
+/// A directory for this run's servers, removed (with everything in it) when dropped.
+struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    fn create() -> Result<Self> {
+        let path = std::env::temp_dir().join(format!("bucket-compose-{}", std::process::id()));
+        std::fs::create_dir_all(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        Ok(Self { path })
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        match std::fs::remove_dir_all(&self.path) {
+            Ok(()) => println!("  removed {}", self.path.display()),
+            Err(error) => eprintln!("  could not remove {}: {error}", self.path.display()),
+        }
+    }
+}
