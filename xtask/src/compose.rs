@@ -11,11 +11,14 @@ use crate::process::{self, GroupChild};
 use crate::{compose_check, interrupt, native, paths};
 
 const USAGE: &str = "\
-Usage: cargo xtask compose [--store memory|postgres|redis|tiered] [--native] [--check]
+Usage: cargo xtask compose [--store memory|postgres|redis|tiered] [--native]
+       cargo xtask compose --check [--dir DIR]
 
   --store S    the store bucket-api uses (default tiered)
   --native     start the services from installed binaries even when a Docker engine answers
-  --check      validate deploy/ (compose file, Prometheus config and rules, Grafana JSON) and exit
+  --check      validate deploy/ (compose file, Prometheus config and alert rules, Grafana provisioning and
+               dashboard, and that every dashboard and alert query names a metric bucket-api exports) and exit
+  --dir DIR    with --check: validate DIR (a copy of deploy/) instead
 ";
 
 /// The stores bucket-api knows (DESIGN §3).
@@ -29,6 +32,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut store = "tiered".to_string();
     let mut native_only = false;
     let mut check = false;
+    let mut dir = None;
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -38,6 +42,10 @@ pub fn run(args: &[String]) -> Result<()> {
             },
             "--native" => native_only = true,
             "--check" => check = true,
+            "--dir" => match args.next() {
+                Some(value) => dir = Some(std::path::PathBuf::from(value)),
+                None => bail!("--dir needs a directory"),
+            },
             "-h" | "--help" => {
                 print!("{USAGE}");
                 return Ok(());
@@ -49,7 +57,13 @@ pub fn run(args: &[String]) -> Result<()> {
         }
     }
     if check {
-        return compose_check::run();
+        return match dir {
+            Some(dir) => compose_check::run_in(&dir),
+            None => compose_check::run(),
+        };
+    }
+    if dir.is_some() {
+        bail!("--dir only goes with --check");
     }
     if !STORES.contains(&store.as_str()) {
         bail!("unknown store `{store}`: use one of {}", STORES.join(", "));
@@ -115,7 +129,12 @@ fn docker_up(store: &str) -> Result<()> {
     println!("Starting the stack with Docker Compose (store: {store}): `{}`", process::display(&command));
     println!("  API         http://localhost:8080/   (BUCKET_PORT in deploy/.env)");
     println!("  Swagger UI  http://localhost:8080/swagger-ui/");
-    println!("  Prometheus  http://localhost:9090/   Grafana http://localhost:3000/");
+    println!("  metrics     http://localhost:8080/metrics");
+    println!("  Prometheus  http://localhost:9090/   alerts http://localhost:9090/alerts   (PROMETHEUS_PORT)");
+    println!("  Grafana     http://localhost:3000/   dashboard \"bucket\" is the home page   (GRAFANA_PORT)");
+    println!("              login GRAFANA_ADMIN_USER / GRAFANA_ADMIN_PASSWORD from deploy/.env (admin / ...)");
+    println!("  PostgreSQL  docker compose -f deploy/docker-compose.yml exec postgres psql -U bucket bucket");
+    println!("  Redis       docker compose -f deploy/docker-compose.yml exec redis redis-cli");
     println!("Ctrl-C stops the containers.");
     let mut compose = GroupChild::spawn("docker compose", &mut command)?;
     loop {

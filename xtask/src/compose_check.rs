@@ -1,16 +1,27 @@
-//! `cargo xtask compose --check`: catches a broken deploy/ (compose file, Prometheus config and rules, Grafana JSON)
-//! in CI, where no Docker engine runs. Each check uses the real tool when it is installed and says so when it is
-//! skipped; a few structural checks of our own always run.
+//! `cargo xtask compose --check`: catches a broken deploy/ in CI, where no Docker engine runs: the compose file
+//! (our own structural check always, docker-compose's `config` when installed), the Prometheus config and alert
+//! rules (promtool, installed when missing and we are root), the Grafana provisioning and dashboard JSON, and that
+//! every dashboard and alert query names a metric bucket-api really exports (the `dashboards` test of bucket-api,
+//! run against this deploy/ directory).
+
+mod yaml;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{bail, Result};
 
-use crate::{paths, process};
+use crate::{apt, paths, process};
+use yaml::Node;
 
 /// The services DESIGN §4 puts in the stack; the compose file must declare each.
 const REQUIRED_SERVICES: [&str; 5] = ["bucket-api", "postgres", "redis", "prometheus", "grafana"];
+
+/// Conditions `depends_on` accepts.
+const CONDITIONS: [&str; 3] = ["service_started", "service_healthy", "service_completed_successfully"];
+
+/// Environment variables whose value must come from deploy/.env, never be written into the compose file.
+const SECRET_MARKERS: [&str; 3] = ["PASSWORD", "TOKEN", "SECRET"];
 
 enum Outcome {
     Passed(String),
@@ -18,16 +29,24 @@ enum Outcome {
     Failed(String),
 }
 
-/// Runs every check, prints one line per check, and fails if any check failed.
+/// Checks the repository's deploy/ directory.
 pub fn run() -> Result<()> {
-    let deploy = paths::in_workspace("deploy");
+    run_in(&paths::in_workspace("deploy"))
+}
+
+/// Runs every check on `deploy` (a deploy/ directory or a copy of it), prints one line per check, and fails if any
+/// check failed.
+pub fn run_in(deploy: &Path) -> Result<()> {
     let compose_file = deploy.join("docker-compose.yml");
+    let prometheus = deploy.join("prometheus");
+    let promtool_found = ensure_promtool();
     let checks: Vec<(&str, Outcome)> = vec![
-        ("compose services", compose_structure(&compose_file)),
+        ("compose structure", compose_structure(&compose_file)),
         ("compose config", compose_config(&compose_file)),
-        ("prometheus config", promtool(&["check", "config"], &[deploy.join("prometheus/prometheus.yml")])),
-        ("prometheus rules", prometheus_rules(&deploy.join("prometheus/rules"))),
+        ("prometheus config", promtool(&promtool_found, &["check", "config"], &[prometheus.join("prometheus.yml")])),
+        ("prometheus rules", promtool(&promtool_found, &["check", "rules"], &[prometheus.join("alerts.yml")])),
         ("grafana json", grafana_json(&deploy.join("grafana"))),
+        ("dashboard metrics", dashboard_metrics(deploy)),
     ];
     let mut failed = Vec::new();
     for (name, outcome) in checks {
@@ -41,52 +60,97 @@ pub fn run() -> Result<()> {
         }
     }
     if !failed.is_empty() {
-        bail!("deploy/ is not valid ({}): see the lines above", failed.join(", "));
+        bail!("{} is not valid ({}): see the lines above", deploy.display(), failed.join(", "));
     }
     Ok(())
 }
 
-/// Our own minimal YAML check: indentation by spaces only, and every required service declared under `services:`.
+/// Our own check of what the stack relies on, with no tool installed: the file parses as YAML, every required
+/// service is there with a health check, `depends_on` names declared services with a known condition, named
+/// volumes are declared, bind-mounted paths exist, and no password or token is written into the file.
 fn compose_structure(file: &Path) -> Outcome {
     let text = match std::fs::read_to_string(file) {
         Ok(text) => text,
         Err(error) => return Outcome::Failed(format!("cannot read {}: {error}", file.display())),
     };
-    if let Some(number) = text.lines().position(|line| line.trim_start_matches(' ').starts_with('\t')) {
-        return Outcome::Failed(format!("line {} is indented with a tab, which YAML forbids", number + 1));
-    }
-    let services = declared_services(&text);
-    let missing: Vec<&str> = REQUIRED_SERVICES.into_iter().filter(|name| !services.iter().any(|s| s == name)).collect();
-    if missing.is_empty() {
-        Outcome::Passed(format!("declares {}", services.join(", ")))
+    let root = match yaml::parse(&text) {
+        Ok(root) => root,
+        Err(error) => return Outcome::Failed(format!("{}: {error:#}", file.display())),
+    };
+    let dir = file.parent().unwrap_or(Path::new("."));
+    let problems = compose_problems(&root, dir);
+    if problems.is_empty() {
+        let services: Vec<&str> = root
+            .get("services")
+            .map(|s| s.entries().iter().map(|(name, _)| name.as_str()).collect())
+            .unwrap_or_default();
+        Outcome::Passed(format!("declares {}, all with health checks", services.join(", ")))
     } else {
-        Outcome::Failed(format!("no service {} under `services:`", missing.join(", ")))
+        Outcome::Failed(problems.join("; "))
     }
 }
 
-/// The keys one indentation level below the top-level `services:` key.
-fn declared_services(text: &str) -> Vec<String> {
-    let mut services = Vec::new();
-    let mut inside = false;
-    let mut indent = None;
-    for line in text.lines() {
-        let content = line.trim_start();
-        if content.is_empty() || content.starts_with('#') {
-            continue;
-        }
-        let depth = line.len() - content.len();
-        if depth == 0 {
-            inside = content.trim_end() == "services:";
-            continue;
-        }
-        if !inside || *indent.get_or_insert(depth) != depth {
-            continue;
-        }
-        if let Some(name) = content.trim_end().strip_suffix(':') {
-            services.push(name.trim_matches(['"', '\'']).to_string());
+fn compose_problems(root: &Node, dir: &Path) -> Vec<String> {
+    let mut problems = Vec::new();
+    let Some(services) = root.get("services") else {
+        return vec!["no top-level `services:`".to_string()];
+    };
+    let declared: Vec<&str> = services.entries().iter().map(|(name, _)| name.as_str()).collect();
+    for required in REQUIRED_SERVICES {
+        if !declared.contains(&required) {
+            problems.push(format!("no service `{required}`"));
         }
     }
-    services
+    let volumes: Vec<&str> =
+        root.get("volumes").map(|v| v.entries().iter().map(|(name, _)| name.as_str()).collect()).unwrap_or_default();
+    for (name, service) in services.entries() {
+        if service.get("image").is_none() && service.get("build").is_none() {
+            problems.push(format!("service `{name}` has neither `image` nor `build`"));
+        }
+        match service.get("healthcheck").and_then(|h| h.get("test")) {
+            Some(_) => {}
+            None => problems.push(format!("service `{name}` has no `healthcheck.test`")),
+        }
+        match service.get("depends_on") {
+            None => {}
+            Some(Node::Map(dependencies)) => {
+                for (dependency, spec) in dependencies {
+                    if !declared.contains(&dependency.as_str()) {
+                        problems.push(format!("`{name}` depends on undeclared service `{dependency}`"));
+                    }
+                    match spec.get("condition").and_then(Node::as_str) {
+                        Some(condition) if CONDITIONS.contains(&condition) => {}
+                        other => problems.push(format!(
+                            "`{name}` depends on `{dependency}` with condition `{}`; use one of {}",
+                            other.unwrap_or("(none)"),
+                            CONDITIONS.join(", ")
+                        )),
+                    }
+                }
+            }
+            Some(_) => problems.push(format!("`{name}`: write `depends_on` as a mapping with conditions")),
+        }
+        if let Some(Node::Seq(mounts)) = service.get("volumes") {
+            for mount in mounts.iter().filter_map(Node::as_str) {
+                let source = mount.split(':').next().unwrap_or("");
+                if source.starts_with('.') || source.starts_with('/') {
+                    if !dir.join(source).exists() {
+                        problems.push(format!("`{name}` mounts {source}, which does not exist"));
+                    }
+                } else if !volumes.contains(&source) {
+                    problems.push(format!("`{name}` uses volume `{source}`, not declared under top-level `volumes:`"));
+                }
+            }
+        }
+        for (variable, value) in service.get("environment").map(Node::entries).unwrap_or_default() {
+            let secret = SECRET_MARKERS.iter().any(|marker| variable.contains(marker));
+            let literal = value.as_str().is_some_and(|value| !value.is_empty() && !value.starts_with("${"));
+            if secret && literal {
+                problems.push(format!("`{name}` writes {variable} into the file: take it from deploy/.env"));
+            }
+        }
+    }
+    problems
 }
 
 /// `config -q` of docker-compose (v1) or the `docker compose` plugin, which need no engine. Variables come from
@@ -119,9 +183,24 @@ fn docker_compose_plugin() -> bool {
             .unwrap_or(false)
 }
 
-fn promtool(args: &[&str], files: &[PathBuf]) -> Outcome {
-    let Some(promtool) = process::find_program("promtool") else {
-        return Outcome::Skipped("promtool not installed (apt-get install --no-install-recommends prometheus)".into());
+/// promtool, installed with Debian's `prometheus` package when missing and we are root; else why it is missing.
+fn ensure_promtool() -> std::result::Result<PathBuf, String> {
+    if let Some(found) = process::find_program("promtool") {
+        return Ok(found);
+    }
+    if process::is_root() {
+        if let Err(error) = apt::install("promtool", &["prometheus"]) {
+            return Err(format!("{error:#}"));
+        }
+    }
+    process::find_program("promtool")
+        .ok_or_else(|| "promtool not installed (apt-get install --no-install-recommends prometheus)".to_string())
+}
+
+fn promtool(found: &std::result::Result<PathBuf, String>, args: &[&str], files: &[PathBuf]) -> Outcome {
+    let promtool = match found {
+        Ok(promtool) => promtool,
+        Err(why) => return Outcome::Skipped(why.clone()),
     };
     let mut command = Command::new(promtool);
     command.args(args).args(files);
@@ -131,28 +210,114 @@ fn promtool(args: &[&str], files: &[PathBuf]) -> Outcome {
     }
 }
 
-fn prometheus_rules(dir: &Path) -> Outcome {
-    let rules = files_with_extensions(dir, &["yml", "yaml"]);
-    if rules.is_empty() {
-        return Outcome::Passed(format!("no rule files in {} yet", dir.display()));
-    }
-    promtool(&["check", "rules"], &rules)
-}
-
+/// The provisioning YAML parses and names a data source, and every dashboard parses, has a uid, a title and panels,
+/// and queries only provisioned data sources (a dashboard pointing at a missing uid shows "datasource not found").
 fn grafana_json(dir: &Path) -> Outcome {
-    let files = files_with_extensions(dir, &["json"]);
-    if files.is_empty() {
-        return Outcome::Passed(format!("no JSON files under {} yet", dir.display()));
+    let datasources = dir.join("provisioning/datasources/prometheus.yml");
+    let uids: Vec<String> = match std::fs::read_to_string(&datasources)
+        .map_err(anyhow::Error::from)
+        .and_then(|t| yaml::parse(&t))
+    {
+        Ok(root) => match root.get("datasources") {
+            Some(Node::Seq(items)) => items.iter().filter_map(|d| d.get("uid")?.as_str().map(str::to_string)).collect(),
+            _ => Vec::new(),
+        },
+        Err(error) => return Outcome::Failed(format!("{}: {error:#}", datasources.display())),
+    };
+    if uids.is_empty() {
+        return Outcome::Failed(format!("{} provisions no data source with a uid", datasources.display()));
     }
+    let providers = dir.join("provisioning/dashboards");
+    for file in files_with_extensions(&providers, &["yml", "yaml"]) {
+        let parsed = std::fs::read_to_string(&file).map_err(anyhow::Error::from).and_then(|t| yaml::parse(&t));
+        if let Err(error) = parsed {
+            return Outcome::Failed(format!("{}: {error:#}", file.display()));
+        }
+    }
+    let files = files_with_extensions(&dir.join("dashboards"), &["json"]);
+    if files.is_empty() {
+        return Outcome::Failed(format!("no dashboard JSON under {}", dir.join("dashboards").display()));
+    }
+    let mut panels = 0;
     for file in &files {
         let parsed = std::fs::read_to_string(file)
             .map_err(|error| error.to_string())
             .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).map_err(|error| error.to_string()));
-        if let Err(error) = parsed {
-            return Outcome::Failed(format!("{}: {error}", file.display()));
+        let dashboard = match parsed {
+            Ok(dashboard) => dashboard,
+            Err(error) => return Outcome::Failed(format!("{}: {error}", file.display())),
+        };
+        for key in ["uid", "title"] {
+            if dashboard[key].as_str().is_none_or(str::is_empty) {
+                return Outcome::Failed(format!("{}: no `{key}`", file.display()));
+            }
+        }
+        let Some(list) = dashboard["panels"].as_array().filter(|list| !list.is_empty()) else {
+            return Outcome::Failed(format!("{}: no panels", file.display()));
+        };
+        panels += list.len();
+        let mut used = Vec::new();
+        datasource_uids(&dashboard, &mut used);
+        if let Some(unknown) = used.iter().find(|uid| !uids.contains(uid)) {
+            return Outcome::Failed(format!(
+                "{}: queries data source `{unknown}`, but only {uids:?} are provisioned",
+                file.display()
+            ));
         }
     }
-    Outcome::Passed(format!("{} file(s) parse", files.len()))
+    Outcome::Passed(format!("{} dashboard(s), {panels} panels, data sources {uids:?}", files.len()))
+}
+
+/// Every `datasource.uid` in a dashboard, except Grafana's built-ins and variables.
+fn datasource_uids(value: &serde_json::Value, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            if let Some(uid) = map.get("datasource").and_then(|d| d["uid"].as_str()) {
+                if !uid.starts_with('$') && !uid.starts_with("-- ") && !out.iter().any(|u| u == uid) {
+                    out.push(uid.to_string());
+                }
+            }
+            map.values().for_each(|child| datasource_uids(child, out));
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|item| datasource_uids(item, out)),
+        _ => {}
+    }
+}
+
+/// Runs bucket-api's `dashboards` test against `deploy`: it extracts the metric names of every dashboard and alert
+/// query and looks each up in the `/metrics` of a real app after traffic. One source of truth, the same in
+/// `cargo test` and here.
+fn dashboard_metrics(deploy: &Path) -> Outcome {
+    let mut command = process::cargo();
+    command
+        .args(["test", "-q", "-p", "bucket-api", "--test", "dashboards", "--", "--nocapture", "--test-threads", "1"])
+        .current_dir(paths::workspace_root())
+        .env("BUCKET_DEPLOY_DIR", deploy)
+        // The assertion message is the useful part; a backtrace would bury it.
+        .env("RUST_BACKTRACE", "0");
+    let output = match process::capture(&mut command) {
+        Ok(output) => output,
+        Err(error) => return Outcome::Failed(format!("{error:#}")),
+    };
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if output.status.success() {
+        let summary = stdout.lines().find_map(|line| line.split_once("dashboard metrics: ").map(|(_, rest)| rest));
+        return Outcome::Passed(summary.unwrap_or("every query names an exported metric").to_string());
+    }
+    // The assertion message lists each unknown metric with its file and query: show those lines when they are
+    // there, else the end of the output (a compile error, a missing file).
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let unknown: Vec<&str> = stdout
+        .lines()
+        .chain(stderr.lines())
+        .filter(|l| l.contains("does not export") || l.starts_with("  `"))
+        .collect();
+    if !unknown.is_empty() {
+        return Outcome::Failed(unknown.join("\n    "));
+    }
+    let tail: Vec<&str> = stdout.lines().chain(stderr.lines()).filter(|line| !line.trim().is_empty()).collect();
+    let tail = tail[tail.len().saturating_sub(25)..].join("\n    ");
+    Outcome::Failed(format!("`{}` failed:\n    {tail}", process::display(&command)))
 }
 
 /// Files under `dir` (recursively) whose extension is one of `extensions`, sorted; none when `dir` is missing.
@@ -177,10 +342,39 @@ fn files_with_extensions(dir: &Path, extensions: &[&str]) -> Vec<PathBuf> {
 mod tests {
     use super::*;
 
+    fn problems(yaml: &str) -> Vec<String> {
+        compose_problems(&yaml::parse(yaml).unwrap(), &paths::in_workspace("deploy"))
+    }
+
     #[test]
-    fn services_are_the_keys_one_level_below_services() {
-        let yaml = "services:\n  api:\n    image: x\n    ports:\n      - 1:1\n  # comment\n  db:\n    image: y\n\
-                    volumes:\n  data:\n";
-        assert_eq!(declared_services(yaml), ["api", "db"]);
+    fn the_repository_compose_file_has_no_problem() {
+        let text = std::fs::read_to_string(paths::in_workspace("deploy/docker-compose.yml")).unwrap();
+        assert_eq!(
+            compose_problems(&yaml::parse(&text).unwrap(), &paths::in_workspace("deploy")),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn missing_services_bad_dependencies_volumes_and_secrets_are_reported() {
+        let yaml = "services:\n  bucket-api:\n    image: x\n    environment:\n      ADMIN_TOKEN: hunter2\n\
+                    \x20   depends_on:\n      db:\n        condition: healthy\n    volumes:\n      - data:/d\n\
+                    \x20     - ./nowhere:/n\n";
+        assert_eq!(
+            problems(yaml),
+            [
+                "no service `postgres`",
+                "no service `redis`",
+                "no service `prometheus`",
+                "no service `grafana`",
+                "service `bucket-api` has no `healthcheck.test`",
+                "`bucket-api` depends on undeclared service `db`",
+                "`bucket-api` depends on `db` with condition `healthy`; use one of service_started, \
+                 service_healthy, service_completed_successfully",
+                "`bucket-api` uses volume `data`, not declared under top-level `volumes:`",
+                "`bucket-api` mounts ./nowhere, which does not exist",
+                "`bucket-api` writes ADMIN_TOKEN into the file: take it from deploy/.env",
+            ]
+        );
     }
 }

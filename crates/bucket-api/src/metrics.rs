@@ -34,11 +34,13 @@ pub struct Metrics {
     pub failure_mode: IntCounterVec,
     /// Writes waiting for PostgreSQL in the tiered store's write-behind queue.
     pub write_queue_depth: IntGauge,
+    /// Most writes that queue holds (`[tiered] queue_capacity`), so alerts compare depth with it, not a constant.
+    pub write_queue_capacity: IntGauge,
     /// Writes the tiered store dropped because its queue was full.
     pub write_queue_dropped: IntCounter,
     /// Keys deleted from Redis after an outage because PostgreSQL changed them meanwhile.
     pub redis_invalidations: IntCounter,
-    /// 1 while a dependency of the tiered store is in use, 0 while it is marked down, by `dependency`.
+    /// 0 while the tiered store has marked a `dependency` down, else 1 (also for stores that never use it).
     pub dependency_up: IntGaugeVec,
     /// HTTP requests by matched `route` pattern, `method` and `status`.
     pub http_requests: IntCounterVec,
@@ -73,6 +75,8 @@ impl Metrics {
         )?;
         let write_queue_depth =
             IntGauge::new("bucket_write_queue_depth", "Writes queued for PostgreSQL by the tiered store")?;
+        let write_queue_capacity =
+            IntGauge::new("bucket_write_queue_capacity", "Most writes the tiered store's queue holds before dropping")?;
         let write_queue_dropped = IntCounter::new(
             "bucket_write_queue_dropped_total",
             "Writes for PostgreSQL dropped because the tiered store's queue was full",
@@ -82,7 +86,7 @@ impl Metrics {
             "Keys deleted from Redis after an outage because PostgreSQL changed them meanwhile",
         )?;
         let dependency_up = IntGaugeVec::new(
-            Opts::new("bucket_dependency_up", "1 while the tiered store uses a dependency, 0 while it is marked down"),
+            Opts::new("bucket_dependency_up", "0 while the tiered store has marked a dependency down, else 1"),
             &["dependency"],
         )?;
         let http_requests = IntCounterVec::new(
@@ -102,11 +106,20 @@ impl Metrics {
         registry.register(Box::new(fallbacks.clone()))?;
         registry.register(Box::new(failure_mode.clone()))?;
         registry.register(Box::new(write_queue_depth.clone()))?;
+        registry.register(Box::new(write_queue_capacity.clone()))?;
         registry.register(Box::new(write_queue_dropped.clone()))?;
         registry.register(Box::new(redis_invalidations.clone()))?;
         registry.register(Box::new(dependency_up.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
+        // The tiered store's series exist from the start, for every store: a labelled family with no series is not
+        // exported at all, so alerts and panels on it would read "no data" (indistinguishable from a broken scrape)
+        // until the first outage. A dependency starts as up: only the tiered store ever marks one down, and a
+        // memory-store service must not fire "Redis down".
+        fallbacks.with_label_values(&["redis", "postgres"]);
+        fallbacks.with_label_values(&["postgres", "queue"]);
+        dependency_up.with_label_values(&["redis"]).set(1);
+        dependency_up.with_label_values(&["postgres"]).set(1);
         Ok(Self {
             registry,
             decisions,
@@ -117,6 +130,7 @@ impl Metrics {
             fallbacks,
             failure_mode,
             write_queue_depth,
+            write_queue_capacity,
             write_queue_dropped,
             redis_invalidations,
             dependency_up,

@@ -39,6 +39,7 @@ impl AppState {
         // outage.
         metrics.store_errors.with_label_values(&[config.store.as_str()]);
         metrics.failure_mode.with_label_values(&[config.failure_mode.as_str()]);
+        metrics.write_queue_capacity.set(i64::try_from(config.tiered.queue_capacity).unwrap_or(i64::MAX));
         Ok(Self { config, default_policy, named_policies, store, metrics, log })
     }
 

@@ -1,0 +1,350 @@
+//! Every Grafana panel and every Prometheus alert in deploy/ queries a metric the service really exports: a renamed
+//! metric otherwise leaves an empty panel or an alert that can never fire, and nobody notices until an outage.
+//!
+//! The PromQL expressions of deploy/grafana/dashboards/*.json and deploy/prometheus/alerts.yml are reduced to the
+//! metric names they select, and each name must be a sample name in the `/metrics` output of a real app after some
+//! traffic (so histograms count by their `_bucket`/`_sum`/`_count` series, and the bare histogram name, which
+//! Prometheus never stores, is refused). `up` is the one series Prometheus adds itself. `BUCKET_DEPLOY_DIR` points
+//! the check at another copy of deploy/; `cargo xtask compose --check` runs this test that way.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use actix_web::test::{call_service, init_service, read_body, TestRequest};
+use bucket_api::build_app;
+use bucket_core::ManualClock;
+use common::{config, state};
+use serde_json::{json, Value};
+
+/// Series that Prometheus records for every target without the target exporting them.
+const ADDED_BY_PROMETHEUS: [&str; 1] = ["up"];
+
+/// Words of PromQL that look like metric names but are operators or modifiers.
+const KEYWORDS: [&str; 13] = [
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "and",
+    "or",
+    "unless",
+    "bool",
+    "offset",
+    "inf",
+    "nan",
+];
+
+/// Modifiers followed by a parenthesised list of label names, not of expressions.
+const LABEL_LIST_MODIFIERS: [&str; 6] = ["by", "without", "on", "ignoring", "group_left", "group_right"];
+
+/// The metric names `expr` selects, in order of appearance. A small lexer, not a full parser: it skips strings,
+/// label matchers `{…}`, ranges `[…]`, label lists after `by (…)` and friends, function names (an identifier
+/// followed by `(`), numbers and durations, and Grafana variables (`$x`, `${x}`); what is left are metric names.
+fn metric_names(expr: &str) -> Vec<String> {
+    let chars: Vec<char> = expr.chars().collect();
+    let mut names = Vec::new();
+    let mut i = 0;
+    let mut after_label_list_modifier = false;
+    while i < chars.len() {
+        let c = chars[i];
+        match c {
+            '"' | '\'' | '`' => i = skip_string(&chars, i),
+            '{' => i = skip_to(&chars, i, '}'),
+            '[' => i = skip_to(&chars, i, ']'),
+            '(' if after_label_list_modifier => {
+                i = skip_to(&chars, i, ')');
+                after_label_list_modifier = false;
+            }
+            '$' => {
+                i += 1;
+                if chars.get(i) == Some(&'{') {
+                    i = skip_to(&chars, i, '}');
+                } else {
+                    while i < chars.len() && is_word(chars[i]) {
+                        i += 1;
+                    }
+                }
+            }
+            c if c.is_ascii_digit() || (c == '.' && chars.get(i + 1).is_some_and(char::is_ascii_digit)) => {
+                // A number, a duration (`5m`) or an exponent (`1e3`): all of it is one word.
+                while i < chars.len() && (is_word(chars[i]) || chars[i] == '.') {
+                    i += 1;
+                }
+            }
+            c if c.is_ascii_alphabetic() || c == '_' || c == ':' => {
+                let start = i;
+                while i < chars.len() && is_word(chars[i]) {
+                    i += 1;
+                }
+                let word: String = chars[start..i].iter().collect();
+                let mut next = i;
+                while next < chars.len() && chars[next].is_whitespace() {
+                    next += 1;
+                }
+                let lower = word.to_ascii_lowercase();
+                let next_word: String = chars[next..].iter().take_while(|c| is_word(**c)).collect();
+                // `sum by (l) (…)`: an aggregation whose grouping comes before its argument.
+                let grouped_aggregation = matches!(next_word.to_ascii_lowercase().as_str(), "by" | "without");
+                if LABEL_LIST_MODIFIERS.contains(&lower.as_str()) {
+                    after_label_list_modifier = true;
+                } else if KEYWORDS.contains(&lower.as_str()) || chars.get(next) == Some(&'(') || grouped_aggregation {
+                    // An operator, or a function or aggregation name.
+                } else {
+                    names.push(word);
+                }
+                continue;
+            }
+            _ => i += 1,
+        }
+        if !c.is_whitespace() && c != '(' {
+            after_label_list_modifier = false;
+        }
+    }
+    names
+}
+
+fn is_word(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_' || c == ':'
+}
+
+/// Index just past the string starting at `start` (its quote), honouring backslash escapes.
+fn skip_string(chars: &[char], start: usize) -> usize {
+    let quote = chars[start];
+    let mut i = start + 1;
+    while i < chars.len() && chars[i] != quote {
+        i += if chars[i] == '\\' { 2 } else { 1 };
+    }
+    i + 1
+}
+
+/// Index just past the `close` that ends the group opened at `start`, skipping strings inside it.
+fn skip_to(chars: &[char], start: usize, close: char) -> usize {
+    let mut i = start + 1;
+    while i < chars.len() && chars[i] != close {
+        i = if matches!(chars[i], '"' | '\'' | '`') { skip_string(chars, i) } else { i + 1 };
+    }
+    i + 1
+}
+
+/// Grafana's `label_values(query, label)` and `query_result(query)` wrap PromQL; `label_values(label)` and
+/// `metrics(regex)` name no series to check.
+fn grafana_variable_promql(query: &str) -> Option<String> {
+    let query = query.trim();
+    if let Some(inner) = query.strip_prefix("label_values(").and_then(|rest| rest.strip_suffix(')')) {
+        let (promql, _label) = inner.rsplit_once(',')?;
+        return Some(promql.to_string());
+    }
+    if let Some(inner) = query.strip_prefix("query_result(").and_then(|rest| rest.strip_suffix(')')) {
+        return Some(inner.to_string());
+    }
+    None
+}
+
+/// Every PromQL expression of a dashboard: panel targets (rows nest panels) and query variables.
+fn dashboard_exprs(dashboard: &Value) -> Vec<String> {
+    fn walk(value: &Value, out: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                for (key, child) in map {
+                    match (key.as_str(), child) {
+                        ("expr", Value::String(expr)) if !expr.trim().is_empty() => out.push(expr.clone()),
+                        _ => walk(child, out),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|item| walk(item, out)),
+            _ => {}
+        }
+    }
+    let mut exprs = Vec::new();
+    walk(&dashboard["panels"], &mut exprs);
+    for variable in dashboard["templating"]["list"].as_array().into_iter().flatten() {
+        let query = match &variable["query"] {
+            Value::String(query) => Some(query.as_str()),
+            other => other["query"].as_str(),
+        };
+        exprs.extend(query.and_then(grafana_variable_promql));
+    }
+    exprs
+}
+
+/// The `expr:` values of a Prometheus rule file, inline or as a `|`/`>` block. Line-based: rule files are plain
+/// YAML of this one shape, and promtool (in `cargo xtask compose --check`) validates the YAML itself.
+fn alert_exprs(yaml: &str) -> Vec<String> {
+    let lines: Vec<&str> = yaml.lines().collect();
+    let mut exprs = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i];
+        let content = line.trim_start();
+        i += 1;
+        let Some(value) = content.strip_prefix("expr:") else { continue };
+        let value = value.trim();
+        if value.starts_with('|') || value.starts_with('>') {
+            let indent = line.len() - content.len();
+            let mut block = Vec::new();
+            while i < lines.len() {
+                let next = lines[i];
+                let next_indent = next.len() - next.trim_start().len();
+                if !next.trim().is_empty() && next_indent <= indent {
+                    break;
+                }
+                block.push(next.trim());
+                i += 1;
+            }
+            exprs.push(block.join(" "));
+        } else {
+            exprs.push(value.trim_matches(['"', '\'']).to_string());
+        }
+    }
+    exprs
+}
+
+/// Sample names of a Prometheus text exposition (histograms appear as `_bucket`, `_sum` and `_count`).
+fn exported_names(exposition: &str) -> BTreeSet<String> {
+    exposition
+        .lines()
+        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
+        .filter_map(|line| line.split(['{', ' ']).next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// `/metrics` of an app over a memory store after allowed, denied, bad and unmatched requests. The tiered store's
+/// series are there because the service registers them at start.
+async fn exposition_after_traffic() -> String {
+    let clock = ManualClock::new(1);
+    let app = init_service(build_app(state(config(), &clock))).await;
+    for _ in 0..12 {
+        call_service(&app, TestRequest::get().uri("/").insert_header(("X-User-ID", "dash")).to_request()).await;
+    }
+    let check = TestRequest::post().uri("/v1/check").set_json(json!({"key": "board", "cost": 2}));
+    call_service(&app, check.to_request()).await;
+    call_service(&app, TestRequest::get().uri("/no/such/route").to_request()).await;
+    let res = call_service(&app, TestRequest::get().uri("/metrics").to_request()).await;
+    String::from_utf8(read_body(res).await.to_vec()).expect("the exposition is UTF-8")
+}
+
+/// The deploy/ directory to check: `BUCKET_DEPLOY_DIR`, else the repository's.
+fn deploy_dir() -> PathBuf {
+    match std::env::var_os("BUCKET_DEPLOY_DIR") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy"),
+    }
+}
+
+/// `(file, expression, metric)` for every metric an expression names that `exported` lacks.
+fn unknown_metrics(sources: &[(String, Vec<String>)], exported: &BTreeSet<String>) -> Vec<(String, String, String)> {
+    let mut unknown = Vec::new();
+    for (file, exprs) in sources {
+        for expr in exprs {
+            for name in metric_names(expr) {
+                if !exported.contains(&name) && !ADDED_BY_PROMETHEUS.contains(&name.as_str()) {
+                    unknown.push((file.clone(), expr.clone(), name));
+                }
+            }
+        }
+    }
+    unknown
+}
+
+#[actix_web::test]
+async fn every_dashboard_and_alert_query_names_an_exported_metric() {
+    let deploy = deploy_dir();
+    let mut sources: Vec<(String, Vec<String>)> = Vec::new();
+    let dashboards = deploy.join("grafana/dashboards");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dashboards)
+        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dashboards.display()))
+        .map(|entry| entry.expect("readable directory entry").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no dashboard JSON in {}", dashboards.display());
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("cannot read {}: {e}", file.display()));
+        let dashboard: Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", file.display()));
+        sources.push((file.display().to_string(), dashboard_exprs(&dashboard)));
+    }
+    let alerts = deploy.join("prometheus/alerts.yml");
+    let yaml = std::fs::read_to_string(&alerts).unwrap_or_else(|e| panic!("cannot read {}: {e}", alerts.display()));
+    sources.push((alerts.display().to_string(), alert_exprs(&yaml)));
+    for (file, exprs) in &sources {
+        assert!(!exprs.is_empty(), "found no PromQL expression in {file}");
+    }
+
+    let exported = exported_names(&exposition_after_traffic().await);
+    let unknown = unknown_metrics(&sources, &exported);
+    let listing: Vec<String> =
+        unknown.iter().map(|(file, expr, name)| format!("  `{name}` in {file}: {expr}")).collect();
+    assert!(
+        unknown.is_empty(),
+        "queries name metrics that bucket-api does not export:\n{}\nexported: {exported:?}",
+        listing.join("\n")
+    );
+
+    let queried: BTreeSet<String> =
+        sources.iter().flat_map(|(_, exprs)| exprs.iter().flat_map(|expr| metric_names(expr))).collect();
+    let expressions: usize = sources.iter().map(|(_, exprs)| exprs.len()).sum();
+    println!(
+        "dashboard metrics: {expressions} expressions in {} files name {} metrics, all exported: {}",
+        sources.len(),
+        queried.len(),
+        queried.into_iter().collect::<Vec<_>>().join(", ")
+    );
+}
+
+#[actix_web::test]
+async fn a_query_on_a_metric_that_does_not_exist_is_reported() {
+    let exported = exported_names(&exposition_after_traffic().await);
+    let dashboard = json!({"panels": [{"type": "row", "panels": [{"targets": [
+        {"expr": "sum(rate(bucket_decisions_total[5m]))"},
+        {"expr": "rate(bucket_no_such_metric_total[5m])"},
+        {"expr": "histogram_quantile(0.99, rate(bucket_decision_duration_seconds[5m]))"},
+    ]}]}]});
+    let sources = vec![("dashboard.json".to_string(), dashboard_exprs(&dashboard))];
+    let names: Vec<String> = unknown_metrics(&sources, &exported).into_iter().map(|(_, _, name)| name).collect();
+    // The bare histogram name is not a series Prometheus stores: only its _bucket/_sum/_count are.
+    assert_eq!(names, ["bucket_no_such_metric_total", "bucket_decision_duration_seconds"]);
+}
+
+#[actix_web::test]
+async fn tiered_series_exist_before_any_outage() {
+    let exported = exposition_after_traffic().await;
+    for series in [
+        r#"bucket_fallbacks_total{from="redis",to="postgres"} 0"#,
+        r#"bucket_fallbacks_total{from="postgres",to="queue"} 0"#,
+        r#"bucket_dependency_up{dependency="redis"} 1"#,
+        r#"bucket_dependency_up{dependency="postgres"} 1"#,
+        "bucket_write_queue_capacity 100000",
+    ] {
+        assert!(exported.lines().any(|line| line == series), "missing `{series}` in:\n{exported}");
+    }
+}
+
+#[test]
+fn metric_names_skip_functions_labels_ranges_modifiers_and_variables() {
+    let expr = r#"histogram_quantile(0.99, sum by (store, le) (rate(x_bucket{a="}b", c=~"$instance"}[$__rate_interval])))
+        / on(instance) group_left(store) y:recorded offset 5m > bool 1e3 and ignoring (le) z"#;
+    assert_eq!(metric_names(expr), ["x_bucket", "y:recorded", "z"]);
+    assert_eq!(metric_names(r#"up{job="bucket-api"} == 0"#), ["up"]);
+    assert_eq!(metric_names("sum without(instance)(rate(a[5m])) or vector(0)"), ["a"]);
+}
+
+#[test]
+fn alert_exprs_read_inline_and_block_values() {
+    let yaml = "groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: up == 0\n        for: 1m\n\
+                \x20     - alert: B\n        expr: |\n          rate(a[5m])\n          > 0\n        for: 2m\n\
+                \x20     - alert: C\n        expr: \"b > 1\"\n";
+    assert_eq!(alert_exprs(yaml), ["up == 0", "rate(a[5m]) > 0", "b > 1"]);
+}
+
+#[test]
+fn grafana_variables_unwrap_to_their_promql() {
+    assert_eq!(grafana_variable_promql(r#"label_values(up{job="x"}, instance)"#).as_deref(), Some(r#"up{job="x"}"#));
+    assert_eq!(grafana_variable_promql("label_values(instance)"), None);
+}
