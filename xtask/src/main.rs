@@ -2,6 +2,7 @@
 //! test and run the whole project with one command each and need nothing but cargo to start.
 
 mod apt;
+mod bench;
 mod compose;
 mod compose_check;
 mod interrupt;
@@ -10,6 +11,7 @@ mod paths;
 mod postgres;
 mod process;
 mod redis;
+mod schemathesis;
 mod services;
 mod test;
 mod url;
@@ -20,12 +22,16 @@ const USAGE: &str = "\
 Usage: cargo xtask <command> [options]
 
 Commands:
-  test       ensure PostgreSQL and Redis, then run fmt, clippy, the tests and the deploy checks
-             options: --no-lint (skip fmt and clippy), --keep-services (leave servers it started running),
-                      -- <args> (passed to `cargo test`)
+  test       ensure PostgreSQL and Redis, then run fmt, clippy, the tests, schema fuzzing and the deploy checks
+             options: --no-lint (skip fmt and clippy), --no-fuzz (skip schemathesis),
+                      --keep-services (leave servers it started running), -- <args> (passed to `cargo test`)
   compose    run the whole stack: Docker Compose from deploy/ when a Docker engine answers, else natively
              options: --store memory|postgres|redis|tiered (default tiered), --native (never use Docker),
                       --check (validate deploy/ and exit)
+  bench      measure: criterion vs governor, wrk per store vs /healthz, API memory per key; rewrites
+             docs/perf.md, loadtest/README.md and docs/http-bench.png
+             options: --only micro,http,memory, --duration SECS, --warmup SECS, --connections N, --no-docs,
+                      --docs-only (redo the tables and chart from the last results)
 ";
 
 fn main() -> ExitCode {
@@ -33,6 +39,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test::run(&args[1..]),
         Some("compose") => compose::run(&args[1..]),
+        Some("bench") => bench::run(&args[1..]),
         Some("help" | "-h" | "--help") => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;

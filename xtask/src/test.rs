@@ -6,21 +6,24 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 
-use crate::{compose_check, interrupt, paths, process, services};
+use crate::{compose_check, interrupt, paths, process, schemathesis, services};
 
 const USAGE: &str = "\
-Usage: cargo xtask test [--no-lint] [--keep-services] [-- <cargo test args>]
+Usage: cargo xtask test [--no-lint] [--no-fuzz] [--keep-services] [-- <cargo test args>]
 
   --no-lint          skip `cargo fmt --check` and `cargo clippy`
+  --no-fuzz          skip schema fuzzing (schemathesis against a running bucket-api)
   --keep-services    leave PostgreSQL/Redis servers started by this run running afterwards
   -- <args>          extra arguments for `cargo test --workspace` (`-- -p bucket-core` tests one package)
 
 Environment: BUCKET_TEST_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/test),
-             BUCKET_TEST_REDIS_URL (default redis://127.0.0.1:6379)
+             BUCKET_TEST_REDIS_URL (default redis://127.0.0.1:6379),
+             BUCKET_FUZZ_SEED (replay a schemathesis run by the seed it printed)
 ";
 
 struct Options {
     lint: bool,
+    fuzz: bool,
     keep_services: bool,
     test_args: Vec<String>,
 }
@@ -31,6 +34,8 @@ enum Step {
     Cargo(Vec<String>),
     /// `cargo xtask compose --check`, run in-process.
     ComposeCheck,
+    /// schemathesis against a running bucket-api (schemathesis.rs).
+    Fuzz,
 }
 
 /// Runs the whole sequence and prints the total time, passed or not.
@@ -48,11 +53,12 @@ pub fn run(args: &[String]) -> Result<()> {
 }
 
 fn parse(args: &[String]) -> Result<Option<Options>> {
-    let mut options = Options { lint: true, keep_services: false, test_args: Vec::new() };
+    let mut options = Options { lint: true, fuzz: true, keep_services: false, test_args: Vec::new() };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--no-lint" => options.lint = false,
+            "--no-fuzz" => options.fuzz = false,
             "--keep-services" => options.keep_services = true,
             "--" => options.test_args.extend(args.by_ref().cloned()),
             "-h" | "--help" => return Ok(None),
@@ -75,6 +81,9 @@ fn run_steps(options: &Options) -> Result<()> {
     }
     test.extend(options.test_args.iter().cloned());
     steps.push((format!("cargo {}", test.join(" ")), Step::Cargo(test)));
+    if options.fuzz {
+        steps.push(("schemathesis against bucket-api".to_string(), Step::Fuzz));
+    }
     steps.push(("cargo xtask compose --check".to_string(), Step::ComposeCheck));
     let total = steps.len() + 1;
 
@@ -102,6 +111,7 @@ fn run_steps(options: &Options) -> Result<()> {
         let result = match step {
             Step::Cargo(args) => run_cargo(args, &services),
             Step::ComposeCheck => compose_check::run(),
+            Step::Fuzz => schemathesis::run(),
         };
         match result {
             Ok(()) => banner_passed(number, total, label, clock.elapsed()),

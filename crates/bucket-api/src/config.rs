@@ -11,6 +11,7 @@ use std::str::FromStr;
 use bucket_core::Policy;
 use serde::Deserialize;
 
+use crate::identity::{parse_cidr_list, Cidr};
 use crate::store_settings::{PostgresSettings, RedisSettings, StoreSettings, TieredSettings};
 
 /// Why the configuration cannot be used; each message names the setting (and variable or file) to fix, and never
@@ -198,6 +199,12 @@ pub struct Config {
     pub user_header: String,
     /// Whether a caller without that header is keyed by peer IP (`BUCKET_PEER_FALLBACK`); when false it is a 400.
     pub peer_fallback: bool,
+    /// Proxies whose `Forwarded`/`X-Forwarded-For` headers are believed (`BUCKET_TRUSTED_PROXIES`, comma-separated
+    /// CIDRs); empty: forwarding headers are ignored and the peer address keys callers without the user header.
+    pub trusted_proxies: Vec<Cidr>,
+    /// Prefix length of the network that keys an IPv6 client (`BUCKET_IPV6_PREFIX`), so one host holding a /64
+    /// cannot mint a bucket per address.
+    pub ipv6_prefix: u8,
     /// Largest accepted request body (`BUCKET_MAX_BODY_BYTES`).
     pub max_body_bytes: usize,
     /// HTTP worker threads (`BUCKET_WORKERS`); defaults to the number of cores.
@@ -229,6 +236,8 @@ impl Default for Config {
             log_format: LogFormat::Json,
             user_header: "X-User-ID".into(),
             peer_fallback: true,
+            trusted_proxies: Vec::new(),
+            ipv6_prefix: 64,
             max_body_bytes: 16 * 1024,
             workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             evict_interval_ms: 1000,
@@ -290,6 +299,14 @@ impl Config {
                 "BUCKET_LOG_FORMAT" => self.log_format = parse("BUCKET_LOG_FORMAT", value)?,
                 "BUCKET_USER_HEADER" => self.user_header = value.trim().to_string(),
                 "BUCKET_PEER_FALLBACK" => self.peer_fallback = parse("BUCKET_PEER_FALLBACK", value)?,
+                "BUCKET_TRUSTED_PROXIES" => {
+                    self.trusted_proxies = parse_cidr_list(value).map_err(|e| ConfigError::Env {
+                        var: "BUCKET_TRUSTED_PROXIES",
+                        value: value.clone(),
+                        reason: e.to_string(),
+                    })?
+                }
+                "BUCKET_IPV6_PREFIX" => self.ipv6_prefix = parse("BUCKET_IPV6_PREFIX", value)?,
                 "BUCKET_MAX_BODY_BYTES" => self.max_body_bytes = parse("BUCKET_MAX_BODY_BYTES", value)?,
                 "BUCKET_WORKERS" => self.workers = parse("BUCKET_WORKERS", value)?,
                 "BUCKET_EVICT_INTERVAL_MS" => self.evict_interval_ms = parse("BUCKET_EVICT_INTERVAL_MS", value)?,
@@ -323,6 +340,10 @@ impl Config {
         }
         if actix_web::http::header::HeaderName::from_str(&self.user_header).is_err() {
             return Err(invalid("user_header", format!("{:?} is not a valid HTTP header name", self.user_header)));
+        }
+        // Shorter than /32 would put unrelated networks (a whole ISP) in one bucket; longer than /128 is no network.
+        if !(32..=128).contains(&self.ipv6_prefix) {
+            return Err(invalid("ipv6_prefix", format!("{} is not from 32 to 128", self.ipv6_prefix)));
         }
         if self.max_body_bytes == 0 {
             return Err(invalid("max_body_bytes", "must be at least 1".into()));
@@ -405,6 +426,11 @@ impl Redacted<'_> {
                 .collect::<Vec<_>>()
                 .join("; ")
         };
+        let trusted_proxies = if c.trusted_proxies.is_empty() {
+            "none (forwarding headers ignored)".to_string()
+        } else {
+            c.trusted_proxies.iter().map(Cidr::to_string).collect::<Vec<_>>().join(", ")
+        };
         vec![
             ("listen", c.listen.clone()),
             ("store", c.store.as_str().into()),
@@ -418,6 +444,8 @@ impl Redacted<'_> {
             ("log_format", c.log_format.as_str().into()),
             ("user_header", c.user_header.clone()),
             ("peer_fallback", c.peer_fallback.to_string()),
+            ("trusted_proxies", trusted_proxies),
+            ("ipv6_prefix", c.ipv6_prefix.to_string()),
             ("max_body_bytes", c.max_body_bytes.to_string()),
             ("workers", c.workers.to_string()),
             ("evict_interval_ms", c.evict_interval_ms.to_string()),
@@ -447,33 +475,8 @@ impl slog::KV for Redacted<'_> {
     }
 }
 
-/// Replaces the password of `scheme://user:password@host/...` with `***`; other URLs are returned unchanged.
+/// Hides every password in a connection string (see [`bucket_store::redact::redact_url`], the one implementation
+/// the stores' own log lines use too).
 pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else { return url.to_string() };
-    let rest = &url[scheme_end..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else { return url.to_string() };
-    let userinfo = &rest[..at];
-    let user = match userinfo.find(':') {
-        Some(colon) => &userinfo[..colon],
-        // A lone userinfo in a Redis URL (`redis://secret@host`) is the password.
-        None if url.starts_with("redis") => "",
-        None => return url.to_string(),
-    };
-    format!("{}{}:***{}", &url[..scheme_end], user, &rest[at..])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn url_passwords_are_hidden_and_the_rest_kept() {
-        assert_eq!(redact_url("postgres://app:s3cr3t@db:5432/bucket"), "postgres://app:***@db:5432/bucket");
-        assert_eq!(redact_url("redis://:pw@cache:6379/0"), "redis://:***@cache:6379/0");
-        assert_eq!(redact_url("redis://pw@cache"), "redis://:***@cache");
-        assert_eq!(redact_url("postgres://app@db/bucket"), "postgres://app@db/bucket");
-        assert_eq!(redact_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
-        assert_eq!(redact_url("postgres://a:b@c/d?x=e@f"), "postgres://a:***@c/d?x=e@f");
-    }
+    bucket_store::redact::redact_url(url)
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use bucket_store::postgres::{PostgresConfig, PostgresStore};
 use bucket_store::redis::RedisStore;
 use bucket_store::tiered::TieredStore;
-use bucket_store::{AnyStore, CachedPolicies, MemoryStore};
+use bucket_store::{AnyStore, CachedPolicies, MemoryStore, RefusalCache};
 use slog::{info, warn, Logger};
 
 use crate::config::{Config, StoreKind};
@@ -53,8 +53,12 @@ pub async fn build_store(config: &Config, log: &Logger) -> Result<AnyStore, Star
     Ok(store)
 }
 
-fn cached<S>(store: S, ttl: Duration) -> CachedPolicies<S> {
-    CachedPolicies::new(store, ttl, POLICY_CACHE_ENTRIES)
+/// Most refused keys remembered at once (see bucket_store::RefusalCache: exact, and it spares the shared store the
+/// round trips of callers that keep sending while refused).
+const REFUSAL_CACHE_ENTRIES: usize = 100_000;
+
+fn cached<S>(store: S, ttl: Duration) -> CachedPolicies<RefusalCache<S>> {
+    CachedPolicies::new(RefusalCache::new(store, REFUSAL_CACHE_ENTRIES), ttl, POLICY_CACHE_ENTRIES)
 }
 
 fn required<'a>(url: &'a Option<String>, var: &'static str) -> Result<&'a str, StartError> {

@@ -5,19 +5,19 @@ use bucket_core::Policy;
 use crate::postgres::PostgresStore;
 use crate::redis::RedisStore;
 use crate::tiered::{TieredStats, TieredStore};
-use crate::{CachedPolicies, DependencyHealth, MemoryStore, Outcome, Store, StoreError};
+use crate::{CachedPolicies, DependencyHealth, MemoryStore, Outcome, RefusalCache, Store, StoreError};
 
 /// One of the configured backends; `bucket-api` holds this.
 #[derive(Clone)]
 pub enum AnyStore {
     /// In-process, one instance.
     Memory(MemoryStore),
-    /// PostgreSQL decides every check.
-    Postgres(CachedPolicies<PostgresStore>),
+    /// PostgreSQL decides every check (refusals answered locally until they can change).
+    Postgres(CachedPolicies<RefusalCache<PostgresStore>>),
     /// Redis decides every check; nothing durable.
-    Redis(CachedPolicies<RedisStore>),
+    Redis(CachedPolicies<RefusalCache<RedisStore>>),
     /// Redis decides, PostgreSQL keeps the truth.
-    Tiered(CachedPolicies<TieredStore>),
+    Tiered(CachedPolicies<RefusalCache<TieredStore>>),
 }
 
 macro_rules! dispatch {
@@ -45,7 +45,7 @@ impl AnyStore {
     /// The tiered store's fallback and queue counters, for `/metrics`; `None` for the other stores.
     pub fn tiered_stats(&self) -> Option<TieredStats> {
         match self {
-            AnyStore::Tiered(s) => Some(s.inner().stats()),
+            AnyStore::Tiered(s) => Some(s.inner().inner().stats()),
             _ => None,
         }
     }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use bucket_core::{decide, from_full_at, full_at, peek, BucketState, Clock, Decision, MonotonicClock, Policy};
+use bucket_core::{decide, from_full_at, full_at, peek, BucketState, Clock, Decision, Policy};
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 
@@ -28,6 +28,38 @@ struct Inner {
     clock: Arc<dyn Clock>,
 }
 
+/// The memory store's default clock: the CPU's time-stamp counter through `quanta`, a few ns per read where
+/// `Instant` costs about 25 ns through the vDSO here (measured by `cargo bench -p bucket-store --bench decide`, see
+/// docs/perf.md); `quanta` falls back to the OS clock where the counter is not usable. A read that comes out
+/// earlier than a bucket's last refill counts as no time passing (bucket-core), so a small difference between
+/// cores can delay a token by that much, never mint one.
+pub struct TscClock {
+    clock: quanta::Clock,
+    start: u64,
+}
+
+impl TscClock {
+    /// A clock whose zero is now.
+    pub fn new() -> Self {
+        let clock = quanta::Clock::new();
+        let start = clock.raw();
+        Self { clock, start }
+    }
+}
+
+impl Default for TscClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for TscClock {
+    fn now_us(&self) -> u64 {
+        // +1 keeps 0 free, as bucket-core's MonotonicClock does: every stored instant is then after the epoch.
+        self.clock.delta_as_nanos(self.start, self.clock.raw()) / 1_000 + 1
+    }
+}
+
 impl Default for MemoryStore {
     fn default() -> Self {
         Self::new()
@@ -35,9 +67,9 @@ impl Default for MemoryStore {
 }
 
 impl MemoryStore {
-    /// A store on the process's monotonic clock.
+    /// A store on the process's monotonic clock ([`TscClock`]).
     pub fn new() -> Self {
-        Self::with_clock(Arc::new(MonotonicClock::new()))
+        Self::with_clock(Arc::new(TscClock::new()))
     }
 
     /// A store on a given clock (a `ManualClock` in tests).

@@ -22,8 +22,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bucket_core::{decide, BucketState, Policy};
+use deadpool::managed::{self, Metrics, RecycleResult};
+use deadpool_redis::redis::aio::MultiplexedConnection;
 use deadpool_redis::redis::{self, AsyncConnectionConfig, ErrorKind, FromRedisValue, RedisError, ServerErrorKind};
-use deadpool_redis::{Connection, Manager, Pool, PoolError, Runtime, Status};
+use deadpool_redis::{Runtime, Status};
 use serde::{Deserialize, Deserializer};
 use tokio::time::{timeout_at, Instant};
 
@@ -122,17 +124,7 @@ impl fmt::Debug for RedisConfig {
 }
 
 fn redact(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else { return url.to_owned() };
-    let rest = &url[scheme_end..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => {
-            let userinfo = &rest[..at];
-            let user = userinfo.split_once(':').map_or("", |(user, _)| user);
-            format!("{}{user}:***{}", &url[..scheme_end], &rest[at..])
-        }
-        None => url.to_owned(),
-    }
+    crate::redact::redact_url(url)
 }
 
 /// Accepts integer milliseconds (TOML) or a string: `"250"`, `"250ms"`, `"2s"` (environment variables).
@@ -170,6 +162,38 @@ pub enum OnMiss {
     Report,
 }
 
+/// A pooled connection that has been idle at least this long is probed (`PING`) before reuse: the server or a
+/// proxy may have closed it meanwhile.
+const IDLE_PROBE: Duration = Duration::from_secs(1);
+
+/// deadpool-redis's manager without its `UNWATCH`+`PING` round trip on every checkout, which doubled the round trips
+/// of every check (measured with `INFO commandstats` in `cargo xtask bench`). The probe is redundant on a busy
+/// pool: `exec` discards every connection that saw an I/O error or a timeout, so one that came back to the pool
+/// had just worked. Connections idle for [`IDLE_PROBE`] or longer are still probed.
+struct Manager {
+    inner: deadpool_redis::Manager,
+}
+
+impl managed::Manager for Manager {
+    type Type = MultiplexedConnection;
+    type Error = RedisError;
+
+    async fn create(&self) -> Result<MultiplexedConnection, RedisError> {
+        managed::Manager::create(&self.inner).await
+    }
+
+    async fn recycle(&self, conn: &mut MultiplexedConnection, metrics: &Metrics) -> RecycleResult<RedisError> {
+        if metrics.last_used() < IDLE_PROBE {
+            return Ok(());
+        }
+        managed::Manager::recycle(&self.inner, conn, metrics).await
+    }
+}
+
+type Pool = managed::Pool<Manager>;
+type PoolError = managed::PoolError<RedisError>;
+type Connection = managed::Object<Manager>;
+
 /// The Redis backend; cloning shares one connection pool.
 #[derive(Clone)]
 pub struct RedisStore {
@@ -203,8 +227,9 @@ impl RedisStore {
         let connection = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(config.connect_timeout))
             .set_response_timeout(Some(config.command_timeout));
-        let manager = Manager::new_with_config(config.url.as_str(), connection)
+        let manager = deadpool_redis::Manager::new_with_config(config.url.as_str(), connection)
             .map_err(|e| invalid(format!("invalid url {}: {e}", config.redacted_url())))?;
+        let manager = Manager { inner: manager };
         let pool = Pool::builder(manager)
             .max_size(config.pool_size)
             .wait_timeout(Some(config.command_timeout))
@@ -336,8 +361,8 @@ impl RedisStore {
         };
         let result = timeout_at(deadline, async {
             match op {
-                Op::Cmd(cmd) => cmd.query_async(&mut conn).await,
-                Op::Pipe(pipe) => pipe.query_async(&mut conn).await,
+                Op::Cmd(cmd) => cmd.query_async(&mut *conn).await,
+                Op::Pipe(pipe) => pipe.query_async(&mut *conn).await,
                 Op::Script { key, args } => self.eval(&mut conn, key, args).await,
             }
         })
@@ -363,7 +388,7 @@ impl RedisStore {
     /// `EVALSHA`, loading the script first if this process has not yet, and again if Redis lost it (`NOSCRIPT`).
     async fn eval<T: FromRedisValue>(
         &self,
-        conn: &mut Connection,
+        conn: &mut MultiplexedConnection,
         key: &str,
         args: &[String],
     ) -> Result<T, RedisError> {
@@ -380,7 +405,7 @@ impl RedisStore {
         }
     }
 
-    async fn load(&self, conn: &mut Connection) -> Result<String, RedisError> {
+    async fn load(&self, conn: &mut MultiplexedConnection) -> Result<String, RedisError> {
         let sha: String = redis::cmd("SCRIPT").arg("LOAD").arg(SCRIPT).query_async(conn).await?;
         // Racing loaders all get the same SHA, so losing the `set` race is fine.
         let _ = self.inner.sha.set(sha.clone());

@@ -92,7 +92,10 @@ pub struct TieredStats {
     pub writes_dropped: u64,
     /// Keys deleted from Redis after an outage because PostgreSQL had changed them.
     pub keys_invalidated: u64,
-    /// Keys waiting for PostgreSQL now.
+    /// Statements that wrote Redis's decisions to PostgreSQL (one per write in sync mode, one per batch in
+    /// write-behind mode): shows how much write-behind saves.
+    pub postgres_write_statements: u64,
+    /// Writes not yet in PostgreSQL now, queued or in a batch on its way: zero means PostgreSQL has them all.
     pub queue_depth: u64,
     /// Whether Redis is in use now.
     pub redis_up: bool,
@@ -117,10 +120,14 @@ struct Inner {
     stale: tokio::sync::Mutex<HashSet<String>>,
     stale_count: AtomicU64,
     queue: WriteQueue,
+    /// Held while a batch is on its way to PostgreSQL, so a fallback decision can wait for it (see
+    /// `apply_pending_write`).
+    flushing: tokio::sync::Mutex<()>,
     queue_full_logged: AtomicBool,
     fallbacks: AtomicU64,
     queued_while_down: AtomicU64,
     invalidated: AtomicU64,
+    write_statements: AtomicU64,
 }
 
 impl TieredStore {
@@ -136,6 +143,7 @@ impl TieredStore {
         };
         let inner = Arc::new(Inner {
             queue: WriteQueue::new(config.queue_capacity),
+            flushing: tokio::sync::Mutex::new(()),
             redis,
             pg,
             config,
@@ -148,6 +156,7 @@ impl TieredStore {
             fallbacks: AtomicU64::new(0),
             queued_while_down: AtomicU64::new(0),
             invalidated: AtomicU64::new(0),
+            write_statements: AtomicU64::new(0),
         });
         tokio::spawn(flush_loop(Arc::downgrade(&inner)));
         tokio::spawn(probe_loop(Arc::downgrade(&inner)));
@@ -162,7 +171,8 @@ impl TieredStore {
             writes_queued_while_postgres_down: i.queued_while_down.load(Ordering::Relaxed),
             writes_dropped: i.queue.dropped(),
             keys_invalidated: i.invalidated.load(Ordering::Relaxed),
-            queue_depth: i.queue.len() as u64,
+            postgres_write_statements: i.write_statements.load(Ordering::Relaxed),
+            queue_depth: i.queue.unwritten() as u64,
             redis_up: i.redis_up.load(Ordering::Acquire),
             postgres_up: i.pg_up.load(Ordering::Acquire),
         }
@@ -269,7 +279,10 @@ impl Inner {
         }
         if self.config.write_mode == WriteMode::Sync && self.pg_up.load(Ordering::Acquire) {
             match self.pg.save(key, &decided.after).await {
-                Ok(_) => return,
+                Ok(_) => {
+                    self.write_statements.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
                 Err(e) => self.pg_lost(&e),
             }
         }
@@ -284,6 +297,16 @@ impl Inner {
     }
 
     async fn check_in_postgres(&self, key: &str, policy: &Policy, cost: u64) -> Result<Outcome, StoreError> {
+        // Both down: answer at once rather than make every request wait for PostgreSQL's timeouts; the prober
+        // notices when PostgreSQL answers again.
+        if !self.pg_up.load(Ordering::Acquire) {
+            return Err(postgres_marked_down());
+        }
+        self.apply_pending_write(key).await?;
+        // Marked before deciding as well as after: if Redis comes back while this statement runs, the prober's
+        // invalidation may already have run, and the mark after the statement makes the next Redis use delete the
+        // key again. Marking a key that ends up refused costs one PostgreSQL read when Redis returns, nothing more.
+        self.mark_stale(key).await;
         let decided = self.pg.decide_at(key, policy, cost, None).await.inspect_err(|e| self.pg_lost(e))?;
         self.pg_recovered();
         self.fallbacks.fetch_add(1, Ordering::Relaxed);
@@ -294,14 +317,38 @@ impl Inner {
         Ok(Outcome { decision: decided.decision, source })
     }
 
+    /// Writes the key's queued write (from Redis, not yet in PostgreSQL) before PostgreSQL decides the key itself.
+    /// Otherwise PostgreSQL would decide from an older row and the queued write, carrying a higher version, would
+    /// later overwrite that decision: the tokens it spent would be granted again. A batch already on its way is
+    /// waited for, for the same reason.
+    async fn apply_pending_write(&self, key: &str) -> Result<(), StoreError> {
+        drop(self.flushing.lock().await);
+        let Some(pending) = self.queue.take_key(key) else { return Ok(()) };
+        match self.pg.save(key, &pending).await {
+            Ok(_) => {
+                self.queue.written(1);
+                self.write_statements.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => {
+                self.queue.restore(vec![(key.to_owned(), pending)]);
+                self.pg_lost(&e);
+                Err(e)
+            }
+        }
+    }
+
     /// Sends one batch; `Ok(true)` when something was written.
     async fn flush_batch(&self) -> Result<bool, StoreError> {
+        let _flushing = self.flushing.lock().await;
         let batch = self.queue.take(self.config.batch_size);
         if batch.is_empty() {
             return Ok(false);
         }
         match self.pg.save_batch(&batch).await {
             Ok(_) => {
+                self.queue.written(batch.len());
+                self.write_statements.fetch_add(1, Ordering::Relaxed);
                 self.pg_recovered();
                 if self.queue.is_empty() {
                     self.queue_full_logged.store(false, Ordering::Release);
@@ -319,6 +366,14 @@ impl Inner {
     async fn flush_all(&self) -> Result<(), StoreError> {
         while self.flush_batch().await? {}
         Ok(())
+    }
+}
+
+/// The error for a call not even tried because PostgreSQL failed recently: transient, so callers fall back.
+fn postgres_marked_down() -> StoreError {
+    StoreError::Unavailable {
+        backend: "postgres",
+        detail: "marked down after a failure; probed every retry_interval".into(),
     }
 }
 
@@ -399,7 +454,19 @@ impl Store for TieredStore {
     }
 
     async fn policy(&self, key: &str) -> Result<Option<Policy>, StoreError> {
-        self.inner.pg.policy(key).await
+        // Every check looks its key's policy up first, so a PostgreSQL outage must not stall it: while PostgreSQL
+        // is marked down the look-up fails at once, as a transient error, and `CachedPolicies` answers with the
+        // last known policy of the key (or none: the default applies), so Redis keeps deciding (DESIGN.md §2,
+        // point 5).
+        let inner = &self.inner;
+        if !inner.pg_up.load(Ordering::Acquire) {
+            return Err(postgres_marked_down());
+        }
+        inner.pg.policy(key).await.inspect_err(|e| {
+            if e.is_transient() {
+                inner.pg_lost(e);
+            }
+        })
     }
 
     async fn set_policy(&self, key: &str, policy: &Policy) -> Result<(), StoreError> {
@@ -412,7 +479,7 @@ impl Store for TieredStore {
 
     async fn health(&self) -> Vec<DependencyHealth> {
         let (mut redis, mut pg) = tokio::join!(self.inner.redis.health(), self.inner.pg.health());
-        let depth = self.inner.queue.len();
+        let depth = self.inner.queue.unwritten();
         if depth > 0 {
             for dep in &mut pg {
                 dep.detail =
@@ -424,12 +491,12 @@ impl Store for TieredStore {
     }
 
     async fn shutdown(&self) -> Result<(), StoreError> {
-        let waiting = self.inner.queue.len();
+        let waiting = self.inner.queue.unwritten();
         let result = self.inner.flush_all().await;
         match &result {
             Ok(()) => info!(self.inner.log, "flushed queued writes to postgres"; "keys" => waiting),
             Err(e) => error!(self.inner.log, "could not flush queued writes to postgres";
-                             "keys" => self.inner.queue.len(), "error" => %e),
+                             "keys" => self.inner.queue.unwritten(), "error" => %e),
         }
         result
     }

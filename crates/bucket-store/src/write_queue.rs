@@ -6,7 +6,7 @@
 //! version guard in PostgreSQL would discard the older ones anyway, so nothing is lost by dropping them early.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use crate::VersionedState;
@@ -14,6 +14,9 @@ use crate::VersionedState;
 /// Pending writes keyed by bucket key; the newest version of each key wins.
 pub struct WriteQueue {
     pending: Mutex<HashMap<String, VersionedState>>,
+    /// Writes taken for a statement that has not yet succeeded or been restored. Changed and read only under the
+    /// `pending` lock, so `pending + in_flight` never misses a write moving between the two.
+    in_flight: AtomicUsize,
     capacity: usize,
     dropped: AtomicU64,
 }
@@ -30,7 +33,12 @@ pub enum Enqueued {
 impl WriteQueue {
     /// A queue holding at most `capacity` distinct keys.
     pub fn new(capacity: usize) -> Self {
-        Self { pending: Mutex::new(HashMap::new()), capacity, dropped: AtomicU64::new(0) }
+        Self {
+            pending: Mutex::new(HashMap::new()),
+            in_flight: AtomicUsize::new(0),
+            capacity,
+            dropped: AtomicU64::new(0),
+        }
     }
 
     /// Queues a write, keeping only the newest version per key.
@@ -42,7 +50,9 @@ impl WriteQueue {
             }
             return Enqueued::Queued;
         }
-        if pending.len() >= self.capacity {
+        // Writes in flight count too: they come back through `restore` if their statement fails, and a bound on
+        // `pending` alone would let every failed retry during an outage add another `capacity` keys.
+        if pending.len() + self.in_flight.load(Ordering::Relaxed) >= self.capacity {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return Enqueued::Full;
         }
@@ -50,22 +60,44 @@ impl WriteQueue {
         Enqueued::Queued
     }
 
-    /// Takes up to `max` pending writes for one batch.
+    /// Takes up to `max` pending writes for one batch; they count as in flight until [`WriteQueue::written`] or
+    /// [`WriteQueue::restore`].
     pub fn take(&self, max: usize) -> Vec<(String, VersionedState)> {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        if pending.len() <= max {
-            return pending.drain().collect();
+        let batch: Vec<(String, VersionedState)> = if pending.len() <= max {
+            pending.drain().collect()
+        } else {
+            let keys: Vec<String> = pending.keys().take(max).cloned().collect();
+            keys.into_iter().filter_map(|k| pending.remove(&k).map(|v| (k, v))).collect()
+        };
+        self.in_flight.fetch_add(batch.len(), Ordering::Relaxed);
+        batch
+    }
+
+    /// Marks `n` taken writes as committed in PostgreSQL.
+    pub fn written(&self, n: usize) {
+        let _pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        self.in_flight.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// Takes the pending write of one key, if any: the tiered store writes it before PostgreSQL decides that key
+    /// itself, so that PostgreSQL decides from the newest state rather than one the queue is about to overwrite.
+    pub fn take_key(&self, key: &str) -> Option<VersionedState> {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let taken = pending.remove(key);
+        if taken.is_some() {
+            self.in_flight.fetch_add(1, Ordering::Relaxed);
         }
-        let keys: Vec<String> = pending.keys().take(max).cloned().collect();
-        keys.into_iter().filter_map(|k| pending.remove(&k).map(|v| (k, v))).collect()
+        taken
     }
 
     /// Puts back a batch that could not be written, unless newer versions arrived meanwhile.
     pub fn restore(&self, batch: Vec<(String, VersionedState)>) {
+        // Restored writes were counted against the bound while in flight, so putting them back keeps
+        // `pending + in_flight` within it; none is dropped here, they were already accepted.
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        self.in_flight.fetch_sub(batch.len(), Ordering::Relaxed);
         for (key, state) in batch {
-            // A restore may exceed the bound briefly by at most one batch; dropping here would lose writes that
-            // were already accepted.
-            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
             match pending.get_mut(&key) {
                 Some(existing) if existing.version >= state.version => {}
                 Some(existing) => *existing = state,
@@ -76,9 +108,16 @@ impl WriteQueue {
         }
     }
 
-    /// Keys waiting to be written: the `bucket_write_queue_depth` gauge.
+    /// Keys waiting to be taken.
     pub fn len(&self) -> usize {
         self.pending.lock().map(|p| p.len()).unwrap_or(0)
+    }
+
+    /// Writes not yet committed in PostgreSQL, queued or in flight: the `bucket_write_queue_depth` gauge. Zero
+    /// means PostgreSQL holds every write accepted so far.
+    pub fn unwritten(&self) -> usize {
+        let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending.len() + self.in_flight.load(Ordering::Relaxed)
     }
 
     /// Whether nothing is waiting.
@@ -123,6 +162,48 @@ mod tests {
         assert_eq!(q.push("c", v(1, 1)), Enqueued::Full);
         assert_eq!(q.push("a", v(0, 2)), Enqueued::Queued, "an existing key still coalesces when full");
         assert_eq!((q.len(), q.dropped()), (2, 1));
+    }
+
+    #[test]
+    fn take_key_removes_only_that_key() {
+        let q = WriteQueue::new(10);
+        q.push("a", v(5, 1));
+        q.push("b", v(4, 2));
+        assert_eq!(q.take_key("a"), Some(v(5, 1)));
+        assert_eq!(q.take_key("a"), None);
+        assert_eq!(q.take(10), vec![("b".to_owned(), v(4, 2))]);
+        assert_eq!(q.unwritten(), 2, "both taken, neither written");
+        q.written(2);
+        assert_eq!(q.unwritten(), 0);
+    }
+
+    #[test]
+    fn failed_batches_never_grow_the_queue_past_its_bound() {
+        let q = WriteQueue::new(2);
+        q.push("a", v(1, 1));
+        q.push("b", v(1, 1));
+        for round in 0..5 {
+            let batch = q.take(10);
+            // While the batch is out, new keys still find the queue full.
+            assert_eq!(q.push(&format!("new-{round}"), v(1, 1)), Enqueued::Full);
+            q.restore(batch);
+            assert_eq!(q.unwritten(), 2);
+        }
+        assert_eq!(q.dropped(), 5);
+    }
+
+    #[test]
+    fn taken_writes_count_as_unwritten_until_written_or_restored() {
+        let q = WriteQueue::new(10);
+        q.push("a", v(5, 1));
+        q.push("b", v(5, 1));
+        let batch = q.take(1);
+        assert_eq!((q.len(), q.unwritten()), (1, 2));
+        q.restore(batch);
+        assert_eq!((q.len(), q.unwritten()), (2, 2));
+        let batch = q.take(10);
+        q.written(batch.len());
+        assert_eq!((q.len(), q.unwritten()), (0, 0));
     }
 
     #[test]

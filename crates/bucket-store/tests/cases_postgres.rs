@@ -4,8 +4,8 @@
 mod common;
 
 use bucket_core::{Policy, Wait};
+use bucket_testkit::TestSchema;
 use common::cases::CASES;
-use common::pg::TestSchema;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statement_matches_every_case() {

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 
 use bucket_core::{Policy, Wait};
 use bucket_store::redis::OnMiss;
+use bucket_testkit::Shared;
 use common::cases::CASES;
-use common::redis_server::Shared;
 use deadpool_redis::redis;
 
 #[tokio::test]

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use bucket_core::{BucketState, Policy};
 use bucket_store::postgres::{PostgresConfig, PostgresStore};
 use bucket_store::{Source, Store, StoreError, VersionedState};
+use bucket_testkit::{database_url, redirect, Fault, FaultProxy, TestSchema};
 use common::cases::T0;
-use common::pg::{database_url, redirect, StallingProxy, TestSchema};
 use diesel_async::SimpleAsyncConnection;
 
 fn versioned(tokens: u64, last_refill_us: u64, version: u64) -> VersionedState {
@@ -292,16 +292,16 @@ async fn a_server_that_stops_answering_times_out_instead_of_hanging() {
     let schema = TestSchema::new();
     schema.store().await; // create the schema and tables directly, not through the proxy
     let (_, upstream) = redirect(&database_url(), "127.0.0.1:1".parse().unwrap());
-    let proxy = StallingProxy::start(upstream).await;
+    let proxy = FaultProxy::start(upstream).await;
     let mut config = schema.config.clone();
-    config.url = redirect(&database_url(), proxy.addr).0;
+    config.url = redirect(&database_url(), proxy.addr()).0;
     config.connect_timeout = Duration::from_millis(500);
     config.statement_timeout = Duration::from_millis(300);
     let store = PostgresStore::connect(config.clone()).await.unwrap();
     let policy = Policy::from_interval_us(10, 3_600_000_000).unwrap();
     assert!(store.check("frank", &policy, 1).await.unwrap().decision.allowed);
 
-    proxy.stall(true);
+    proxy.set(Fault::Stall);
     let started = Instant::now();
     let error = store.check("frank", &policy, 1).await.expect_err("the server is stalled");
     assert!(matches!(error, StoreError::Timeout { .. }), "{error}");
@@ -317,7 +317,7 @@ async fn a_server_that_stops_answering_times_out_instead_of_hanging() {
     assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
 
     // Once the server answers again the store recovers by itself, on fresh connections.
-    proxy.stall(false);
+    proxy.set(Fault::Pass);
     let recovered = store.check("frank", &policy, 1).await.unwrap();
     assert!(recovered.decision.allowed);
     assert_eq!(schema.row("frank").await.unwrap().version, 2, "the timed-out check took nothing");

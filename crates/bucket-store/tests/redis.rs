@@ -9,8 +9,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bucket_core::{BucketState, Policy, Wait};
 use bucket_store::redis::{OnMiss, RedisConfig, RedisStore};
 use bucket_store::{Source, Store, StoreError, VersionedState};
-use common::redis_proxy::StallingProxy;
-use common::redis_server::{config, free_port, PrivateRedis, Shared};
+use bucket_testkit::redis_server::{config, raw};
+use bucket_testkit::{free_port, PrivateRedis, Shared};
+use common::redis_proxy::ReplyTrap;
 use deadpool_redis::redis::{self, aio::MultiplexedConnection};
 
 /// Capacity 50, one token an hour: nothing refills during a test.
@@ -200,7 +201,7 @@ async fn concurrent_seeders_grant_exactly_capacity() {
 async fn script_is_loaded_again_after_script_flush() {
     let server = PrivateRedis::start();
     let store = RedisStore::connect(config(&server.url())).unwrap();
-    let mut conn = common::redis_server::raw(&server.url()).await;
+    let mut conn = raw(&server.url()).await;
     let cached = |info: String| -> u64 {
         info.lines()
             .find_map(|line| line.strip_prefix("number_of_cached_scripts:"))
@@ -445,7 +446,7 @@ async fn stalled_redis_times_out_and_does_not_poison_the_pool() {
 #[tokio::test]
 async fn connection_stalled_mid_command_is_dropped_not_pooled() {
     let server = PrivateRedis::start();
-    let proxy = StallingProxy::start(format!("127.0.0.1:{}", server.port())).await;
+    let proxy = ReplyTrap::start(format!("127.0.0.1:{}", server.port())).await;
     let store = RedisStore::connect(fast_config(&proxy.url())).unwrap();
     assert_eq!(store.check("k", &fifty_per_hour(), 1).await.unwrap().decision.remaining, 49);
     assert_eq!(store.pool_status().size, 1);

@@ -8,7 +8,7 @@ use utoipa::IntoParams;
 use crate::auth::AdminAuth;
 use crate::error::{ApiError, ErrorBody};
 use crate::headers::decision_response;
-use crate::identity::validate_key;
+use crate::routes::path_key::PathKey;
 use crate::state::AppState;
 
 /// Query of `GET /v1/buckets/{key}`.
@@ -28,7 +28,7 @@ pub struct PeekQuery {
     path = "/v1/buckets/{key}",
     operation_id = "peek_bucket",
     tag = "buckets",
-    params(("key" = String, Path, description = "The bucket's key"), PeekQuery),
+    params(("key" = String, Path, description = "The bucket's key: 1 to 255 bytes of UTF-8 without control characters; a `/` may be sent raw or as `%2F`", min_length = 1, max_length = 255, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"), PeekQuery),
     responses(
         (status = 200, response = crate::openapi::Allowed),
         (status = 400, description = "Bad key or unknown policy", body = ErrorBody),
@@ -37,11 +37,10 @@ pub struct PeekQuery {
 )]
 pub async fn peek(
     state: web::Data<AppState>,
-    key: web::Path<String>,
+    key: PathKey,
     query: web::Query<PeekQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let key = key.into_inner();
-    validate_key(&key)?;
     let requested = state.requested_policy(query.policy.as_deref())?;
     let applied = state.effective_policy(&key, requested).await?;
     let outcome = state.store.peek(&key, &applied.policy).await?;
@@ -56,7 +55,7 @@ pub async fn peek(
     path = "/v1/buckets/{key}",
     operation_id = "reset_bucket",
     tag = "buckets",
-    params(("key" = String, Path, description = "The bucket's key")),
+    params(("key" = String, Path, description = "The bucket's key: 1 to 255 bytes of UTF-8 without control characters; a `/` may be sent raw or as `%2F`", min_length = 1, max_length = 255, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$")),
     security(("bearer" = [])),
     responses(
         (status = 204, description = "The bucket is full"),
@@ -66,12 +65,7 @@ pub async fn peek(
         (status = 503, description = "Store unavailable", body = ErrorBody),
     )
 )]
-pub async fn reset(
-    _admin: AdminAuth,
-    state: web::Data<AppState>,
-    key: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    validate_key(&key)?;
-    state.store.reset(&key).await?;
+pub async fn reset(_admin: AdminAuth, state: web::Data<AppState>, key: PathKey) -> Result<HttpResponse, ApiError> {
+    state.store.reset(&key.0).await?;
     Ok(HttpResponse::NoContent().finish())
 }

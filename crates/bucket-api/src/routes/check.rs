@@ -11,7 +11,8 @@ use utoipa::ToSchema;
 use crate::error::{ApiError, ErrorBody};
 use crate::failure_mode::on_store_error;
 use crate::headers::{cost_exceeds, decision_response, AppliedPolicy};
-use crate::identity::{caller_key, validate_key};
+use crate::identity::{caller_key, validate_key, IdentitySettings};
+use crate::routes::fields;
 use crate::state::AppState;
 
 /// Body of `POST /v1/check`; unknown fields are refused so a misspelt `cots` is not silently a cost of 1.
@@ -19,10 +20,11 @@ use crate::state::AppState;
 #[serde(deny_unknown_fields)]
 pub struct CheckRequest {
     /// The bucket: a user id, an API key, `route:user`... (1 to 255 bytes).
-    #[schema(example = "alice")]
+    #[schema(example = "alice", min_length = 1, max_length = 255, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$")]
+    #[serde(deserialize_with = "fields::key")]
     pub key: String,
     /// Tokens to take (1 to the policy's capacity).
-    #[serde(default = "one")]
+    #[serde(default = "one", deserialize_with = "fields::cost")]
     #[schema(default = 1, minimum = 1, example = 1)]
     pub cost: u64,
     /// A policy from the `[policies.*]` configuration; a per-key policy set by an operator still wins.
@@ -42,7 +44,10 @@ fn one() -> u64 {
     path = "/",
     operation_id = "take_one",
     tag = "decisions",
-    params(("X-User-ID" = Option<String>, Header, description = "Caller id; the peer IP is used when absent")),
+    params(("X-User-ID" = Option<String>, Header,
+        description = "Caller id (1 to 255 bytes, no control characters); when absent the client address is used: \
+            the peer's, or behind a trusted proxy the one it forwarded",
+        min_length = 1, max_length = 255, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$")),
     responses(
         (status = 200, response = crate::openapi::Allowed),
         (status = 429, response = crate::openapi::Denied),
@@ -51,7 +56,14 @@ fn one() -> u64 {
     )
 )]
 pub async fn index(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let key = caller_key(&req, &state.config.user_header, state.config.peer_fallback)?;
+    let config = &state.config;
+    let settings = IdentitySettings {
+        user_header: &config.user_header,
+        peer_fallback: config.peer_fallback,
+        trusted_proxies: &config.trusted_proxies,
+        ipv6_prefix: config.ipv6_prefix,
+    };
+    let key = caller_key(&req, settings, &state.log)?;
     decide(&state, &key, 1, None).await
 }
 

@@ -2,8 +2,10 @@
 
 pub mod buckets;
 pub mod check;
+pub mod fields;
 pub mod health;
 pub mod metrics;
+pub mod path_key;
 pub mod policies;
 
 use std::time::Instant;
@@ -53,7 +55,7 @@ pub fn build_app(
             async move {
                 let response = response.await?;
                 // The matched pattern, never the raw path: keys in paths would give every caller its own series.
-                let route = response.request().match_pattern();
+                let route = response.request().match_pattern().map(|pattern| route_label(&pattern));
                 let route = route.as_deref().unwrap_or(UNMATCHED_ROUTE);
                 metrics.record_http(route, &method, response.status().as_u16(), started.elapsed());
                 Ok(response)
@@ -62,12 +64,12 @@ pub fn build_app(
         .service(resource("/", "GET").route(web::get().to(check::index)))
         .service(resource("/v1/check", "POST").route(web::post().to(check::check)))
         .service(
-            resource("/v1/buckets/{key}", "GET, DELETE")
+            resource("/v1/buckets/{key:.+}", "GET, DELETE")
                 .route(web::get().to(buckets::peek))
                 .route(web::delete().to(buckets::reset)),
         )
         .service(
-            resource("/v1/policies/{key}", "GET, PUT, DELETE")
+            resource("/v1/policies/{key:.+}", "GET, PUT, DELETE")
                 .route(web::get().to(policies::get))
                 .route(web::put().to(policies::put))
                 .route(web::delete().to(policies::delete)),
@@ -78,6 +80,28 @@ pub fn build_app(
         .service(SwaggerUi::new("/swagger-ui/{_:.*}").url("/api-docs/openapi.json", openapi::spec()))
         .service(web::resource("/swagger-ui").route(web::get().to(swagger_redirect)))
         .default_service(web::to(not_found))
+}
+
+/// A route pattern as the OpenAPI document spells it, so metric labels match the spec: `/v1/buckets/{key:.+}` is
+/// `/v1/buckets/{key}` (the patterns' regexes contain no `}`).
+fn route_label(pattern: &str) -> String {
+    let mut label = String::with_capacity(pattern.len());
+    let mut rest = pattern;
+    while let Some(open) = rest.find('{') {
+        label.push_str(&rest[..open]);
+        let variable = &rest[open..];
+        let close = variable.find('}').map_or(variable.len(), |i| i + 1);
+        match variable[..close].split_once(':') {
+            Some((name, _)) => {
+                label.push_str(name);
+                label.push('}');
+            }
+            None => label.push_str(&variable[..close]),
+        }
+        rest = &variable[close..];
+    }
+    label.push_str(rest);
+    label
 }
 
 /// A resource whose wrong-method answer is a JSON 405 naming the `allowed` methods, like every other error.

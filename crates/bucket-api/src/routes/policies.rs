@@ -8,7 +8,8 @@ use utoipa::ToSchema;
 
 use crate::auth::AdminAuth;
 use crate::error::{ApiError, ErrorBody};
-use crate::identity::validate_key;
+use crate::routes::fields;
+use crate::routes::path_key::PathKey;
 use crate::state::AppState;
 
 /// Body of `PUT /v1/policies/{key}`.
@@ -16,10 +17,12 @@ use crate::state::AppState;
 #[serde(deny_unknown_fields)]
 pub struct PolicyRequest {
     /// Largest burst (1 to 2147483647).
-    #[schema(example = 100)]
+    #[schema(example = 100, minimum = 1, maximum = 2147483647)]
+    #[serde(deserialize_with = "fields::capacity")]
     pub capacity: u64,
     /// Tokens gained per second (above 0, at most 1000000; fractions allowed).
-    #[schema(example = 1.5)]
+    #[schema(example = 1.5, exclusive_minimum = 0, maximum = 1000000)]
+    #[serde(deserialize_with = "fields::refill_per_sec")]
     pub refill_per_sec: f64,
 }
 
@@ -58,22 +61,18 @@ impl PolicyResponse {
     path = "/v1/policies/{key}",
     operation_id = "get_policy",
     tag = "policies",
-    params(("key" = String, Path, description = "The bucket's key")),
+    params(("key" = String, Path, description = "The bucket's key: 1 to 255 bytes of UTF-8 without control characters; a `/` may be sent raw or as `%2F`", min_length = 1, max_length = 255, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$")),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The key's policy", body = PolicyResponse),
+        (status = 400, description = "Bad key", body = ErrorBody),
         (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
         (status = 403, description = "Admin routes are disabled (no BUCKET_ADMIN_TOKEN)", body = ErrorBody),
         (status = 404, description = "The key has no policy of its own", body = ErrorBody),
     )
 )]
-pub async fn get(
-    _admin: AdminAuth,
-    state: web::Data<AppState>,
-    key: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn get(_admin: AdminAuth, state: web::Data<AppState>, key: PathKey) -> Result<HttpResponse, ApiError> {
     let key = key.into_inner();
-    validate_key(&key)?;
     match state.store.policy(&key).await? {
         Some(policy) => Ok(HttpResponse::Ok().json(PolicyResponse::new(key, &policy))),
         None => Err(ApiError::NotFound(format!("key `{key}` has no policy of its own"))),
@@ -88,7 +87,7 @@ pub async fn get(
     path = "/v1/policies/{key}",
     operation_id = "put_policy",
     tag = "policies",
-    params(("key" = String, Path, description = "The bucket's key")),
+    params(("key" = String, Path, description = "The bucket's key: 1 to 255 bytes of UTF-8 without control characters; a `/` may be sent raw or as `%2F`", min_length = 1, max_length = 255, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$")),
     request_body = PolicyRequest,
     security(("bearer" = [])),
     responses(
@@ -101,11 +100,10 @@ pub async fn get(
 pub async fn put(
     _admin: AdminAuth,
     state: web::Data<AppState>,
-    key: web::Path<String>,
+    key: PathKey,
     body: web::Json<PolicyRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let key = key.into_inner();
-    validate_key(&key)?;
     let policy = Policy::from_rate(body.capacity, body.refill_per_sec)?;
     state.store.set_policy(&key, &policy).await?;
     Ok(HttpResponse::Ok().json(PolicyResponse::new(key, &policy)))
@@ -117,21 +115,18 @@ pub async fn put(
     path = "/v1/policies/{key}",
     operation_id = "delete_policy",
     tag = "policies",
-    params(("key" = String, Path, description = "The bucket's key")),
+    params(("key" = String, Path, description = "The bucket's key: 1 to 255 bytes of UTF-8 without control characters; a `/` may be sent raw or as `%2F`", min_length = 1, max_length = 255, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$")),
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Removed; the key follows the default or named policy again"),
+        (status = 400, description = "Bad key", body = ErrorBody),
         (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
         (status = 403, description = "Admin routes are disabled (no BUCKET_ADMIN_TOKEN)", body = ErrorBody),
         (status = 404, description = "The key had no policy of its own", body = ErrorBody),
     )
 )]
-pub async fn delete(
-    _admin: AdminAuth,
-    state: web::Data<AppState>,
-    key: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    validate_key(&key)?;
+pub async fn delete(_admin: AdminAuth, state: web::Data<AppState>, key: PathKey) -> Result<HttpResponse, ApiError> {
+    let key = key.into_inner();
     if state.store.delete_policy(&key).await? {
         Ok(HttpResponse::NoContent().finish())
     } else {

@@ -70,24 +70,10 @@ impl fmt::Debug for PostgresConfig {
     }
 }
 
-/// Hides the password of both URL (`postgres://user:secret@host`) and key=value (`password=secret`) forms.
+/// Hides the password of both URL (`postgres://user:secret@host`, `?password=`) and key=value (`password=secret`)
+/// forms.
 fn redact(url: &str) -> String {
-    if let Some(scheme_end) = url.find("://") {
-        let rest = &url[scheme_end + 3..];
-        // The user-info ends at the last '@' before the path; a password may itself contain '@' when percent-
-        // encoding was forgotten, so the last one is the separator.
-        let authority_end = rest.find('/').unwrap_or(rest.len());
-        if let Some(at) = rest[..authority_end].rfind('@') {
-            if let Some(colon) = rest[..at].find(':') {
-                return format!("{}{}:***{}", &url[..scheme_end + 3], &rest[..colon], &rest[at..]);
-            }
-        }
-        return url.to_owned();
-    }
-    url.split_whitespace()
-        .map(|pair| if pair.starts_with("password=") { "password=***" } else { pair })
-        .collect::<Vec<_>>()
-        .join(" ")
+    crate::redact::redact_url(url)
 }
 
 /// A timeout as configuration files write it.

@@ -58,6 +58,12 @@ pub(super) fn query(error: QueryError, statement_timeout: Duration) -> StoreErro
 pub(super) fn connection(error: ConnectionError) -> StoreError {
     match error {
         ConnectionError::InvalidConnectionUrl(detail) => backend(format!("invalid connection URL: {detail}")),
+        // This build connects without TLS: a URL asking for it (`sslmode=require`) can never succeed, so retrying
+        // it at start would loop forever. It is a configuration error, said once.
+        other if other.to_string().to_ascii_lowercase().contains("tls") => backend(format!(
+            "the URL asks for TLS (sslmode), which this build does not support; keep PostgreSQL on a private \
+             network and drop sslmode: {other}"
+        )),
         other => unavailable(other.to_string()),
     }
 }

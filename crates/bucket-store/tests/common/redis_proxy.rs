@@ -1,5 +1,6 @@
 //! A TCP proxy in front of Redis that can swallow the replies to one script run, to produce a connection that
-//! stalls in the middle of a command (after the pool's health check passed), which freezing the server cannot.
+//! stalls in the middle of a command (after the pool's health check passed), which freezing the server cannot,
+//! nor can `bucket_testkit::FaultProxy` (its `Stall` holds the health check's PING as well).
 #![allow(dead_code)]
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,13 +11,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
 /// Forwards 127.0.0.1:<port> to an upstream Redis; stops forwarding when dropped.
-pub struct StallingProxy {
+pub struct ReplyTrap {
     port: u16,
     trap: Arc<AtomicBool>,
     accept: tokio::task::JoinHandle<()>,
 }
 
-impl StallingProxy {
+impl ReplyTrap {
     /// Listens on a free port and forwards every connection to `upstream` (`host:port`).
     pub async fn start(upstream: String) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
@@ -45,7 +46,7 @@ impl StallingProxy {
     }
 }
 
-impl Drop for StallingProxy {
+impl Drop for ReplyTrap {
     fn drop(&mut self) {
         self.accept.abort();
     }

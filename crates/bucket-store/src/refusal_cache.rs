@@ -1,0 +1,258 @@
+//! Refusals remembered in the process until the refused bucket's next token is due, so a caller hammering a shared
+//! store while over its limit costs no round trip to Redis or PostgreSQL.
+//!
+//! Exact, not an approximation: a refusal that left `remaining == 0` means no check of any cost can be allowed
+//! before `next_token_after` has passed, because tokens only arrive by refill and no request can speed refill up.
+//! Only a reset or a different policy can change that, and both bypass the entry: a reset through this process
+//! removes it, and an entry answers only checks under the policy it was refused with. A reset through another
+//! instance is seen when the entry expires, at most one token interval later; the error is then a refusal that
+//! could have been an allowance, never an allowance too many. A refusal with tokens left (a cost above them) is not
+//! remembered: a smaller cost could still pass.
+//!
+//! The answer is the stored refusal aged by the time since: `next_token_after`, `reset_after` and `retry_after`
+//! shrink by exactly the elapsed time, which is what the store itself would have said.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bucket_core::{Clock, Decision, MonotonicClock, Policy, Wait};
+use dashmap::DashMap;
+
+use crate::{DependencyHealth, Outcome, Store, StoreError};
+
+/// A store whose refusals are answered locally until they can change.
+#[derive(Clone)]
+pub struct RefusalCache<S> {
+    store: S,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    entries: DashMap<Box<str>, Refusal>,
+    max_entries: usize,
+    clock: Arc<dyn Clock>,
+}
+
+#[derive(Clone, Copy)]
+struct Refusal {
+    policy: Policy,
+    outcome: Outcome,
+    at_us: u64,
+    until_us: u64,
+}
+
+impl<S> RefusalCache<S> {
+    /// Wraps `store`, remembering at most `max_entries` refused keys at once, on the process's monotonic clock.
+    pub fn new(store: S, max_entries: usize) -> Self {
+        Self::with_clock(store, max_entries, Arc::new(MonotonicClock::new()))
+    }
+
+    /// As [`RefusalCache::new`] on a given clock (a `ManualClock` in tests).
+    pub fn with_clock(store: S, max_entries: usize, clock: Arc<dyn Clock>) -> Self {
+        Self { store, inner: Arc::new(Inner { entries: DashMap::new(), max_entries, clock }) }
+    }
+
+    /// The wrapped store, for what the cache does not cover (stats).
+    pub fn inner(&self) -> &S {
+        &self.store
+    }
+
+    /// Keys with a refusal remembered (expired ones not yet swept included).
+    pub fn len(&self) -> usize {
+        self.inner.entries.len()
+    }
+
+    /// Whether no refusal is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.inner.entries.is_empty()
+    }
+
+    fn cached(&self, key: &str, policy: &Policy, cost: u64, now_us: u64) -> Option<Outcome> {
+        let entry = self.inner.entries.get(key)?;
+        let r = *entry;
+        drop(entry);
+        if r.policy != *policy || now_us >= r.until_us {
+            return None;
+        }
+        let elapsed = Duration::from_micros(now_us - r.at_us);
+        let d = r.outcome.decision;
+        let next_token_after = d.next_token_after.saturating_sub(elapsed);
+        let retry_after = if cost > policy.capacity() {
+            Wait::Never
+        } else {
+            Wait::After(next_token_after + Duration::from_micros((cost - 1) * policy.interval_us()))
+        };
+        let decision = Decision {
+            next_token_after,
+            reset_after: d.reset_after.saturating_sub(elapsed),
+            retry_after: Some(retry_after),
+            ..d
+        };
+        Some(Outcome { decision, ..r.outcome })
+    }
+
+    fn remember(&self, key: &str, policy: &Policy, outcome: Outcome, now_us: u64) {
+        let d = &outcome.decision;
+        let wait = d.next_token_after.as_micros() as u64;
+        if d.allowed || d.remaining != 0 || wait == 0 {
+            return;
+        }
+        if self.inner.entries.len() >= self.inner.max_entries {
+            self.inner.entries.retain(|_, r| r.until_us > now_us);
+            if self.inner.entries.len() >= self.inner.max_entries {
+                return;
+            }
+        }
+        let refusal = Refusal { policy: *policy, outcome, at_us: now_us, until_us: now_us.saturating_add(wait) };
+        self.inner.entries.insert(Box::from(key), refusal);
+    }
+}
+
+impl<S: Store> Store for RefusalCache<S> {
+    async fn check(&self, key: &str, policy: &Policy, cost: u64) -> Result<Outcome, StoreError> {
+        let now_us = self.inner.clock.now_us();
+        if let Some(outcome) = self.cached(key, policy, cost, now_us) {
+            return Ok(outcome);
+        }
+        let outcome = self.store.check(key, policy, cost).await?;
+        // The clock is read before the store is asked, so the entry expires no later than the store's own answer.
+        self.remember(key, policy, outcome, now_us);
+        Ok(outcome)
+    }
+
+    async fn peek(&self, key: &str, policy: &Policy) -> Result<Outcome, StoreError> {
+        self.store.peek(key, policy).await
+    }
+
+    async fn reset(&self, key: &str) -> Result<(), StoreError> {
+        self.inner.entries.remove(key);
+        self.store.reset(key).await
+    }
+
+    async fn policy(&self, key: &str) -> Result<Option<Policy>, StoreError> {
+        self.store.policy(key).await
+    }
+
+    async fn set_policy(&self, key: &str, policy: &Policy) -> Result<(), StoreError> {
+        // Entries are matched by policy already; dropping it here also frees the slot at once.
+        self.inner.entries.remove(key);
+        self.store.set_policy(key, policy).await
+    }
+
+    async fn delete_policy(&self, key: &str) -> Result<bool, StoreError> {
+        self.inner.entries.remove(key);
+        self.store.delete_policy(key).await
+    }
+
+    async fn health(&self) -> Vec<DependencyHealth> {
+        self.store.health().await
+    }
+
+    async fn shutdown(&self) -> Result<(), StoreError> {
+        self.store.shutdown().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use bucket_core::ManualClock;
+
+    use super::*;
+    use crate::{MemoryStore, Source};
+
+    /// A memory store that counts the checks reaching it, standing in for a remote store.
+    #[derive(Clone)]
+    struct Counting {
+        store: MemoryStore,
+        checks: Arc<AtomicU64>,
+    }
+
+    impl Store for Counting {
+        async fn check(&self, key: &str, policy: &Policy, cost: u64) -> Result<Outcome, StoreError> {
+            self.checks.fetch_add(1, Ordering::SeqCst);
+            self.store.check(key, policy, cost).await
+        }
+        async fn peek(&self, key: &str, policy: &Policy) -> Result<Outcome, StoreError> {
+            self.store.peek(key, policy).await
+        }
+        async fn reset(&self, key: &str) -> Result<(), StoreError> {
+            self.store.reset(key).await
+        }
+        async fn policy(&self, key: &str) -> Result<Option<Policy>, StoreError> {
+            self.store.policy(key).await
+        }
+        async fn set_policy(&self, key: &str, policy: &Policy) -> Result<(), StoreError> {
+            self.store.set_policy(key, policy).await
+        }
+        async fn delete_policy(&self, key: &str) -> Result<bool, StoreError> {
+            self.store.delete_policy(key).await
+        }
+        async fn health(&self) -> Vec<DependencyHealth> {
+            self.store.health().await
+        }
+    }
+
+    fn setup() -> (ManualClock, RefusalCache<Counting>, Counting, Policy) {
+        let clock = ManualClock::new(1_000_000);
+        let inner = Counting { store: MemoryStore::with_clock(Arc::new(clock.clone())), checks: Arc::default() };
+        let cache = RefusalCache::with_clock(inner.clone(), 1_000, Arc::new(clock.clone()));
+        (clock, cache, inner, Policy::from_rate(3, 1.0).unwrap())
+    }
+
+    fn check(cache: &RefusalCache<Counting>, key: &str, policy: &Policy, cost: u64) -> Outcome {
+        futures::executor::block_on(cache.check(key, policy, cost)).unwrap()
+    }
+
+    #[test]
+    fn a_refused_key_is_answered_locally_until_its_next_token_and_the_answer_matches_the_store() {
+        let (clock, cache, inner, policy) = setup();
+        for _ in 0..3 {
+            assert!(check(&cache, "k", &policy, 1).decision.allowed);
+        }
+        assert!(!check(&cache, "k", &policy, 1).decision.allowed);
+        let reached = inner.checks.load(Ordering::SeqCst);
+        assert_eq!(reached, 4);
+        for step in [1u64, 250_000, 400_000, 349_998] {
+            clock.advance_us(step);
+            for cost in [1, 2, 3] {
+                let local = check(&cache, "k", &policy, cost);
+                let truth = futures::executor::block_on(inner.store.check("k", &policy, cost)).unwrap();
+                assert_eq!(local, truth, "cost {cost} after {step} µs");
+            }
+        }
+        assert_eq!(inner.checks.load(Ordering::SeqCst), reached, "refusals reached the store");
+        // The next token is due now: the store is asked again and allows.
+        clock.advance_us(1);
+        assert!(check(&cache, "k", &policy, 1).decision.allowed);
+        assert_eq!(inner.checks.load(Ordering::SeqCst), reached + 1);
+    }
+
+    #[test]
+    fn reset_and_another_policy_bypass_the_remembered_refusal() {
+        let (_clock, cache, _inner, policy) = setup();
+        for _ in 0..4 {
+            check(&cache, "k", &policy, 1);
+        }
+        assert_eq!(cache.len(), 1);
+        let bigger = Policy::from_rate(10, 1.0).unwrap();
+        assert!(check(&cache, "k", &bigger, 1).decision.allowed, "a larger policy must not see the old refusal");
+        futures::executor::block_on(cache.reset("k")).unwrap();
+        assert!(cache.is_empty());
+        assert!(check(&cache, "k", &policy, 1).decision.allowed);
+    }
+
+    #[test]
+    fn a_refusal_with_tokens_left_is_not_remembered() {
+        let (_clock, cache, inner, policy) = setup();
+        let d = check(&cache, "k", &policy, 1).decision;
+        assert!(d.allowed);
+        // Two tokens left, cost 3 refused: a cost of 1 must still reach the store and pass.
+        assert!(!check(&cache, "k", &policy, 3).decision.allowed);
+        assert!(cache.is_empty());
+        assert!(check(&cache, "k", &policy, 1).decision.allowed);
+        assert_eq!(inner.checks.load(Ordering::SeqCst), 3);
+        assert_eq!(check(&cache, "k", &policy, 1).source, Source::Memory);
+    }
+}

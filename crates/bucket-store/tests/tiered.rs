@@ -1,0 +1,211 @@
+//! The tiered store through its public interface, against real Redis and PostgreSQL, each behind a fault proxy
+//! so a test can take either away: where each decision comes from, what reaches PostgreSQL and when.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use bucket_core::Policy;
+use bucket_store::postgres::PostgresStore;
+use bucket_store::redis::RedisStore;
+use bucket_store::tiered::{TieredConfig, TieredStats, TieredStore, WriteMode};
+use bucket_store::{Source, Store};
+use bucket_testkit::{pg, redis_server, Fault, FaultProxy, RawRow, RedisPrefix, TestSchema};
+use deadpool_redis::redis;
+
+/// Capacity `n`, one token an hour: nothing refills during a test.
+fn per_hour(n: u64) -> Policy {
+    Policy::from_interval_us(n, 3_600_000_000).unwrap()
+}
+
+/// A tiered store on a fresh schema and key prefix, both servers reached through proxies.
+struct Rig {
+    schema: TestSchema,
+    keys: RedisPrefix,
+    redis_proxy: FaultProxy,
+    _pg_proxy: FaultProxy,
+    redis: RedisStore,
+    store: TieredStore,
+}
+
+impl Rig {
+    async fn new(config: TieredConfig) -> Self {
+        let schema = TestSchema::new();
+        schema.store().await; // schema and tables, created directly
+        let keys = RedisPrefix::shared();
+        let redis_proxy = FaultProxy::start(redis_server::shared_upstream()).await;
+        let pg_proxy = FaultProxy::start(pg::upstream()).await;
+        let mut redis_config = keys.config(&redis_proxy.redis_url());
+        // Short bounds: these tests break servers, and a fallback should cost milliseconds, not seconds.
+        redis_config.command_timeout = Duration::from_millis(200);
+        redis_config.connect_timeout = Duration::from_millis(200);
+        let redis = RedisStore::connect(redis_config).unwrap();
+        let mut pg_config = schema.config.clone();
+        pg_config.url = schema.url_via(pg_proxy.addr());
+        pg_config.connect_timeout = Duration::from_millis(500);
+        pg_config.statement_timeout = Duration::from_millis(500);
+        let pg = PostgresStore::connect(pg_config).await.unwrap();
+        let log = slog::Logger::root(slog::Discard, slog::o!());
+        let store = TieredStore::new(redis.clone(), pg, config, log).await;
+        Self { schema, keys, redis_proxy, _pg_proxy: pg_proxy, redis, store }
+    }
+
+    async fn check(&self, key: &str, policy: &Policy) -> (bool, Source, u64) {
+        let outcome = self.store.check(key, policy, 1).await.unwrap();
+        (outcome.decision.allowed, outcome.source, outcome.decision.remaining)
+    }
+
+    /// The bucket as Redis holds it: `(tokens, last_refill_us, version)`, read directly, not through the proxy.
+    async fn redis_state(&self, key: &str) -> Option<(u64, u64, u64)> {
+        let mut conn = self.keys.raw().await;
+        let hash: HashMap<String, u64> =
+            redis::cmd("HGETALL").arg(self.redis.bucket_key(key)).query_async(&mut conn).await.unwrap();
+        Some((*hash.get("t")?, *hash.get("l")?, *hash.get("v")?))
+    }
+
+    fn stats(&self) -> TieredStats {
+        self.store.stats()
+    }
+}
+
+fn row_state(row: &RawRow) -> (u64, u64, u64) {
+    (row.tokens as u64, row.last_refill_us as u64, row.version as u64)
+}
+
+fn sync() -> TieredConfig {
+    TieredConfig { retry_interval: Duration::from_millis(50), ..TieredConfig::default() }
+}
+
+fn write_behind(flush_interval: Duration) -> TieredConfig {
+    TieredConfig { write_mode: WriteMode::WriteBehind, flush_interval, ..sync() }
+}
+
+/// Polls `condition` every 10 ms for at most `within`.
+async fn eventually(within: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !condition() {
+        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_flow_new_user_then_redis_then_postgres_once_the_cache_is_gone() {
+    let rig = Rig::new(sync()).await;
+    let policy = per_hour(10);
+    assert_eq!(rig.check("seed", &policy).await, (true, Source::NewUser, 9));
+    assert_eq!(rig.check("seed", &policy).await, (true, Source::Redis, 8));
+    // Sync mode: the row is committed before the answer, and equals Redis's state.
+    let row = rig.schema.row("seed").await.unwrap();
+    assert_eq!(Some(row_state(&row)), rig.redis_state("seed").await);
+    assert_eq!((row.tokens, row.version), (8, 2));
+
+    // The cache loses the key (eviction, restart): PostgreSQL's row is the truth, and the decision continues from
+    // it: 7 left, not a refilled bucket.
+    let mut conn = rig.keys.raw().await;
+    let _: () = redis::cmd("DEL").arg(rig.redis.bucket_key("seed")).query_async(&mut conn).await.unwrap();
+    assert_eq!(rig.check("seed", &policy).await, (true, Source::Postgres, 7));
+    assert_eq!(rig.check("seed", &policy).await, (true, Source::Redis, 6));
+    let row = rig.schema.row("seed").await.unwrap();
+    assert_eq!((row.tokens, row.version), (6, 4));
+    assert_eq!(rig.stats().fallbacks_to_postgres, 0, "a miss is not a fallback");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_decisions_never_write_to_postgres_in_any_mode() {
+    for config in [sync(), write_behind(Duration::from_millis(5))] {
+        let mode = config.write_mode;
+        let rig = Rig::new(config).await;
+        let policy = per_hour(2);
+        for _ in 0..2 {
+            assert!(rig.check("broke", &policy).await.0, "{mode:?}");
+        }
+        rig.store.flush().await.unwrap();
+        let before = rig.schema.row("broke").await.expect("row written");
+        assert_eq!((before.tokens, before.version), (0, 2), "{mode:?}");
+        let statements = rig.stats().postgres_write_statements;
+
+        for _ in 0..5 {
+            assert_eq!(rig.check("broke", &policy).await, (false, Source::Redis, 0), "{mode:?}");
+        }
+        // Refused while Redis is away: PostgreSQL's own statement refuses without writing either.
+        rig.redis_proxy.set(Fault::Refuse);
+        for _ in 0..3 {
+            assert_eq!(rig.check("broke", &policy).await, (false, Source::Postgres, 0), "{mode:?}");
+        }
+        rig.store.flush().await.unwrap();
+        // xmin is the writing transaction and ctid the row version's place: any write would change both.
+        assert_eq!(rig.schema.row("broke").await.unwrap(), before, "{mode:?}");
+        assert_eq!(rig.stats().postgres_write_statements, statements, "{mode:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_behind_sends_batches_not_one_statement_per_decision() {
+    let rig = Rig::new(write_behind(Duration::from_millis(20))).await;
+    let policy = per_hour(50);
+    let keys: Vec<String> = (0..10).map(|i| format!("batch-{i}")).collect();
+    let mut tasks = Vec::new();
+    for key in &keys {
+        for _ in 0..10 {
+            let (store, key) = (rig.store.clone(), key.clone());
+            tasks.push(tokio::spawn(async move { store.check(&key, &policy, 1).await.unwrap().decision.allowed }));
+        }
+    }
+    for task in tasks {
+        assert!(task.await.unwrap());
+    }
+    rig.store.flush().await.unwrap();
+    let statements = rig.stats().postgres_write_statements;
+    assert!((1..100).contains(&statements), "{statements} statements for 100 decisions");
+    for key in &keys {
+        let row = rig.schema.row(key).await.unwrap();
+        assert_eq!(Some(row_state(&row)), rig.redis_state(key).await, "{key}");
+        assert_eq!((row.tokens, row.version), (40, 10), "{key}");
+    }
+    println!("write-behind: 100 decisions on 10 keys reached PostgreSQL in {statements} statements");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_writes_reach_postgres_before_it_decides_the_key_itself() {
+    // A flush interval longer than the test: Redis's decisions sit in the queue when Redis goes away.
+    let rig = Rig::new(write_behind(Duration::from_secs(600))).await;
+    let policy = per_hour(5);
+    for _ in 0..3 {
+        assert!(rig.check("queued", &policy).await.0);
+    }
+    assert_eq!(rig.schema.row("queued").await, None, "still queued");
+    rig.redis_proxy.set(Fault::Refuse);
+    let mut granted = 0;
+    for _ in 0..5 {
+        let (allowed, source, _) = rig.check("queued", &policy).await;
+        assert_eq!(source, Source::Postgres);
+        granted += u64::from(allowed);
+    }
+    // 3 spent in Redis + 2 in PostgreSQL = capacity. Deciding from the missing row would have granted 5 more.
+    assert_eq!(granted, 2);
+    let row = rig.schema.row("queued").await.unwrap();
+    assert_eq!((row.tokens, row.version), (0, 5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_back_with_stale_data_never_regrants_what_postgres_spent() {
+    let rig = Rig::new(sync()).await;
+    let policy = per_hour(5);
+    for _ in 0..2 {
+        assert!(rig.check("stale", &policy).await.0);
+    }
+    rig.redis_proxy.set(Fault::Refuse);
+    let outage: Vec<_> = [(); 4].iter().map(|_| rig.check("stale", &policy)).collect();
+    let outage: Vec<(bool, Source, u64)> = futures::future::join_all(outage).await;
+    assert_eq!(outage.iter().filter(|o| o.0).count(), 3, "{outage:?}");
+    assert!(outage.iter().all(|o| o.1 == Source::Postgres), "{outage:?}");
+    assert!(!rig.stats().redis_up);
+    // Redis kept its data: it still believes 3 tokens are left.
+    assert_eq!(rig.redis_state("stale").await.map(|s| s.0), Some(3));
+
+    rig.redis_proxy.set(Fault::Pass);
+    eventually(Duration::from_secs(5), "redis marked up again", || rig.stats().redis_up).await;
+    assert_eq!(rig.check("stale", &policy).await, (false, Source::Postgres, 0), "reloaded from PostgreSQL");
+    assert_eq!(rig.check("stale", &policy).await, (false, Source::Redis, 0), "then served by Redis again");
+    assert!(rig.stats().keys_invalidated >= 1);
+}

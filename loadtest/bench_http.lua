@@ -1,0 +1,47 @@
+-- wrk load shapes for `cargo xtask bench` (xtask/src/bench.rs), which runs it as
+--   wrk -t1 -c32 -d5s --latency -s loadtest/bench_http.lua http://127.0.0.1:PORT -- MODE RUN_ID [START] [POOL]
+-- MODE:
+--   floor  GET /healthz: the HTTP floor of the same server, with the same per-request header work as `many`
+--   many   GET / as a new user every request (key RUN_ID-N, N counting up from START, modulo POOL if given)
+--   hot    GET / as one user, so all but the first `capacity` requests are refused
+-- Every request is built in Lua (also for `floor`), so the client spends the same effort on each shape and the
+-- ratios compare the server alone. `done` prints one machine-readable line, including p99.9, which
+-- `wrk --latency` does not show.
+
+local mode = "floor"
+local run_id = "bench"
+local counter = 0
+local pool = 0
+
+function init(args)
+  mode = args[1] or mode
+  run_id = args[2] or run_id
+  counter = tonumber(args[3] or "0")
+  pool = tonumber(args[4] or "0")
+end
+
+function request()
+  counter = counter + 1
+  local n = counter
+  if pool > 0 then
+    n = counter % pool
+  end
+  local user = string.format("%s-%010d", run_id, n)
+  if mode == "hot" then
+    user = run_id .. "-hot-user"
+  end
+  local path = "/"
+  if mode == "floor" then
+    path = "/healthz"
+  end
+  return wrk.format("GET", path, { ["X-User-ID"] = user })
+end
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'BENCH {"requests":%d,"duration_us":%d,"non_2xx":%d,"socket_errors":%d,'
+      .. '"p50_us":%d,"p99_us":%d,"p999_us":%d,"mean_us":%.1f,"max_us":%d}\n',
+    summary.requests, summary.duration, e.status, e.connect + e.read + e.write + e.timeout,
+    latency:percentile(50), latency:percentile(99), latency:percentile(99.9), latency.mean, latency.max))
+end
