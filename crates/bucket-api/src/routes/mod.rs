@@ -35,7 +35,9 @@ pub fn build_app(
         InitError = (),
     >,
 > {
-    let metrics = state.metrics.clone();
+    // One shared handle: the middleware runs on every request, so it bumps one reference count instead of cloning
+    // every metric family.
+    let metrics = std::sync::Arc::new(state.metrics.clone());
     let limit = state.config.max_body_bytes;
     App::new()
         .app_data(state)
@@ -48,8 +50,8 @@ pub fn build_app(
                 .error_handler(|e: QueryPayloadError, _| ApiError::InvalidPath(e.to_string()).into()),
         )
         .wrap_fn(move |req, srv| {
-            let metrics = metrics.clone();
-            let method = req.method().as_str().to_owned();
+            let metrics = std::sync::Arc::clone(&metrics);
+            let method = req.method().clone();
             let started = Instant::now();
             let response = srv.call(req);
             async move {
@@ -57,7 +59,7 @@ pub fn build_app(
                 // The matched pattern, never the raw path: keys in paths would give every caller its own series.
                 let route = response.request().match_pattern().map(|pattern| route_label(&pattern));
                 let route = route.as_deref().unwrap_or(UNMATCHED_ROUTE);
-                metrics.record_http(route, &method, response.status().as_u16(), started.elapsed());
+                metrics.record_http(route, method.as_str(), response.status().as_u16(), started.elapsed());
                 Ok(response)
             }
         })
