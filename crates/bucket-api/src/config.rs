@@ -252,6 +252,14 @@ impl Default for Config {
 /// Policy names the service itself puts in the `RateLimit` headers, so no configured policy may take them.
 pub const RESERVED_POLICY_NAMES: [&str; 2] = ["default", "user"];
 
+/// Parses one environment variable's value, naming the variable when it does not fit.
+pub(crate) fn parse_env<T: FromStr>(var: &'static str, value: &str) -> Result<T, ConfigError>
+where
+    T::Err: fmt::Display,
+{
+    value.trim().parse::<T>().map_err(|e| ConfigError::Env { var, value: value.into(), reason: e.to_string() })
+}
+
 impl Config {
     /// Defaults, overridden by the TOML file at `path` if given, overridden by the variables in `env`; validated.
     pub fn load(path: Option<&Path>, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
@@ -278,27 +286,21 @@ impl Config {
 
     /// Overrides settings from the variables DESIGN.md §3 names; unrelated variables are ignored.
     pub fn apply_env(&mut self, env: &HashMap<String, String>) -> Result<(), ConfigError> {
-        fn parse<T: FromStr>(var: &'static str, value: &str) -> Result<T, ConfigError>
-        where
-            T::Err: fmt::Display,
-        {
-            value.trim().parse::<T>().map_err(|e| ConfigError::Env { var, value: value.into(), reason: e.to_string() })
-        }
         for (var, value) in env {
             match var.as_str() {
                 "BUCKET_LISTEN" => self.listen = value.clone(),
-                "BUCKET_STORE" => self.store = parse("BUCKET_STORE", value)?,
+                "BUCKET_STORE" => self.store = parse_env("BUCKET_STORE", value)?,
                 "DATABASE_URL" => self.database_url = Some(value.clone()),
                 "REDIS_URL" => self.redis_url = Some(value.clone()),
-                "BUCKET_CAPACITY" => self.capacity = parse("BUCKET_CAPACITY", value)?,
-                "BUCKET_REFILL_PER_SEC" => self.refill_per_sec = parse("BUCKET_REFILL_PER_SEC", value)?,
+                "BUCKET_CAPACITY" => self.capacity = parse_env("BUCKET_CAPACITY", value)?,
+                "BUCKET_REFILL_PER_SEC" => self.refill_per_sec = parse_env("BUCKET_REFILL_PER_SEC", value)?,
                 // An empty token in the environment means "unset", the usual shell idiom for turning a feature off.
                 "BUCKET_ADMIN_TOKEN" => self.admin_token = Some(value.clone()).filter(|t| !t.is_empty()),
-                "BUCKET_FAILURE_MODE" => self.failure_mode = parse("BUCKET_FAILURE_MODE", value)?,
+                "BUCKET_FAILURE_MODE" => self.failure_mode = parse_env("BUCKET_FAILURE_MODE", value)?,
                 "BUCKET_LOG_LEVEL" => self.log_level = value.trim().to_string(),
-                "BUCKET_LOG_FORMAT" => self.log_format = parse("BUCKET_LOG_FORMAT", value)?,
+                "BUCKET_LOG_FORMAT" => self.log_format = parse_env("BUCKET_LOG_FORMAT", value)?,
                 "BUCKET_USER_HEADER" => self.user_header = value.trim().to_string(),
-                "BUCKET_PEER_FALLBACK" => self.peer_fallback = parse("BUCKET_PEER_FALLBACK", value)?,
+                "BUCKET_PEER_FALLBACK" => self.peer_fallback = parse_env("BUCKET_PEER_FALLBACK", value)?,
                 "BUCKET_TRUSTED_PROXIES" => {
                     self.trusted_proxies = parse_cidr_list(value).map_err(|e| ConfigError::Env {
                         var: "BUCKET_TRUSTED_PROXIES",
@@ -306,10 +308,10 @@ impl Config {
                         reason: e.to_string(),
                     })?
                 }
-                "BUCKET_IPV6_PREFIX" => self.ipv6_prefix = parse("BUCKET_IPV6_PREFIX", value)?,
-                "BUCKET_MAX_BODY_BYTES" => self.max_body_bytes = parse("BUCKET_MAX_BODY_BYTES", value)?,
-                "BUCKET_WORKERS" => self.workers = parse("BUCKET_WORKERS", value)?,
-                "BUCKET_EVICT_INTERVAL_MS" => self.evict_interval_ms = parse("BUCKET_EVICT_INTERVAL_MS", value)?,
+                "BUCKET_IPV6_PREFIX" => self.ipv6_prefix = parse_env("BUCKET_IPV6_PREFIX", value)?,
+                "BUCKET_MAX_BODY_BYTES" => self.max_body_bytes = parse_env("BUCKET_MAX_BODY_BYTES", value)?,
+                "BUCKET_WORKERS" => self.workers = parse_env("BUCKET_WORKERS", value)?,
+                "BUCKET_EVICT_INTERVAL_MS" => self.evict_interval_ms = parse_env("BUCKET_EVICT_INTERVAL_MS", value)?,
                 _ => {}
             }
         }

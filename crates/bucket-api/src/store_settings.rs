@@ -4,7 +4,7 @@
 //! adapters' own configurations.
 
 use std::collections::HashMap;
-use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use bucket_store::redis::RedisConfig;
 use bucket_store::tiered::{TieredConfig, WriteMode};
 use serde::Deserialize;
 
-use crate::config::ConfigError;
+use crate::config::{parse_env, ConfigError};
 
 /// `[postgres]`: the pool and the bounds on each statement.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -27,11 +27,14 @@ pub struct PostgresSettings {
     pub statement_timeout_ms: u64,
     /// Schema for bucket's tables, created if missing (`BUCKET_PG_SCHEMA`); none uses the URL's search_path.
     pub schema: Option<String>,
+    /// PEM CA file the server's certificate must chain to (`BUCKET_PG_TLS_CA_FILE`), for a private CA; setting it
+    /// makes `sslmode=verify-full` the default. None: the URL's `sslmode` against the system's roots.
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 impl Default for PostgresSettings {
     fn default() -> Self {
-        Self { pool_size: 16, connect_timeout_ms: 2000, statement_timeout_ms: 1000, schema: None }
+        Self { pool_size: 16, connect_timeout_ms: 2000, statement_timeout_ms: 1000, schema: None, tls_ca_file: None }
     }
 }
 
@@ -47,11 +50,20 @@ pub struct RedisSettings {
     pub connect_timeout_ms: u64,
     /// Prefix of every key, so services can share one Redis (`BUCKET_REDIS_KEY_PREFIX`).
     pub key_prefix: String,
+    /// PEM CA file a `rediss://` server's certificate must chain to (`BUCKET_REDIS_TLS_CA_FILE`), for a private CA;
+    /// None: the system's roots.
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 impl Default for RedisSettings {
     fn default() -> Self {
-        Self { pool_size: 32, command_timeout_ms: 100, connect_timeout_ms: 1000, key_prefix: "bucket:".into() }
+        Self {
+            pool_size: 32,
+            command_timeout_ms: 100,
+            connect_timeout_ms: 1000,
+            key_prefix: "bucket:".into(),
+            tls_ca_file: None,
+        }
     }
 }
 
@@ -131,35 +143,33 @@ pub struct StoreSettings {
 impl StoreSettings {
     /// Overrides from the `BUCKET_PG_*`, `BUCKET_REDIS_*` and write-mode variables.
     pub fn apply_env(&mut self, env: &HashMap<String, String>) -> Result<(), ConfigError> {
-        fn parse<T: FromStr>(var: &'static str, value: &str) -> Result<T, ConfigError>
-        where
-            T::Err: fmt::Display,
-        {
-            value.trim().parse::<T>().map_err(|e| ConfigError::Env { var, value: value.into(), reason: e.to_string() })
-        }
         for (var, value) in env {
             let v = value.as_str();
             match var.as_str() {
-                "BUCKET_PG_POOL_SIZE" => self.postgres.pool_size = parse("BUCKET_PG_POOL_SIZE", v)?,
+                "BUCKET_PG_POOL_SIZE" => self.postgres.pool_size = parse_env("BUCKET_PG_POOL_SIZE", v)?,
                 "BUCKET_PG_CONNECT_TIMEOUT_MS" => {
-                    self.postgres.connect_timeout_ms = parse("BUCKET_PG_CONNECT_TIMEOUT_MS", v)?
+                    self.postgres.connect_timeout_ms = parse_env("BUCKET_PG_CONNECT_TIMEOUT_MS", v)?
                 }
                 "BUCKET_PG_STATEMENT_TIMEOUT_MS" => {
-                    self.postgres.statement_timeout_ms = parse("BUCKET_PG_STATEMENT_TIMEOUT_MS", v)?
+                    self.postgres.statement_timeout_ms = parse_env("BUCKET_PG_STATEMENT_TIMEOUT_MS", v)?
                 }
                 "BUCKET_PG_SCHEMA" => self.postgres.schema = Some(v.trim().to_owned()).filter(|s| !s.is_empty()),
-                "BUCKET_REDIS_POOL_SIZE" => self.redis.pool_size = parse("BUCKET_REDIS_POOL_SIZE", v)?,
-                "BUCKET_REDIS_TIMEOUT_MS" => self.redis.command_timeout_ms = parse("BUCKET_REDIS_TIMEOUT_MS", v)?,
+                "BUCKET_PG_TLS_CA_FILE" => self.postgres.tls_ca_file = ca_path(v),
+                "BUCKET_REDIS_TLS_CA_FILE" => self.redis.tls_ca_file = ca_path(v),
+                "BUCKET_REDIS_POOL_SIZE" => self.redis.pool_size = parse_env("BUCKET_REDIS_POOL_SIZE", v)?,
+                "BUCKET_REDIS_TIMEOUT_MS" => self.redis.command_timeout_ms = parse_env("BUCKET_REDIS_TIMEOUT_MS", v)?,
                 "BUCKET_REDIS_CONNECT_TIMEOUT_MS" => {
-                    self.redis.connect_timeout_ms = parse("BUCKET_REDIS_CONNECT_TIMEOUT_MS", v)?
+                    self.redis.connect_timeout_ms = parse_env("BUCKET_REDIS_CONNECT_TIMEOUT_MS", v)?
                 }
                 "BUCKET_REDIS_KEY_PREFIX" => self.redis.key_prefix = v.to_owned(),
-                "BUCKET_WRITE_MODE" => self.tiered.write_mode = parse("BUCKET_WRITE_MODE", v)?,
-                "BUCKET_FLUSH_INTERVAL_MS" => self.tiered.flush_interval_ms = parse("BUCKET_FLUSH_INTERVAL_MS", v)?,
-                "BUCKET_RETRY_INTERVAL_MS" => self.tiered.retry_interval_ms = parse("BUCKET_RETRY_INTERVAL_MS", v)?,
-                "BUCKET_WRITE_QUEUE_CAPACITY" => self.tiered.queue_capacity = parse("BUCKET_WRITE_QUEUE_CAPACITY", v)?,
+                "BUCKET_WRITE_MODE" => self.tiered.write_mode = parse_env("BUCKET_WRITE_MODE", v)?,
+                "BUCKET_FLUSH_INTERVAL_MS" => self.tiered.flush_interval_ms = parse_env("BUCKET_FLUSH_INTERVAL_MS", v)?,
+                "BUCKET_RETRY_INTERVAL_MS" => self.tiered.retry_interval_ms = parse_env("BUCKET_RETRY_INTERVAL_MS", v)?,
+                "BUCKET_WRITE_QUEUE_CAPACITY" => {
+                    self.tiered.queue_capacity = parse_env("BUCKET_WRITE_QUEUE_CAPACITY", v)?
+                }
                 "BUCKET_POLICY_CACHE_TTL_MS" => {
-                    self.tiered.policy_cache_ttl_ms = parse("BUCKET_POLICY_CACHE_TTL_MS", v)?
+                    self.tiered.policy_cache_ttl_ms = parse_env("BUCKET_POLICY_CACHE_TTL_MS", v)?
                 }
                 _ => {}
             }
@@ -200,6 +210,7 @@ impl StoreSettings {
         c.connect_timeout = Duration::from_millis(self.postgres.connect_timeout_ms);
         c.statement_timeout = Duration::from_millis(self.postgres.statement_timeout_ms);
         c.schema = self.postgres.schema.clone();
+        c.tls_ca_file = self.postgres.tls_ca_file.clone();
         c
     }
 
@@ -210,6 +221,7 @@ impl StoreSettings {
         c.command_timeout = Duration::from_millis(self.redis.command_timeout_ms);
         c.connect_timeout = Duration::from_millis(self.redis.connect_timeout_ms);
         c.key_prefix = self.redis.key_prefix.clone();
+        c.tls_ca_file = self.redis.tls_ca_file.clone();
         c
     }
 
@@ -234,10 +246,12 @@ impl StoreSettings {
             ("postgres.connect_timeout_ms", self.postgres.connect_timeout_ms.to_string()),
             ("postgres.statement_timeout_ms", self.postgres.statement_timeout_ms.to_string()),
             ("postgres.schema", self.postgres.schema.clone().unwrap_or_else(|| "(from the URL)".into())),
+            ("postgres.tls_ca_file", ca_file(&self.postgres.tls_ca_file)),
             ("redis.pool_size", self.redis.pool_size.to_string()),
             ("redis.command_timeout_ms", self.redis.command_timeout_ms.to_string()),
             ("redis.connect_timeout_ms", self.redis.connect_timeout_ms.to_string()),
             ("redis.key_prefix", self.redis.key_prefix.clone()),
+            ("redis.tls_ca_file", ca_file(&self.redis.tls_ca_file)),
             ("tiered.write_mode", self.tiered.write_mode.as_str().into()),
             ("tiered.flush_interval_ms", self.tiered.flush_interval_ms.to_string()),
             ("tiered.retry_interval_ms", self.tiered.retry_interval_ms.to_string()),
@@ -245,4 +259,14 @@ impl StoreSettings {
             ("tiered.policy_cache_ttl_ms", self.tiered.policy_cache_ttl_ms.to_string()),
         ]
     }
+}
+
+/// A CA file setting as the start-up log prints it.
+fn ca_file(path: &Option<PathBuf>) -> String {
+    path.as_ref().map_or_else(|| "(system roots)".to_owned(), |p| p.display().to_string())
+}
+
+/// A CA file variable: empty unsets it, so a deployment template can leave the variable blank.
+fn ca_path(value: &str) -> Option<PathBuf> {
+    Some(PathBuf::from(value.trim())).filter(|p| !p.as_os_str().is_empty())
 }

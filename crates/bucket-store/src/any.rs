@@ -76,6 +76,14 @@ impl Store for AnyStore {
         dispatch!(self, s => s.delete_policy(key).await)
     }
 
+    async fn policy_version(&self) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.policy_version().await)
+    }
+
+    async fn all_policies(&self) -> Result<Vec<(String, Policy)>, StoreError> {
+        dispatch!(self, s => s.all_policies().await)
+    }
+
     async fn health(&self) -> Vec<DependencyHealth> {
         dispatch!(self, s => s.health().await)
     }

@@ -25,6 +25,8 @@ pub struct MemoryStore {
 struct Inner {
     buckets: DashMap<Box<str>, AtomicU64>,
     policies: DashMap<Box<str>, Policy>,
+    /// Bumped after every policy write, so `CachedPolicies` over this store sees the change.
+    policy_version: AtomicU64,
     clock: Arc<dyn Clock>,
 }
 
@@ -74,7 +76,14 @@ impl MemoryStore {
 
     /// A store on a given clock (a `ManualClock` in tests).
     pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
-        Self { inner: Arc::new(Inner { buckets: DashMap::new(), policies: DashMap::new(), clock }) }
+        Self {
+            inner: Arc::new(Inner {
+                buckets: DashMap::new(),
+                policies: DashMap::new(),
+                policy_version: AtomicU64::new(0),
+                clock,
+            }),
+        }
     }
 
     /// Number of buckets held (full ones not yet evicted included).
@@ -177,11 +186,22 @@ impl Store for MemoryStore {
 
     async fn set_policy(&self, key: &str, policy: &Policy) -> Result<(), StoreError> {
         self.inner.policies.insert(Box::from(key), *policy);
+        self.inner.policy_version.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
 
     async fn delete_policy(&self, key: &str) -> Result<bool, StoreError> {
-        Ok(self.inner.policies.remove(key).is_some())
+        let existed = self.inner.policies.remove(key).is_some();
+        self.inner.policy_version.fetch_add(1, Ordering::AcqRel);
+        Ok(existed)
+    }
+
+    async fn policy_version(&self) -> Result<u64, StoreError> {
+        Ok(self.inner.policy_version.load(Ordering::Acquire))
+    }
+
+    async fn all_policies(&self) -> Result<Vec<(String, Policy)>, StoreError> {
+        Ok(self.inner.policies.iter().map(|entry| (entry.key().to_string(), *entry.value())).collect())
     }
 
     async fn health(&self) -> Vec<DependencyHealth> {

@@ -16,7 +16,9 @@
 mod config;
 mod errors;
 mod session;
+mod tls;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bucket_core::{decide, peek, BucketState, Decision, Policy, Wait};
@@ -97,6 +99,24 @@ struct PolicyRow {
     interval_us: i64,
 }
 
+/// A row of `policies` for [`Store::all_policies`].
+#[derive(QueryableByName)]
+struct KeyedPolicyRow {
+    #[diesel(sql_type = Text)]
+    key: String,
+    #[diesel(sql_type = BigInt)]
+    capacity: i64,
+    #[diesel(sql_type = BigInt)]
+    interval_us: i64,
+}
+
+/// The counter the `policies` trigger bumps (migration 000005).
+#[derive(QueryableByName)]
+struct VersionRow {
+    #[diesel(sql_type = BigInt)]
+    version: i64,
+}
+
 impl ReadRow {
     /// The stored state, or `None` for a missing row; `now` is the reading's instant.
     fn stored(&self) -> Result<(Option<VersionedState>, u64), StoreError> {
@@ -132,8 +152,9 @@ impl PostgresStore {
         if config.connect_timeout.is_zero() || config.statement_timeout.is_zero() {
             return Err(errors::backend("connect_timeout and statement_timeout must be above zero"));
         }
-        let setup = session::SessionSetup::for_pool(&config)?;
-        session::migrate(&config).await?;
+        let tls = Arc::new(tls::Tls::prepare(&config.url, config.tls_ca_file.as_deref())?);
+        let setup = session::SessionSetup::for_pool(&config, tls.clone())?;
+        session::migrate(&config, tls.clone()).await?;
 
         let mut manager_config = ManagerConfig::<AsyncPgConnection>::default();
         // A closed socket is detected without a round trip (diesel-async checks `is_closed` on recycle); a
@@ -142,9 +163,11 @@ impl PostgresStore {
         manager_config.recycling_method = RecyclingMethod::Fast;
         manager_config.custom_setup = Box::new(move |url| {
             let setup = setup.clone();
-            async move { session::open(url, &setup).await }.boxed()
+            // `url` is the one below: the setup already holds it, with `sslmode` as the driver reads it.
+            let _ = url;
+            async move { session::open(&setup).await }.boxed()
         });
-        let manager = AsyncDieselConnectionManager::new_with_config(config.url.clone(), manager_config);
+        let manager = AsyncDieselConnectionManager::new_with_config(tls.driver_url(), manager_config);
         let pool = Pool::builder(manager)
             .max_size(config.pool_size)
             .build()
@@ -335,6 +358,24 @@ impl Store for PostgresStore {
         let query = diesel::sql_query("DELETE FROM policies WHERE key = $1").bind::<Text, _>(key.to_owned());
         let deleted = self.statement(move |conn| query.execute(conn).boxed()).await?;
         Ok(deleted > 0)
+    }
+
+    async fn policy_version(&self) -> Result<u64, StoreError> {
+        let query = diesel::sql_query("SELECT version FROM policy_version");
+        let row = self.statement(move |conn| query.get_result::<VersionRow>(conn).boxed()).await?;
+        // Negative only if edited by hand; the cache needs "changed", so the bits are kept as they are.
+        Ok(row.version as u64)
+    }
+
+    async fn all_policies(&self) -> Result<Vec<(String, Policy)>, StoreError> {
+        let query = diesel::sql_query("SELECT key, capacity, interval_us FROM policies");
+        let rows = self.statement(move |conn| query.load::<KeyedPolicyRow>(conn).boxed()).await?;
+        rows.into_iter()
+            .map(|row| {
+                let capacity = unsigned(row.capacity, "capacity")?;
+                Ok((row.key, Policy::from_interval_us(capacity, unsigned(row.interval_us, "interval")?)?))
+            })
+            .collect()
     }
 
     async fn health(&self) -> Vec<DependencyHealth> {

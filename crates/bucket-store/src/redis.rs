@@ -2,7 +2,10 @@
 //!
 //! Layout: a bucket is the hash `<prefix>{<key>}` (fields `t` tokens, `l` last refill in µs, `v` version) with a
 //! TTL of the time to refill from empty, so a missing key is a full bucket and idle buckets cost no memory. A
-//! per-key policy is the hash `<prefix>policy:{<key>}` (fields `c` capacity, `i` µs per token), without a TTL.
+//! per-key policy is the hash `<prefix>policy:{<key>}` (fields `c` capacity, `i` µs per token), without a TTL;
+//! every key with a policy is also in the set `<prefix>policy_keys`, and `<prefix>policy_version` is incremented by
+//! every policy write, so `CachedPolicies` keeps all policies in memory and checks one counter per TTL. Policies
+//! written before the set existed are added to it once (`SCAN`), on the first version read after an upgrade.
 //! The braces are a Redis Cluster hash tag: both keys of one user live in one slot, so the script (and a later
 //! multi-limit script over keys sharing a tag) never crosses slots.
 //!
@@ -18,6 +21,7 @@
 //! broke is removed from the pool rather than handed to the next caller with a reply still in flight.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -44,7 +48,8 @@ const CODE_REFUSED: i64 = 0;
 /// Where Redis is and how long a request may wait for it; a section of the service's configuration.
 #[derive(Clone, Deserialize)]
 pub struct RedisConfig {
-    /// `redis://[[user]:password@]host[:port][/db]` (also `REDIS_URL`).
+    /// `redis://[[user]:password@]host[:port][/db]` (also `REDIS_URL`); `rediss://` for TLS, where the server's
+    /// certificate must chain to `tls_ca_file` (or the system's roots) and name the host.
     pub url: String,
     /// Most connections held open at once; each carries one command at a time.
     #[serde(default = "default_pool_size")]
@@ -60,6 +65,10 @@ pub struct RedisConfig {
     /// Prepended to every key so that several services or tenants can share one Redis; must not contain braces.
     #[serde(default = "default_key_prefix")]
     pub key_prefix: String,
+    /// PEM file of the CA(s) a `rediss://` server's certificate must chain to, instead of the system's roots;
+    /// refused with a `redis://` URL, which would never use it.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 fn default_pool_size() -> usize {
@@ -87,6 +96,7 @@ impl RedisConfig {
             command_timeout: default_command_timeout(),
             connect_timeout: default_connect_timeout(),
             key_prefix: default_key_prefix(),
+            tls_ca_file: None,
         }
     }
 
@@ -119,6 +129,7 @@ impl fmt::Debug for RedisConfig {
             .field("command_timeout", &self.command_timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("key_prefix", &self.key_prefix)
+            .field("tls_ca_file", &self.tls_ca_file)
             .finish()
     }
 }
@@ -227,8 +238,24 @@ impl RedisStore {
         let connection = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(config.connect_timeout))
             .set_response_timeout(Some(config.command_timeout));
-        let manager = deadpool_redis::Manager::new_with_config(config.url.as_str(), connection)
-            .map_err(|e| invalid(format!("invalid url {}: {e}", config.redacted_url())))?;
+        let invalid_url = |e: RedisError| invalid(format!("invalid url {}: {e}", config.redacted_url()));
+        if config.url.starts_with("rediss://") {
+            // The redis crate builds its rustls configuration from the process-wide provider; `ring` is the only
+            // one this build compiles in. An `Err` means one is already installed, which is as good.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        let manager = match &config.tls_ca_file {
+            None => deadpool_redis::Manager::new_with_config(config.url.as_str(), connection),
+            Some(path) => {
+                let pem = std::fs::read(path)
+                    .map_err(|e| invalid(format!("cannot read tls_ca_file {}: {e}", path.display())))?;
+                // Only these roots are trusted (not the system's); the crate refuses a non-`rediss://` URL here.
+                let certificates = redis::TlsCertificates { client_tls: None, root_cert: Some(pem) };
+                let client = redis::Client::build_with_tls(config.url.as_str(), certificates).map_err(invalid_url)?;
+                deadpool_redis::Manager::new_with_config(client.get_connection_info().clone(), connection)
+            }
+        }
+        .map_err(invalid_url)?;
         let manager = Manager { inner: manager };
         let pool = Pool::builder(manager)
             .max_size(config.pool_size)
@@ -257,6 +284,51 @@ impl RedisStore {
     /// The Redis key of a per-key policy, `<prefix>policy:{<key>}`: same hash slot as the bucket.
     pub fn policy_key(&self, key: &str) -> String {
         format!("{}policy:{{{key}}}", self.inner.prefix)
+    }
+
+    /// The Redis key of the policy version, `<prefix>policy_version`, bumped by every policy write: documented
+    /// layout, for operators and tests.
+    pub fn policy_version_key(&self) -> String {
+        format!("{}policy_version", self.inner.prefix)
+    }
+
+    /// The Redis set of every key with a policy, `<prefix>policy_keys`, read by `all_policies`.
+    pub fn policy_index_key(&self) -> String {
+        format!("{}policy_keys", self.inner.prefix)
+    }
+
+    /// The Redis key marking that policies written before `<prefix>policy_keys` existed have been added to it.
+    fn policy_indexed_key(&self) -> String {
+        format!("{}policy_keys_indexed", self.inner.prefix)
+    }
+
+    /// Adds every policy hash under the prefix to `<prefix>policy_keys` (a `SCAN`, in steps), marks that done and
+    /// bumps the version: an upgrade from a release without the index must not lose the policies set before it.
+    /// Runs until one instance has finished it; instances doing it at once only repeat idempotent `SADD`s.
+    async fn index_existing_policies(&self) -> Result<u64, StoreError> {
+        let head = format!("{}policy:{{", self.inner.prefix);
+        let pattern = format!("{}*", glob_escape(&head));
+        let mut cursor: u64 = 0;
+        loop {
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(POLICY_READ_CHUNK);
+            let (next, names): (u64, Vec<String>) = self.exec(Op::Cmd(&scan), self.inner.command_timeout).await?;
+            let keys: Vec<&str> = names.iter().filter_map(|name| name.strip_prefix(&head)?.strip_suffix('}')).collect();
+            if !keys.is_empty() {
+                let mut add = redis::cmd("SADD");
+                add.arg(self.policy_index_key()).arg(&keys);
+                self.exec::<()>(Op::Cmd(&add), self.inner.command_timeout).await?;
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET").arg(self.policy_indexed_key()).arg(1).ignore();
+        pipe.cmd("INCR").arg(self.policy_version_key());
+        let (version,): (u64,) = self.exec(Op::Pipe(&pipe), self.inner.command_timeout).await?;
+        Ok(version)
     }
 
     /// Open, idle and awaited connections, for metrics and `/readyz` detail.
@@ -413,6 +485,21 @@ impl RedisStore {
     }
 }
 
+/// `text` as a `SCAN MATCH` pattern matching exactly itself: the prefix is configuration and may hold glob characters.
+fn glob_escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
+/// Policies read per pipelined call by `all_policies`, and keys asked for per `SCAN` step.
+const POLICY_READ_CHUNK: usize = 1_000;
+
 fn evalsha(sha: &str, key: &str, args: &[String]) -> redis::Cmd {
     let mut cmd = redis::cmd("EVALSHA");
     cmd.arg(sha).arg(1).arg(key).arg(args);
@@ -527,17 +614,63 @@ impl Store for RedisStore {
     }
 
     async fn set_policy(&self, key: &str, policy: &Policy) -> Result<(), StoreError> {
-        // Only the policy hash is written: the bucket keeps its tokens and refills at the new rate from now on.
-        let mut cmd = redis::cmd("HSET");
-        cmd.arg(self.policy_key(key)).arg("c").arg(policy.capacity()).arg("i").arg(policy.interval_us());
-        self.exec::<()>(Op::Cmd(&cmd), self.inner.command_timeout).await
+        // Only the policy hash is written: the bucket keeps its tokens and refills at the new rate from now on. The
+        // key joins the index and the version is bumped last, so a reader that sees the new version (and then reads
+        // the index) sees the new policy. A plain pipeline, not MULTI: the three keys are in different cluster slots.
+        let mut pipe = redis::pipe();
+        pipe.cmd("HSET").arg(self.policy_key(key)).arg("c").arg(policy.capacity()).arg("i").arg(policy.interval_us());
+        pipe.ignore();
+        pipe.cmd("SADD").arg(self.policy_index_key()).arg(key).ignore();
+        pipe.cmd("INCR").arg(self.policy_version_key()).ignore();
+        self.exec::<()>(Op::Pipe(&pipe), self.inner.command_timeout).await
     }
 
     async fn delete_policy(&self, key: &str) -> Result<bool, StoreError> {
-        let mut cmd = redis::cmd("DEL");
-        cmd.arg(self.policy_key(key));
-        let deleted: u64 = self.exec(Op::Cmd(&cmd), self.inner.command_timeout).await?;
+        let mut pipe = redis::pipe();
+        pipe.cmd("DEL").arg(self.policy_key(key));
+        pipe.cmd("SREM").arg(self.policy_index_key()).arg(key).ignore();
+        pipe.cmd("INCR").arg(self.policy_version_key()).ignore();
+        let (deleted,): (u64,) = self.exec(Op::Pipe(&pipe), self.inner.command_timeout).await?;
         Ok(deleted > 0)
+    }
+
+    async fn policy_version(&self) -> Result<u64, StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("GET").arg(self.policy_version_key());
+        pipe.cmd("EXISTS").arg(self.policy_indexed_key());
+        let (version, indexed): (Option<u64>, bool) = self.exec(Op::Pipe(&pipe), self.inner.command_timeout).await?;
+        if !indexed {
+            return self.index_existing_policies().await;
+        }
+        // Missing until the first policy write: version 0.
+        Ok(version.unwrap_or(0))
+    }
+
+    async fn all_policies(&self) -> Result<Vec<(String, Policy)>, StoreError> {
+        let mut cmd = redis::cmd("SMEMBERS");
+        cmd.arg(self.policy_index_key());
+        let keys: Vec<String> = self.exec(Op::Cmd(&cmd), self.inner.command_timeout).await?;
+        let mut all = Vec::with_capacity(keys.len());
+        // Pipelined in chunks so each call stays well inside `command_timeout` however many policies there are.
+        for chunk in keys.chunks(POLICY_READ_CHUNK) {
+            let mut pipe = redis::pipe();
+            for key in chunk {
+                pipe.cmd("HMGET").arg(self.policy_key(key)).arg("c").arg("i");
+            }
+            let fields: Vec<(Option<u64>, Option<u64>)> =
+                self.exec(Op::Pipe(&pipe), self.inner.command_timeout).await?;
+            for (key, fields) in chunk.iter().zip(fields) {
+                match fields {
+                    // Deleted between SMEMBERS and HMGET: the version has moved too, so the next refresh agrees.
+                    (None, None) => {}
+                    (Some(capacity), Some(interval_us)) => {
+                        all.push((key.clone(), Policy::from_interval_us(capacity, interval_us)?))
+                    }
+                    _ => return Err(corrupt(format!("policy hash {} lacks its c or i field", self.policy_key(key)))),
+                }
+            }
+        }
+        Ok(all)
     }
 
     async fn health(&self) -> Vec<DependencyHealth> {
@@ -592,6 +725,11 @@ mod tests {
         zero.command_timeout = Duration::ZERO;
         assert!(RedisStore::connect(zero).is_err());
         assert!(RedisStore::connect(RedisConfig::new("not a url")).is_err());
+    }
+
+    #[test]
+    fn glob_characters_in_the_prefix_match_only_themselves() {
+        assert_eq!(glob_escape("a*b?[c]\\d{e}:"), "a\\*b\\?\\[c\\]\\\\d{e}:");
     }
 
     #[test]

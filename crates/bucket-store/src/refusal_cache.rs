@@ -144,6 +144,14 @@ impl<S: Store> Store for RefusalCache<S> {
         self.store.delete_policy(key).await
     }
 
+    async fn policy_version(&self) -> Result<u64, StoreError> {
+        self.store.policy_version().await
+    }
+
+    async fn all_policies(&self) -> Result<Vec<(String, Policy)>, StoreError> {
+        self.store.all_policies().await
+    }
+
     async fn health(&self) -> Vec<DependencyHealth> {
         self.store.health().await
     }
@@ -188,6 +196,12 @@ mod tests {
         }
         async fn delete_policy(&self, key: &str) -> Result<bool, StoreError> {
             self.store.delete_policy(key).await
+        }
+        async fn policy_version(&self) -> Result<u64, StoreError> {
+            self.store.policy_version().await
+        }
+        async fn all_policies(&self) -> Result<Vec<(String, Policy)>, StoreError> {
+            self.store.all_policies().await
         }
         async fn health(&self) -> Vec<DependencyHealth> {
             self.store.health().await

@@ -77,6 +77,13 @@ pub trait Store: Send + Sync {
     /// Removes a per-key policy; `false` when there was none.
     fn delete_policy(&self, key: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
+    /// A number that changes whenever any per-key policy is set or deleted, so a cache can tell in one cheap read
+    /// whether its copy of [`all_policies`](Store::all_policies) is still current.
+    fn policy_version(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Every per-key policy, for a cache that answers look-ups from memory; read the version first, then this.
+    fn all_policies(&self) -> impl Future<Output = Result<Vec<(String, Policy)>, StoreError>> + Send;
+
     /// Reachability of each dependency, for `/readyz`.
     fn health(&self) -> impl Future<Output = Vec<DependencyHealth>> + Send;
 

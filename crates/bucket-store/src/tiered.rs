@@ -477,6 +477,31 @@ impl Store for TieredStore {
         self.inner.pg.delete_policy(key).await
     }
 
+    async fn policy_version(&self) -> Result<u64, StoreError> {
+        // As `policy`: fail at once while PostgreSQL is marked down, and `CachedPolicies` keeps its last snapshot.
+        let inner = &self.inner;
+        if !inner.pg_up.load(Ordering::Acquire) {
+            return Err(postgres_marked_down());
+        }
+        inner.pg.policy_version().await.inspect_err(|e| {
+            if e.is_transient() {
+                inner.pg_lost(e);
+            }
+        })
+    }
+
+    async fn all_policies(&self) -> Result<Vec<(String, Policy)>, StoreError> {
+        let inner = &self.inner;
+        if !inner.pg_up.load(Ordering::Acquire) {
+            return Err(postgres_marked_down());
+        }
+        inner.pg.all_policies().await.inspect_err(|e| {
+            if e.is_transient() {
+                inner.pg_lost(e);
+            }
+        })
+    }
+
     async fn health(&self) -> Vec<DependencyHealth> {
         let (mut redis, mut pg) = tokio::join!(self.inner.redis.health(), self.inner.pg.health());
         let depth = self.inner.queue.unwritten();

@@ -8,6 +8,7 @@ pub mod fault_proxy;
 pub mod pg;
 pub mod ports;
 pub mod redis_server;
+pub mod tls;
 
 pub use fault_proxy::{Fault, FaultProxy};
 pub use pg::{database_url, redirect, RawRow, TestSchema};

@@ -224,7 +224,7 @@ impl Drop for PrivateRedis {
 }
 
 /// `/usr/bin/redis-server` where Debian puts it, else whatever `PATH` finds.
-fn redis_server_binary() -> &'static str {
+pub(crate) fn redis_server_binary() -> &'static str {
     if std::path::Path::new("/usr/bin/redis-server").exists() {
         "/usr/bin/redis-server"
     } else {

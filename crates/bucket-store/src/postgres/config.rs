@@ -1,6 +1,7 @@
 //! How to reach PostgreSQL and how long to wait for it: the `[postgres]` part of the service's configuration.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
@@ -25,6 +26,10 @@ pub struct PostgresConfig {
     /// A schema to keep the tables in instead of the URL's `search_path` (created if missing); tests use one each.
     #[serde(default)]
     pub schema: Option<String>,
+    /// PEM file of the CA(s) the server's certificate must chain to (a private CA); without it the system's roots.
+    /// Setting it makes `verify-full` the default `sslmode` (see `postgres/tls.rs` for every mode).
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 fn default_pool_size() -> usize {
@@ -48,6 +53,7 @@ impl PostgresConfig {
             connect_timeout: default_connect_timeout(),
             statement_timeout: default_statement_timeout(),
             schema: None,
+            tls_ca_file: None,
         }
     }
 
@@ -66,6 +72,7 @@ impl fmt::Debug for PostgresConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("statement_timeout", &self.statement_timeout)
             .field("schema", &self.schema)
+            .field("tls_ca_file", &self.tls_ca_file)
             .finish()
     }
 }

@@ -55,15 +55,12 @@ pub(super) fn query(error: QueryError, statement_timeout: Duration) -> StoreErro
 ///
 /// A wrong password or database name also lands here as `Unavailable`: diesel-async flattens the server's answer
 /// into a string, and treating it as transient only means the caller retries or falls back, never that it grants.
+/// A TLS refusal (a certificate that does not verify, a server without TLS under `sslmode=require`) is a
+/// configuration error: retrying it at start would loop forever, so it is said once, as `Backend`.
 pub(super) fn connection(error: ConnectionError) -> StoreError {
     match error {
         ConnectionError::InvalidConnectionUrl(detail) => backend(format!("invalid connection URL: {detail}")),
-        // This build connects without TLS: a URL asking for it (`sslmode=require`) can never succeed, so retrying
-        // it at start would loop forever. It is a configuration error, said once.
-        other if other.to_string().to_ascii_lowercase().contains("tls") => backend(format!(
-            "the URL asks for TLS (sslmode), which this build does not support; keep PostgreSQL on a private \
-             network and drop sslmode: {other}"
-        )),
+        ConnectionError::BadConnection(detail) if detail.starts_with(super::tls::TLS_REFUSED) => backend(detail),
         other => unavailable(other.to_string()),
     }
 }
@@ -98,5 +95,8 @@ mod tests {
         assert!(!query(QueryError::NotFound, t).is_transient());
         assert!(pool(PoolError::Closed, t).is_transient());
         assert!(!connection(ConnectionError::InvalidConnectionUrl("x".into())).is_transient());
+        let tls = format!("{}invalid peer certificate: UnknownIssuer", super::super::tls::TLS_REFUSED);
+        assert!(!connection(ConnectionError::BadConnection(tls)).is_transient());
+        assert!(connection(ConnectionError::BadConnection("connection refused".into())).is_transient());
     }
 }

@@ -1,12 +1,15 @@
 //! Opening connections (the pool's and the one that migrates) and applying the embedded migrations.
 
+use std::sync::Arc;
+
 use diesel::sql_types::Text;
 use diesel::ConnectionResult;
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
 use super::errors;
+use super::tls::Tls;
 use super::PostgresConfig;
 use crate::StoreError;
 
@@ -20,15 +23,21 @@ pub(super) struct SessionSetup {
     pub statement_timeout_ms: Option<u64>,
     /// The quoted schema to put first (and only) on the `search_path`.
     pub schema: Option<String>,
+    /// How to connect (URL, `sslmode`, certificate checks): the same for the pool and the migrating session.
+    pub tls: Arc<Tls>,
 }
 
 impl SessionSetup {
     /// The pool's sessions: the server enforces the same statement bound as the client.
-    pub(super) fn for_pool(config: &PostgresConfig) -> Result<Self, StoreError> {
+    pub(super) fn for_pool(config: &PostgresConfig, tls: Arc<Tls>) -> Result<Self, StoreError> {
         // Rounded up: a sub-millisecond timeout must not become PostgreSQL's 0, which means "no limit".
         let ms = config.statement_timeout.as_micros().div_ceil(1000);
         let ms = u64::try_from(ms).map_err(|_| errors::backend("statement_timeout is too large"))?;
-        Ok(Self { statement_timeout_ms: Some(ms), schema: config.schema.as_deref().map(quote_identifier).transpose()? })
+        Ok(Self {
+            statement_timeout_ms: Some(ms),
+            schema: config.schema.as_deref().map(quote_identifier).transpose()?,
+            tls,
+        })
     }
 }
 
@@ -41,9 +50,9 @@ fn quote_identifier(name: &str) -> Result<String, StoreError> {
     Ok(format!("\"{}\"", name.replace('"', "\"\"")))
 }
 
-/// Connects and applies the session settings; the caller bounds how long this may take.
-pub(super) async fn open(url: &str, setup: &SessionSetup) -> ConnectionResult<AsyncPgConnection> {
-    let mut conn = AsyncPgConnection::establish(url).await?;
+/// Connects (with TLS as `sslmode` says) and applies the session settings; the caller bounds how long this may take.
+pub(super) async fn open(setup: &SessionSetup) -> ConnectionResult<AsyncPgConnection> {
+    let mut conn = setup.tls.connect().await?;
     let mut settings = String::new();
     if let Some(ms) = setup.statement_timeout_ms {
         settings.push_str(&format!("SET statement_timeout = {ms};"));
@@ -62,20 +71,20 @@ pub(super) async fn open(url: &str, setup: &SessionSetup) -> ConnectionResult<As
 /// diesel's migration harness is synchronous: it blocks on each statement, which would panic inside (or stall)
 /// the caller's runtime (actix runs a single-threaded one per worker). The thread owns a small runtime that
 /// drives the connection while the harness blocks.
-pub(super) async fn migrate(config: &PostgresConfig) -> Result<usize, StoreError> {
+pub(super) async fn migrate(config: &PostgresConfig, tls: Arc<Tls>) -> Result<usize, StoreError> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let config = config.clone();
     std::thread::Builder::new()
         .name("bucket-pg-migrate".into())
         .spawn(move || {
             // The receiver is gone only if `connect` itself was cancelled; nobody is left to tell.
-            let _ = tx.send(migrate_blocking(&config));
+            let _ = tx.send(migrate_blocking(&config, tls));
         })
         .map_err(|e| errors::backend(format!("cannot start the migration thread: {e}")))?;
     rx.await.map_err(|_| errors::backend("the migration thread ended without an answer"))?
 }
 
-fn migrate_blocking(config: &PostgresConfig) -> Result<usize, StoreError> {
+fn migrate_blocking(config: &PostgresConfig, tls: Arc<Tls>) -> Result<usize, StoreError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -83,8 +92,8 @@ fn migrate_blocking(config: &PostgresConfig) -> Result<usize, StoreError> {
         .map_err(|e| errors::backend(format!("cannot start the migration runtime: {e}")))?;
     let schema = config.schema.as_deref().map(quote_identifier).transpose()?;
     let conn = runtime.block_on(async {
-        let no_limits = SessionSetup { statement_timeout_ms: None, schema: None };
-        let mut conn = tokio::time::timeout(config.connect_timeout, open(&config.url, &no_limits))
+        let no_limits = SessionSetup { statement_timeout_ms: None, schema: None, tls };
+        let mut conn = tokio::time::timeout(config.connect_timeout, open(&no_limits))
             .await
             .map_err(|_| errors::timeout(config.connect_timeout))?
             .map_err(errors::connection)?;
