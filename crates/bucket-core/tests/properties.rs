@@ -126,3 +126,21 @@ proptest! {
         prop_assert_eq!(from_full_at(&p, full_at(&p, s), now), refill(&p, s, now));
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// A caller whose clock reads earlier than the stored state (another thread stored a later one meanwhile),
+    /// even close to the clock's zero, decodes without panicking and never sees more tokens than exist.
+    #[test]
+    fn decoding_at_an_earlier_instant_never_mints_tokens(p in policy(), tokens in 0u64..50, last in 0u64..5_000_000,
+                                                         behind in 0u64..10_000_000, later in 0u64..10_000_000) {
+        let s = BucketState { tokens: tokens.min(p.capacity()), last_refill_us: last };
+        let early = last.saturating_sub(behind);
+        let decoded = from_full_at(&p, full_at(&p, s), early);
+        prop_assert!(decoded.tokens <= s.tokens);
+        // And from then on it never gets ahead of the true bucket.
+        let at = last + later;
+        prop_assert!(refill(&p, decoded, at).tokens <= refill(&p, s, at).tokens);
+    }
+}

@@ -121,11 +121,13 @@ impl MemoryStore {
 
     /// The synchronous heart of `check`: a CAS loop on the key's cell, inserting it on first use.
     pub fn check_now(&self, key: &str, policy: &Policy, cost: u64) -> Decision {
-        let now = self.inner.clock.now_us();
         loop {
             if let Some(cell) = self.inner.buckets.get(key) {
                 let mut current = cell.load(Ordering::Acquire);
                 loop {
+                    // The clock is read after the cell, so `now` is rarely older than the state another thread just
+                    // stored (from_full_at stays safe, and conservative, when it is).
+                    let now = self.inner.clock.now_us();
                     let (decision, next) = decide(policy, from_full_at(policy, current, now), now, cost);
                     if !decision.allowed {
                         return decision;
@@ -141,6 +143,7 @@ impl MemoryStore {
                     }
                 }
             }
+            let now = self.inner.clock.now_us();
             let (decision, next) = decide(policy, BucketState::full(policy, now), now, cost);
             if !decision.allowed || next.tokens >= policy.capacity() {
                 return decision;
