@@ -112,6 +112,19 @@ impl Client {
         let bytes = response.bytes().await?;
         Ok(parse_reply(status, &headers, &bytes))
     }
+
+    /// The dependency names `GET /readyz` lists under the base `url` (`memory`; `redis`; `postgres`; `redis` and
+    /// `postgres` for tiered): how the server says which store it runs. `None` when it has no such route or the
+    /// body is not the documented shape.
+    pub async fn dependencies(&self, url: &str) -> Option<Vec<String>> {
+        let readyz = reqwest::Url::parse(url).ok()?.join("/readyz").ok()?;
+        let body: serde_json::Value = self.http.get(readyz).send().await.ok()?.json().await.ok()?;
+        body.get("dependencies")?
+            .as_array()?
+            .iter()
+            .map(|dependency| Some(dependency.get("name")?.as_str()?.to_string()))
+            .collect()
+    }
 }
 
 fn parse_reply(status: u16, headers: &HeaderMap, body: &[u8]) -> Reply {

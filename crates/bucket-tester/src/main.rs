@@ -47,7 +47,7 @@ struct Cli {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     drip_requests: Option<u64>,
 
-    /// Fail cache-vs-db, instead of skipping it, when the server uses the memory store.
+    /// Fail cache-vs-db, instead of skipping it, when the server does not use the tiered store.
     #[arg(long)]
     require_tiered: bool,
 }

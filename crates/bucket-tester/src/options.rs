@@ -27,7 +27,7 @@ pub struct Options {
     pub concurrency: Option<usize>,
     /// Requests `drip` sends after draining; `None` means capacity + 3.
     pub drip_requests: Option<u64>,
-    /// Make `cache-vs-db` fail, not skip, against a server with only the memory store.
+    /// Make `cache-vs-db` fail, not skip, against a server whose store is not tiered.
     pub require_tiered: bool,
 }
 
