@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderName};
 
-use crate::headers::{parse_policy, parse_ratelimit, PolicyField, RateLimitField};
 
 /// A reusable HTTP client that names the caller in the configured user header.
 #[derive(Clone)]
@@ -65,6 +64,57 @@ impl Reply {
             None => error.to_string(),
         })
     }
+}
+
+/// One policy from `RateLimit-Policy`: the quota a bucket holds and the seconds it takes to refill from empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyField {
+    /// The policy's name (the item), e.g. `default`.
+    pub name: String,
+    /// `q`: the quota, which is the bucket's capacity.
+    pub quota: u64,
+    /// `w`: seconds to refill from empty, rounded up; optional in the draft.
+    pub window: Option<u64>,
+}
+
+/// One member of `RateLimit`: what is left of a policy's quota and when more arrives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitField {
+    /// The policy's name (the item), e.g. `default`.
+    pub name: String,
+    /// `r`: whole tokens remaining.
+    pub remaining: u64,
+    /// `t`: seconds until the next token (or until `cost` tokens after a refusal), rounded up.
+    pub reset: Option<u64>,
+}
+
+/// The first member of a structured-field list (RFC 9651) such as `"default";q=10;w=10`: its name (a string or a
+/// token) and a lookup of its parameters as non-negative integers. `None` when the value is not a valid list.
+fn first_member(value: &str) -> Option<(String, impl Fn(&str) -> Option<u64>)> {
+    let list: sfv::List = sfv::Parser::new(value).parse().ok()?;
+    let sfv::ListEntry::Item(item) = list.into_iter().next()? else { return None };
+    let name = match &item.bare_item {
+        sfv::BareItem::String(name) => name.as_str().to_string(),
+        sfv::BareItem::Token(name) => name.as_str().to_string(),
+        _ => return None,
+    };
+    let uint = move |key: &str| {
+        let (_, value) = item.params.iter().find(|(k, _)| k.as_str() == key)?;
+        u64::try_from(i64::from(value.as_integer()?)).ok()
+    };
+    Some((name, uint))
+}
+
+/// Reads the first policy of a `RateLimit-Policy` value; `None` when it is malformed or has no `q`.
+fn parse_policy(value: &str) -> Option<PolicyField> {
+    let (name, uint) = first_member(value)?;
+    Some(PolicyField { quota: uint("q")?, window: uint("w"), name })
+}
+
+/// Reads the first member of a `RateLimit` value; `None` when it is malformed or has no `r`.
+fn parse_ratelimit(value: &str) -> Option<RateLimitField> {
+    let (name, uint) = first_member(value)?;
+    Some(RateLimitField { remaining: uint("r")?, reset: uint("t"), name })
 }
 
 /// Why a request got no reply at all.
@@ -183,6 +233,26 @@ mod tests {
         let r = parse_reply(200, &h, b"not json");
         assert_eq!((r.retry_after, r.limit, r.source.as_deref()), (None, None, None));
         assert!(r.body.is_none() && r.body_refill_per_sec().is_none());
+    }
+
+    #[test]
+    fn rate_limit_fields_read_names_parameters_and_several_members() {
+        let p = parse_policy(r#"burst;q=100;w=60 ,  "daily";q=1000;w=86400"#).unwrap();
+        assert_eq!(p, PolicyField { name: "burst".into(), quota: 100, window: Some(60) });
+        let p = parse_policy(r#""a \"q\" b";pk=:abc:;qu="x";flag;q=5"#).unwrap();
+        assert_eq!((p.name.as_str(), p.quota, p.window), (r#"a "q" b"#, 5, None));
+        let r = parse_ratelimit(r#""default";r=3;t=1"#).unwrap();
+        assert_eq!(r, RateLimitField { name: "default".into(), remaining: 3, reset: Some(1) });
+    }
+
+    #[test]
+    fn malformed_rate_limit_fields_read_as_absent() {
+        for bad in ["", "10", r#""default;q=10"#, r#""default";q=10,"#, r#""default";Q=10"#, "default;q=1 0"] {
+            assert_eq!(parse_policy(bad), None, "{bad:?} should not parse");
+        }
+        for bad in [r#""default";w=10"#, r#""default";q=-1"#, r#""default";q=1.5"#, r#"("default");q=1"#] {
+            assert_eq!(parse_policy(bad), None, "{bad:?} has no whole quota");
+        }
     }
 
     #[test]

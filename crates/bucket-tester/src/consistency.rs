@@ -75,7 +75,7 @@ fn shown(v: Option<u64>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::headers::{PolicyField, RateLimitField};
+    use crate::client::{PolicyField, RateLimitField};
 
     fn policy() -> Policy {
         Policy { name: "default".into(), capacity: 10, refill_per_sec: 1.0, rate_from: "body" }

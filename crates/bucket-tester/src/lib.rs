@@ -7,7 +7,6 @@
 
 mod client;
 mod consistency;
-mod headers;
 mod options;
 mod policy;
 mod progress;

@@ -94,7 +94,7 @@ fn from_reply(reply: &Reply) -> Result<Policy, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::headers::PolicyField;
+    use crate::client::PolicyField;
 
     fn reply(status: u16, q: u64, w: Option<u64>, body: Option<serde_json::Value>) -> Reply {
         Reply {
