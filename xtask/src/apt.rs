@@ -18,7 +18,7 @@ pub fn install(what: &str, packages: &[&str]) -> Result<()> {
     if !process::is_root() {
         bail!("{what} is not installed. Install it with `sudo {command_line}` (or your system's equivalent), then run again");
     }
-    if process::find_program("apt-get").is_none() {
+    if which::which("apt-get").is_err() {
         bail!("{what} is not installed and there is no apt-get here: install the packages {packages:?} yourself");
     }
     println!("  {what} is missing: installing {}", packages.join(" "));

@@ -21,19 +21,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
+use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 
 use crate::{apt, interrupt, paths, process, services};
-
-const USAGE: &str = "\
-Usage: cargo xtask bench [--only micro,http,memory] [--duration SECS] [--warmup SECS] [--connections N] [--no-docs]
-       cargo xtask bench --docs-only   (rewrite the tables and the chart from the last run's results.json)
-
-  micro    criterion: core and memory store vs governor; in-process memory per key
-  http     wrk against the release API for each store, GET /healthz as the floor
-  memory   the API's resident memory after 1,000,000 keys and after their eviction
-Defaults: all three, 5 s measured after a 2 s warm-up, 32 connections on one wrk thread.
-";
 
 /// The shapes every store is measured under, in table order.
 const SHAPES: [(&str, &str); 3] = [("floor", "GET /healthz"), ("many", "many users"), ("hot", "one hot user")];
@@ -42,64 +33,49 @@ const SHAPES: [(&str, &str); 3] = [("floor", "GET /healthz"), ("many", "many use
 const CAPACITY: &str = "10";
 const REFILL_PER_SEC: &str = "1";
 
-struct Options {
-    micro: bool,
-    http: bool,
-    memory: bool,
+/// Options of `cargo xtask bench`.
+#[derive(clap::Args)]
+#[command(after_help = "Parts: micro (criterion: core and memory store vs governor; in-process memory per key),
+       http (wrk against the release API for each store, GET /healthz as the floor),
+       memory (the API's resident memory after 1,000,000 keys and after their eviction).
+Defaults: all three, 5 s measured after a 2 s warm-up, 32 connections on one wrk thread.")]
+pub struct Args {
+    /// Run only these parts.
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "PARTS")]
+    only: Vec<Part>,
+    /// Seconds each wrk run is measured.
+    #[arg(long = "duration", value_name = "SECS", default_value_t = 5)]
     duration_s: u64,
+    /// Seconds of warm-up before each measured wrk run.
+    #[arg(long = "warmup", value_name = "SECS", default_value_t = 2)]
     warmup_s: u64,
+    /// wrk connections.
+    #[arg(long, value_name = "N", default_value_t = 32)]
     connections: u32,
-    write_docs: bool,
+    /// Measure only; leave the documents as they are.
+    #[arg(long)]
+    no_docs: bool,
+    /// Rewrite the tables and the chart from the last run's results.json, measuring nothing.
+    #[arg(long)]
     docs_only: bool,
 }
 
-impl Options {
-    fn parse(args: &[String]) -> Result<Self> {
-        let mut o = Options {
-            micro: true,
-            http: true,
-            memory: true,
-            duration_s: 5,
-            warmup_s: 2,
-            connections: 32,
-            write_docs: true,
-            docs_only: false,
-        };
-        let mut it = args.iter();
-        while let Some(arg) = it.next() {
-            let mut value = |name: &str| it.next().cloned().ok_or_else(|| anyhow!("{name} needs a value\n\n{USAGE}"));
-            match arg.as_str() {
-                "--only" => {
-                    let parts = value("--only")?;
-                    (o.micro, o.http, o.memory) = (false, false, false);
-                    for part in parts.split(',') {
-                        match part {
-                            "micro" => o.micro = true,
-                            "http" => o.http = true,
-                            "memory" => o.memory = true,
-                            other => bail!("unknown part `{other}`\n\n{USAGE}"),
-                        }
-                    }
-                }
-                "--duration" => o.duration_s = value("--duration")?.parse().context("--duration")?,
-                "--warmup" => o.warmup_s = value("--warmup")?.parse().context("--warmup")?,
-                "--connections" => o.connections = value("--connections")?.parse().context("--connections")?,
-                "--no-docs" => o.write_docs = false,
-                "--docs-only" => o.docs_only = true,
-                "-h" | "--help" => {
-                    print!("{USAGE}");
-                    std::process::exit(0);
-                }
-                other => bail!("unknown option `{other}`\n\n{USAGE}"),
-            }
-        }
-        Ok(o)
+/// A part of the benchmark.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Part {
+    Micro,
+    Http,
+    Memory,
+}
+
+impl Args {
+    fn runs(&self, part: Part) -> bool {
+        self.only.is_empty() || self.only.contains(&part)
     }
 }
 
 /// Runs the parts asked for and rewrites the documents from their results.
-pub fn run(args: &[String]) -> Result<()> {
-    let options = Options::parse(args)?;
+pub fn run(options: &Args) -> Result<()> {
     let results_path = target_dir().join("bench").join("results.json");
     if options.docs_only {
         let text = std::fs::read_to_string(&results_path)
@@ -115,20 +91,20 @@ pub fn run(args: &[String]) -> Result<()> {
     let started_load = load_average();
     let mut env_lines = vec![format!("started with load average {started_load}"), machine_line()];
 
-    let micro = if options.micro { Some(run_micro()?) } else { None };
+    let micro = if options.runs(Part::Micro) { Some(run_micro()?) } else { None };
     let mut http = None;
     let mut memory = None;
-    if options.http || options.memory {
-        if process::find_program("wrk").is_none() {
+    if options.runs(Part::Http) || options.runs(Part::Memory) {
+        if which::which("wrk").is_err() {
             apt::install("wrk", &["wrk"])?;
         }
         build_release()?;
     }
-    if options.http {
+    if options.runs(Part::Http) {
         let services = services::ensure()?;
         http = Some(run_http(&options, &services.database_url, &services.redis_url)?);
     }
-    if options.memory {
+    if options.runs(Part::Memory) {
         memory = Some(run_memory(&options)?);
     }
     env_lines.push(format!("finished with load average {}", load_average()));
@@ -138,7 +114,7 @@ pub fn run(args: &[String]) -> Result<()> {
     std::fs::write(&results_path, serde_json::to_string_pretty(&results)?)?;
     println!("== results in {}", results_path.display());
 
-    if options.write_docs {
+    if !options.no_docs {
         write_docs(&results)?;
         if http.is_some() {
             draw_chart(&results_path)?;
@@ -317,10 +293,10 @@ impl Api {
 
 impl Drop for Api {
     fn drop(&mut self) {
-        let group = format!("-{}", self.child.id());
-        process::send_signal(&group, "TERM");
+        let group = self.child.id();
+        process::signal_group(group, Signal::SIGTERM);
         if !process::wait_regardless(Duration::from_secs(15), || !matches!(self.child.try_wait(), Ok(None))) {
-            process::send_signal(&group, "KILL");
+            process::signal_group(group, Signal::SIGKILL);
         }
         let _ = self.child.wait();
     }
@@ -376,7 +352,7 @@ fn psql(database_url: &str, sql: &str) -> Result<String> {
     Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
 }
 
-fn run_http(o: &Options, database_url: &str, redis_url: &str) -> Result<Value> {
+fn run_http(o: &Args, database_url: &str, redis_url: &str) -> Result<Value> {
     let run_id = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let mut stores = Vec::new();
     for s in &STORES {
@@ -467,7 +443,7 @@ fn live_buckets(addr: SocketAddr) -> Result<u64> {
     digits.chars().rev().collect::<String>().parse().with_context(|| format!("bucket count in {body}"))
 }
 
-fn run_memory(o: &Options) -> Result<Value> {
+fn run_memory(o: &Args) -> Result<Value> {
     const KEYS: u64 = 1_000_000;
     println!("== memory: API RSS with {KEYS} live keys");
     // One token per 60 s: a key spent once stays live for a minute, long enough to fill the map, then refills.

@@ -2,6 +2,7 @@
 //! Compose runs deploy/docker-compose.yml where a Docker engine answers; elsewhere the same services start natively
 //! (native.rs). `--check` validates deploy/ instead (compose_check.rs).
 
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -10,77 +11,69 @@ use anyhow::{bail, Result};
 use crate::process::{self, GroupChild};
 use crate::{compose_check, interrupt, native, paths};
 
-const USAGE: &str = "\
-Usage: cargo xtask compose [--store memory|postgres|redis|tiered] [--native]
-       cargo xtask compose --check [--dir DIR]
-
-  --store S    the store bucket-api uses (default tiered)
-  --native     start the services from installed binaries even when a Docker engine answers
-  --check      validate deploy/ (compose file, Prometheus config and alert rules, Grafana provisioning and
-               dashboard, and that every dashboard and alert query names a metric bucket-api exports) and exit
-  --dir DIR    with --check: validate DIR (a copy of deploy/) instead
-";
+/// Options of `cargo xtask compose`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The store bucket-api uses.
+    #[arg(long, value_enum, default_value_t = Store::Tiered)]
+    store: Store,
+    /// Start the services from installed binaries even when a Docker engine answers.
+    #[arg(long)]
+    native: bool,
+    /// Validate deploy/ (compose file, Prometheus config and alert rules, Grafana provisioning and dashboard, and
+    /// that every dashboard and alert query names a metric bucket-api exports) and exit.
+    #[arg(long, conflicts_with_all = ["native", "store"])]
+    check: bool,
+    /// With --check: validate DIR (a copy of deploy/) instead.
+    #[arg(long, value_name = "DIR", requires = "check")]
+    dir: Option<PathBuf>,
+}
 
 /// The stores bucket-api knows (DESIGN §3).
-const STORES: [&str; 4] = ["memory", "postgres", "redis", "tiered"];
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Store {
+    Memory,
+    Postgres,
+    Redis,
+    Tiered,
+}
+
+impl Store {
+    fn as_str(self) -> &'static str {
+        match self {
+            Store::Memory => "memory",
+            Store::Postgres => "postgres",
+            Store::Redis => "redis",
+            Store::Tiered => "tiered",
+        }
+    }
+}
 
 /// How long compose may take to stop its containers after Ctrl-C.
 const DOCKER_STOP_GRACE: Duration = Duration::from_secs(60);
 
-/// Parses the options and runs the stack (or the check).
-pub fn run(args: &[String]) -> Result<()> {
-    let mut store = "tiered".to_string();
-    let mut native_only = false;
-    let mut check = false;
-    let mut dir = None;
-    let mut args = args.iter();
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--store" => match args.next() {
-                Some(value) => store = value.clone(),
-                None => bail!("--store needs a value: one of {}", STORES.join(", ")),
-            },
-            "--native" => native_only = true,
-            "--check" => check = true,
-            "--dir" => match args.next() {
-                Some(value) => dir = Some(std::path::PathBuf::from(value)),
-                None => bail!("--dir needs a directory"),
-            },
-            "-h" | "--help" => {
-                print!("{USAGE}");
-                return Ok(());
-            }
-            other => match other.strip_prefix("--store=") {
-                Some(value) => store = value.to_string(),
-                None => bail!("unknown option `{other}` for `cargo xtask compose`\n\n{USAGE}"),
-            },
-        }
-    }
-    if check {
-        return match dir {
-            Some(dir) => compose_check::run_in(&dir),
+/// Runs the stack (or the check).
+pub fn run(args: &Args) -> Result<()> {
+    if args.check {
+        return match &args.dir {
+            Some(dir) => compose_check::run_in(dir),
             None => compose_check::run(),
         };
     }
-    if dir.is_some() {
-        bail!("--dir only goes with --check");
-    }
-    if !STORES.contains(&store.as_str()) {
-        bail!("unknown store `{store}`: use one of {}", STORES.join(", "));
-    }
+    let store = args.store.as_str();
     interrupt::install()?;
-    if !native_only && docker_engine_answers() {
-        return docker_up(&store);
+    if !args.native && docker_engine_answers() {
+        return docker_up(store);
     }
-    if !native_only {
+    if !args.native {
         println!("No Docker engine answers (`docker info` failed): starting the stack natively.");
     }
-    native::run(&store)
+    native::run(store)
 }
 
 /// Whether `docker info` succeeds: the client alone (as on machines without an engine) is not enough.
 fn docker_engine_answers() -> bool {
-    if process::find_program("docker").is_none() {
+    if which::which("docker").is_err() {
         return false;
     }
     let spawned =
@@ -106,7 +99,7 @@ fn compose_program() -> Option<Command> {
         command.arg("compose");
         return Some(command);
     }
-    process::find_program("docker-compose").map(Command::new)
+    which::which("docker-compose").ok().map(Command::new)
 }
 
 fn docker_up(store: &str) -> Result<()> {

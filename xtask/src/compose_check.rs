@@ -4,15 +4,13 @@
 //! every dashboard and alert query names a metric bucket-api really exports (the `dashboards` test of bucket-api,
 //! run against this deploy/ directory).
 
-mod yaml;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{bail, Result};
+use serde_json::Value;
 
 use crate::{apt, paths, process};
-use yaml::Node;
 
 /// The services DESIGN §4 puts in the stack; the compose file must declare each.
 const REQUIRED_SERVICES: [&str; 5] = ["bucket-api", "postgres", "redis", "prometheus", "grafana"];
@@ -73,37 +71,43 @@ fn compose_structure(file: &Path) -> Outcome {
         Ok(text) => text,
         Err(error) => return Outcome::Failed(format!("cannot read {}: {error}", file.display())),
     };
-    let root = match yaml::parse(&text) {
+    let root = match yaml(&text) {
         Ok(root) => root,
         Err(error) => return Outcome::Failed(format!("{}: {error:#}", file.display())),
     };
     let dir = file.parent().unwrap_or(Path::new("."));
     let problems = compose_problems(&root, dir);
     if problems.is_empty() {
-        let services: Vec<&str> = root
-            .get("services")
-            .map(|s| s.entries().iter().map(|(name, _)| name.as_str()).collect())
-            .unwrap_or_default();
+        let services: Vec<&str> = entries(root.get("services")).map(|(name, _)| name.as_str()).collect();
         Outcome::Passed(format!("declares {}, all with health checks", services.join(", ")))
     } else {
         Outcome::Failed(problems.join("; "))
     }
 }
 
-fn compose_problems(root: &Node, dir: &Path) -> Vec<String> {
+/// Parses YAML (duplicate keys are an error) into a JSON-like tree; the error names the line.
+fn yaml(text: &str) -> Result<Value> {
+    Ok(serde_saphyr::from_str(text)?)
+}
+
+/// The entries of a mapping; none for anything else.
+fn entries(node: Option<&Value>) -> impl Iterator<Item = (&String, &Value)> {
+    node.and_then(Value::as_object).into_iter().flatten()
+}
+
+fn compose_problems(root: &Value, dir: &Path) -> Vec<String> {
     let mut problems = Vec::new();
     let Some(services) = root.get("services") else {
         return vec!["no top-level `services:`".to_string()];
     };
-    let declared: Vec<&str> = services.entries().iter().map(|(name, _)| name.as_str()).collect();
+    let declared: Vec<&str> = entries(Some(services)).map(|(name, _)| name.as_str()).collect();
     for required in REQUIRED_SERVICES {
         if !declared.contains(&required) {
             problems.push(format!("no service `{required}`"));
         }
     }
-    let volumes: Vec<&str> =
-        root.get("volumes").map(|v| v.entries().iter().map(|(name, _)| name.as_str()).collect()).unwrap_or_default();
-    for (name, service) in services.entries() {
+    let volumes: Vec<&str> = entries(root.get("volumes")).map(|(name, _)| name.as_str()).collect();
+    for (name, service) in entries(Some(services)) {
         if service.get("image").is_none() && service.get("build").is_none() {
             problems.push(format!("service `{name}` has neither `image` nor `build`"));
         }
@@ -113,12 +117,12 @@ fn compose_problems(root: &Node, dir: &Path) -> Vec<String> {
         }
         match service.get("depends_on") {
             None => {}
-            Some(Node::Map(dependencies)) => {
+            Some(Value::Object(dependencies)) => {
                 for (dependency, spec) in dependencies {
                     if !declared.contains(&dependency.as_str()) {
                         problems.push(format!("`{name}` depends on undeclared service `{dependency}`"));
                     }
-                    match spec.get("condition").and_then(Node::as_str) {
+                    match spec.get("condition").and_then(Value::as_str) {
                         Some(condition) if CONDITIONS.contains(&condition) => {}
                         other => problems.push(format!(
                             "`{name}` depends on `{dependency}` with condition `{}`; use one of {}",
@@ -130,8 +134,8 @@ fn compose_problems(root: &Node, dir: &Path) -> Vec<String> {
             }
             Some(_) => problems.push(format!("`{name}`: write `depends_on` as a mapping with conditions")),
         }
-        if let Some(Node::Seq(mounts)) = service.get("volumes") {
-            for mount in mounts.iter().filter_map(Node::as_str) {
+        if let Some(Value::Array(mounts)) = service.get("volumes") {
+            for mount in mounts.iter().filter_map(Value::as_str) {
                 let source = mount.split(':').next().unwrap_or("");
                 if source.starts_with('.') || source.starts_with('/') {
                     if !dir.join(source).exists() {
@@ -142,9 +146,12 @@ fn compose_problems(root: &Node, dir: &Path) -> Vec<String> {
                 }
             }
         }
-        for (variable, value) in service.get("environment").map(Node::entries).unwrap_or_default() {
+        for (variable, value) in entries(service.get("environment")) {
             let secret = SECRET_MARKERS.iter().any(|marker| variable.contains(marker));
-            let literal = value.as_str().is_some_and(|value| !value.is_empty() && !value.starts_with("${"));
+            let literal = match value {
+                Value::String(text) => !text.is_empty() && !text.starts_with("${"),
+                other => !other.is_null(),
+            };
             if secret && literal {
                 problems.push(format!("`{name}` writes {variable} into the file: take it from deploy/.env"));
             }
@@ -156,7 +163,7 @@ fn compose_problems(root: &Node, dir: &Path) -> Vec<String> {
 /// `config -q` of docker-compose (v1) or the `docker compose` plugin, which need no engine. Variables come from
 /// deploy/.env, or from deploy/.env.example where there is no .env (as in CI).
 fn compose_config(file: &Path) -> Outcome {
-    let mut command = if let Some(v1) = process::find_program("docker-compose") {
+    let mut command = if let Some(v1) = which::which("docker-compose").ok() {
         Command::new(v1)
     } else if docker_compose_plugin() {
         let mut command = Command::new("docker");
@@ -177,7 +184,7 @@ fn compose_config(file: &Path) -> Outcome {
 }
 
 fn docker_compose_plugin() -> bool {
-    process::find_program("docker").is_some()
+    which::which("docker").is_ok()
         && process::capture(Command::new("docker").args(["compose", "version"]).stdout(Stdio::null()))
             .map(|output| output.status.success())
             .unwrap_or(false)
@@ -185,7 +192,7 @@ fn docker_compose_plugin() -> bool {
 
 /// promtool, installed with Debian's `prometheus` package when missing and we are root; else why it is missing.
 fn ensure_promtool() -> std::result::Result<PathBuf, String> {
-    if let Some(found) = process::find_program("promtool") {
+    if let Some(found) = which::which("promtool").ok() {
         return Ok(found);
     }
     if process::is_root() {
@@ -193,7 +200,7 @@ fn ensure_promtool() -> std::result::Result<PathBuf, String> {
             return Err(format!("{error:#}"));
         }
     }
-    process::find_program("promtool")
+    which::which("promtool").ok()
         .ok_or_else(|| "promtool not installed (apt-get install --no-install-recommends prometheus)".to_string())
 }
 
@@ -216,10 +223,10 @@ fn grafana_json(dir: &Path) -> Outcome {
     let datasources = dir.join("provisioning/datasources/prometheus.yml");
     let uids: Vec<String> = match std::fs::read_to_string(&datasources)
         .map_err(anyhow::Error::from)
-        .and_then(|t| yaml::parse(&t))
+        .and_then(|t| yaml(&t))
     {
         Ok(root) => match root.get("datasources") {
-            Some(Node::Seq(items)) => items.iter().filter_map(|d| d.get("uid")?.as_str().map(str::to_string)).collect(),
+            Some(Value::Array(items)) => items.iter().filter_map(|d| d.get("uid")?.as_str().map(str::to_string)).collect(),
             _ => Vec::new(),
         },
         Err(error) => return Outcome::Failed(format!("{}: {error:#}", datasources.display())),
@@ -229,7 +236,7 @@ fn grafana_json(dir: &Path) -> Outcome {
     }
     let providers = dir.join("provisioning/dashboards");
     for file in files_with_extensions(&providers, &["yml", "yaml"]) {
-        let parsed = std::fs::read_to_string(&file).map_err(anyhow::Error::from).and_then(|t| yaml::parse(&t));
+        let parsed = std::fs::read_to_string(&file).map_err(anyhow::Error::from).and_then(|t| yaml(&t));
         if let Err(error) = parsed {
             return Outcome::Failed(format!("{}: {error:#}", file.display()));
         }
@@ -242,7 +249,7 @@ fn grafana_json(dir: &Path) -> Outcome {
     for file in &files {
         let parsed = std::fs::read_to_string(file)
             .map_err(|error| error.to_string())
-            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).map_err(|error| error.to_string()));
+            .and_then(|text| serde_json::from_str::<Value>(&text).map_err(|error| error.to_string()));
         let dashboard = match parsed {
             Ok(dashboard) => dashboard,
             Err(error) => return Outcome::Failed(format!("{}: {error}", file.display())),
@@ -269,9 +276,9 @@ fn grafana_json(dir: &Path) -> Outcome {
 }
 
 /// Every `datasource.uid` in a dashboard, except Grafana's built-ins and variables.
-fn datasource_uids(value: &serde_json::Value, out: &mut Vec<String>) {
+fn datasource_uids(value: &Value, out: &mut Vec<String>) {
     match value {
-        serde_json::Value::Object(map) => {
+        Value::Object(map) => {
             if let Some(uid) = map.get("datasource").and_then(|d| d["uid"].as_str()) {
                 if !uid.starts_with('$') && !uid.starts_with("-- ") && !out.iter().any(|u| u == uid) {
                     out.push(uid.to_string());
@@ -279,7 +286,7 @@ fn datasource_uids(value: &serde_json::Value, out: &mut Vec<String>) {
             }
             map.values().for_each(|child| datasource_uids(child, out));
         }
-        serde_json::Value::Array(items) => items.iter().for_each(|item| datasource_uids(item, out)),
+        Value::Array(items) => items.iter().for_each(|item| datasource_uids(item, out)),
         _ => {}
     }
 }
@@ -343,16 +350,23 @@ mod tests {
     use super::*;
 
     fn problems(yaml: &str) -> Vec<String> {
-        compose_problems(&yaml::parse(yaml).unwrap(), &paths::in_workspace("deploy"))
+        compose_problems(&super::yaml(yaml).unwrap(), &paths::in_workspace("deploy"))
     }
 
     #[test]
     fn the_repository_compose_file_has_no_problem() {
         let text = std::fs::read_to_string(paths::in_workspace("deploy/docker-compose.yml")).unwrap();
         assert_eq!(
-            compose_problems(&yaml::parse(&text).unwrap(), &paths::in_workspace("deploy")),
+            compose_problems(&yaml(&text).unwrap(), &paths::in_workspace("deploy")),
             Vec::<String>::new()
         );
+    }
+
+    #[test]
+    fn yaml_that_a_real_parser_refuses_is_refused() {
+        for bad in ["a: 1\na: 2\n", "a:\n\t- b\n", "a: [1, 2\n", "a: \"open\n"] {
+            assert!(yaml(bad).is_err(), "{bad:?} should not parse");
+        }
     }
 
     #[test]

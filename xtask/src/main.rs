@@ -14,38 +14,35 @@ mod redis;
 mod schemathesis;
 mod services;
 mod test;
-mod url;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "\
-Usage: cargo xtask <command> [options]
+use clap::{Parser, Subcommand};
 
-Commands:
-  test       ensure PostgreSQL and Redis, then run fmt, clippy, the tests, schema fuzzing and the deploy checks
-             options: --no-lint (skip fmt and clippy), --no-fuzz (skip schemathesis),
-                      --keep-services (leave servers it started running), -- <args> (passed to `cargo test`)
-  compose    run the whole stack: Docker Compose from deploy/ when a Docker engine answers, else natively
-             options: --store memory|postgres|redis|tiered (default tiered), --native (never use Docker),
-                      --check (validate deploy/ and exit)
-  bench      measure: criterion vs governor, wrk per store vs /healthz, API memory per key; rewrites
-             docs/perf.md, loadtest/README.md and docs/http-bench.png
-             options: --only micro,http,memory, --duration SECS, --warmup SECS, --connections N, --no-docs,
-                      --docs-only (redo the tables and chart from the last results)
-";
+/// Test, run and measure bucket.
+#[derive(Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Ensure PostgreSQL and Redis, then run fmt, clippy, the tests, schema fuzzing and the deploy checks.
+    Test(test::Args),
+    /// Run the whole stack: Docker Compose from deploy/ when a Docker engine answers, else natively.
+    Compose(compose::Args),
+    /// Measure (criterion vs governor, wrk per store vs /healthz, API memory per key) and rewrite docs/perf.md,
+    /// loadtest/README.md and docs/http-bench.svg.
+    Bench(bench::Args),
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.first().map(String::as_str) {
-        Some("test") => test::run(&args[1..]),
-        Some("compose") => compose::run(&args[1..]),
-        Some("bench") => bench::run(&args[1..]),
-        Some("help" | "-h" | "--help") => {
-            print!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Some(other) => Err(anyhow::anyhow!("unknown command `{other}`\n\n{USAGE}")),
-        None => Err(anyhow::anyhow!("no command given\n\n{USAGE}")),
+    let result = match Cli::parse().command {
+        Command::Test(args) => test::run(&args),
+        Command::Compose(args) => compose::run(&args),
+        Command::Bench(args) => bench::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,14 +4,14 @@
 //! terminal; Ctrl-C (or SIGTERM) stops everything in reverse order and removes the directory.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::process::{self, GroupChild};
-use crate::url::ServiceUrl;
 use crate::{apt, interrupt, paths, postgres, redis};
 
 /// Time bucket-api gets to finish in-flight requests and flush its queues after SIGTERM.
@@ -24,15 +24,20 @@ pub fn run(store: &str) -> Result<()> {
     let needs_postgres = matches!(store, "postgres" | "tiered");
     let needs_redis = matches!(store, "redis" | "tiered");
     // Declared first, dropped last: the directory goes only after every server in it has stopped.
-    let temp = TempDir::create()?;
-    println!("Native stack (store: {store}), files in {}", temp.path.display());
+    // Searchable by others: as root, PostgreSQL runs as the `postgres` user and must reach its directory inside.
+    let temp = tempfile::Builder::new()
+        .prefix("bucket-compose-")
+        .permissions(std::fs::Permissions::from_mode(0o755))
+        .tempdir()
+        .context("cannot create the stack's temporary directory")?;
+    println!("Native stack (store: {store}), files in {}", temp.path().display());
 
-    let database = start_postgres(&temp.path, needs_postgres)?;
+    let database = start_postgres(temp.path(), needs_postgres)?;
     check_interrupt()?;
-    let cache = start_redis(&temp.path, needs_redis)?;
+    let cache = start_redis(temp.path(), needs_redis)?;
     check_interrupt()?;
     let api_port = process::free_port_preferring(8080)?;
-    let metrics = start_prometheus(&temp.path, api_port)?;
+    let metrics = start_prometheus(temp.path(), api_port)?;
     check_interrupt()?;
 
     let mut command = process::cargo();
@@ -69,7 +74,11 @@ pub fn run(store: &str) -> Result<()> {
     drop(metrics);
     drop(cache);
     drop(database);
-    drop(temp);
+    let shown = temp.path().display().to_string();
+    match temp.close() {
+        Ok(()) => println!("  removed {shown}"),
+        Err(error) => eprintln!("  could not remove {shown}: {error}"),
+    }
     outcome
 }
 
@@ -93,7 +102,8 @@ fn start_postgres(temp: &Path, needed: bool) -> Result<Option<(String, postgres:
     let cluster = postgres::PrivateCluster::start(&temp.join("postgres"), "127.0.0.1", port, "postgres")
         .context("could not start PostgreSQL")?;
     let url = format!("postgres://postgres@127.0.0.1:{port}/{DATABASE}");
-    postgres::ensure_database(&ServiceUrl::parse(&url, port)?, DATABASE)?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    postgres::ensure_database(&url::Url::parse(&url)?, addr, DATABASE)?;
     println!("  PostgreSQL answering at {url}");
     Ok(Some((url, cluster)))
 }
@@ -118,12 +128,12 @@ fn start_redis(temp: &Path, needed: bool) -> Result<Option<(String, redis::Priva
 /// Prometheus scraping the API every 5 s with a generated config and deploy/'s alert rules; installed first when
 /// missing and we are root, skipped with the install command otherwise (the stack is still useful without it).
 fn start_prometheus(temp: &Path, api_port: u16) -> Result<Option<(u16, GroupChild)>> {
-    if process::find_program("prometheus").is_none() && process::is_root() {
+    if which::which("prometheus").is_err() && process::is_root() {
         if let Err(error) = apt::install("Prometheus", &["prometheus"]) {
             println!("  could not install Prometheus: {error:#}");
         }
     }
-    let Some(prometheus) = process::find_program("prometheus") else {
+    let Some(prometheus) = which::which("prometheus").ok() else {
         println!("  skipped Prometheus: not installed (apt-get install --no-install-recommends prometheus)");
         return Ok(None);
     };
@@ -230,26 +240,4 @@ fn print_urls(
         None => println!("  Redis        not running (not installed)"),
     }
     println!();
-}
-
-/// A directory for this run's servers, removed (with everything in it) when dropped.
-struct TempDir {
-    path: PathBuf,
-}
-
-impl TempDir {
-    fn create() -> Result<Self> {
-        let path = std::env::temp_dir().join(format!("bucket-compose-{}", std::process::id()));
-        std::fs::create_dir_all(&path).with_context(|| format!("cannot create {}", path.display()))?;
-        Ok(Self { path })
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        match std::fs::remove_dir_all(&self.path) {
-            Ok(()) => println!("  removed {}", self.path.display()),
-            Err(error) => eprintln!("  could not remove {}: {error}", self.path.display()),
-        }
-    }
 }

@@ -9,9 +9,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use url::Url;
 
 use crate::process;
-use crate::url::ServiceUrl;
 
 /// How long a starting server may take before we call it failed.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -19,16 +19,16 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// A PostgreSQL program: on `PATH`, else in the newest `/usr/lib/postgresql/<version>/bin`, where Debian keeps the
 /// server programs (only the client wrappers are on `PATH` there).
 pub fn tool(name: &str) -> Option<PathBuf> {
-    if let Some(found) = process::find_program(name) {
-        return Some(found);
-    }
     let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .ok()?
+        .into_iter()
         .flatten()
-        .filter_map(|entry| Some((entry.file_name().to_str()?.parse().ok()?, entry.path())))
+        .flatten()
+        .filter_map(|entry| Some((entry.file_name().to_str()?.parse().ok()?, entry.path().join("bin"))))
         .collect();
     versions.sort();
-    versions.into_iter().rev().map(|(_, dir)| dir.join("bin").join(name)).find(|path| process::is_executable(path))
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs = std::env::split_paths(&path).chain(versions.into_iter().rev().map(|(_, dir)| dir));
+    which::which_in(name, std::env::join_paths(dirs).ok(), "/").ok()
 }
 
 /// Whether the server programs we need to run a cluster of our own are installed.
@@ -38,21 +38,21 @@ pub fn server_installed() -> bool {
 
 /// Whether a PostgreSQL server accepts connections at the URL's address: a TCP connect, then `pg_isready` when it is
 /// installed (a port can be open while the server is still starting, or be something else entirely).
-pub fn accepts_connections(url: &ServiceUrl, addr: SocketAddr) -> bool {
+pub fn accepts_connections(url: &Url, addr: SocketAddr) -> bool {
     if !process::port_open(addr) {
         return false;
     }
     let Some(pg_isready) = tool("pg_isready") else { return true };
     let mut command = Command::new(pg_isready);
-    command.args(["-q", "-t", "2", "-h", &url.host, "-p", &url.port.to_string()]);
-    if let Some(user) = &url.user {
-        command.args(["-U", user]);
+    command.args(["-q", "-t", "2", "-h", &addr.ip().to_string(), "-p", &addr.port().to_string()]);
+    if !url.username().is_empty() {
+        command.args(["-U", url.username()]);
     }
     process::capture(&mut command).map(|output| output.status.success()).unwrap_or(false)
 }
 
 /// Waits until the server answers, or `timeout` passes.
-pub fn wait_accepting(url: &ServiceUrl, addr: SocketAddr, timeout: Duration) -> bool {
+pub fn wait_accepting(url: &Url, addr: SocketAddr, timeout: Duration) -> bool {
     process::wait_until(timeout, || accepts_connections(url, addr))
 }
 
@@ -107,18 +107,18 @@ pub fn reachable_by_other_users(dir: &Path) -> bool {
 }
 
 /// Creates database `name` unless it exists, with `psql`/`createdb` (skipped with a note when the clients are missing).
-pub fn ensure_database(url: &ServiceUrl, name: &str) -> Result<()> {
+pub fn ensure_database(url: &Url, addr: SocketAddr, name: &str) -> Result<()> {
     let (Some(psql), Some(createdb)) = (tool("psql"), tool("createdb")) else {
         println!("  note: psql/createdb not installed; not checking that database `{name}` exists");
         return Ok(());
     };
     let client = |program: &Path| {
         let mut command = Command::new(program);
-        command.args(["-w", "-h", &url.host, "-p", &url.port.to_string()]);
-        if let Some(user) = &url.user {
-            command.args(["-U", user]);
+        command.args(["-w", "-h", &addr.ip().to_string(), "-p", &addr.port().to_string()]);
+        if !url.username().is_empty() {
+            command.args(["-U", url.username()]);
         }
-        if let Some(password) = &url.password {
+        if let Some(password) = url.password() {
             command.env("PGPASSWORD", password);
         }
         command
@@ -154,7 +154,7 @@ impl PrivateCluster {
         let as_postgres = process::is_root();
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         if as_postgres {
-            if process::find_program("runuser").is_none() {
+            if which::which("runuser").is_err() {
                 bail!("as root, PostgreSQL must run as the `postgres` user, and `runuser` (util-linux) is missing");
             }
             let (uid, gid) = process::user_ids("postgres")?;

@@ -1,14 +1,15 @@
 //! Running other programs: finding them, reporting what ran and why it failed, and stopping whole process groups,
 //! so that nothing the xtask starts outlives it by accident.
 
-use std::ffi::OsStr;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::unistd::{Pid, User};
 
 use crate::interrupt;
 
@@ -20,60 +21,26 @@ pub fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
 
-/// An executable called `name` on `PATH`, if there is one.
-pub fn find_program(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|candidate| is_executable(candidate))
-}
-
-/// Whether `path` is a file someone may execute.
-pub fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    path.metadata().map(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0).unwrap_or(false)
-}
-
 /// Whether we run as root: PostgreSQL then has to run as its own user, and apt-get may install what is missing.
 pub fn is_root() -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("Uid:"))
-        .and_then(|ids| ids.split_whitespace().nth(1))
-        .map(|effective| effective == "0")
-        .unwrap_or(false)
+    nix::unistd::geteuid().is_root()
 }
 
 /// The numeric user and group ids of a system user, to hand it a directory.
 pub fn user_ids(user: &str) -> Result<(u32, u32)> {
-    let id = |flag: &str| -> Result<u32> {
-        let output = capture(Command::new("id").args([flag, user]))?;
-        if !output.status.success() {
-            bail!("there is no `{user}` user on this machine");
-        }
-        String::from_utf8_lossy(&output.stdout)
-            .trim()
-            .parse()
-            .with_context(|| format!("`id {flag} {user}` printed no number"))
-    };
-    Ok((id("-u")?, id("-g")?))
+    match User::from_name(user).with_context(|| format!("cannot look up the user `{user}`"))? {
+        Some(found) => Ok((found.uid.as_raw(), found.gid.as_raw())),
+        None => bail!("there is no `{user}` user on this machine"),
+    }
 }
 
 /// The command line as a person would type it, for banners and error messages.
 pub fn display(command: &Command) -> String {
-    let mut words = vec![shell_word(command.get_program())];
-    words.extend(command.get_args().map(shell_word));
-    words.join(" ")
-}
-
-fn shell_word(word: &OsStr) -> String {
-    let word = word.to_string_lossy();
-    if word.is_empty() {
-        "''".to_string()
-    } else if word.chars().any(|c| c.is_whitespace() || "'\"$`\\".contains(c)) {
-        format!("'{}'", word.replace('\'', r"'\''"))
-    } else {
-        word.into_owned()
-    }
+    let words: Vec<String> = std::iter::once(command.get_program())
+        .chain(command.get_args())
+        .map(|word| word.to_string_lossy().into_owned())
+        .collect();
+    shlex::try_join(words.iter().map(String::as_str)).unwrap_or_else(|_| words.join(" "))
 }
 
 /// Runs `command` to completion with its output captured, failing only when it cannot be started. It runs in a
@@ -109,7 +76,7 @@ pub fn run_foreground(command: &mut Command) -> Result<ExitStatus> {
             return Ok(status);
         }
         if interrupt::requested() && !forwarded {
-            send_signal(&child.id().to_string(), "TERM");
+            signal_process(child.id(), Signal::SIGTERM);
             forwarded = true;
         }
         std::thread::sleep(POLL);
@@ -159,32 +126,30 @@ pub fn free_port_preferring(preferred: u16) -> Result<u16> {
     }
 }
 
-/// Whether the process `pid` still exists (a zombie counts as gone: it no longer runs).
+/// Whether the process `pid` still exists (signal 0 checks without sending anything).
 pub fn pid_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()) != Some("Z"),
-        Err(_) => false,
-    }
+    kill(as_pid(pid), None).is_ok()
 }
 
-/// Sends `signal` (a name such as "TERM") to a process, or to a process group when `target` is `-PGID`.
-/// Returns whether one was delivered; a target that is already gone is not an error.
-pub fn send_signal(target: &str, signal: &str) -> bool {
-    Command::new("kill")
-        .args([format!("-{signal}").as_str(), "--", target])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|status| status.success())
-        .unwrap_or(false)
+/// Sends `signal` to a process; one that is already gone is not an error.
+pub fn signal_process(pid: u32, signal: Signal) {
+    let _ = kill(as_pid(pid), signal);
+}
+
+/// Sends `signal` to every process of the group led by `leader`; a group that is already gone is not an error.
+pub fn signal_group(leader: u32, signal: Signal) {
+    let _ = killpg(as_pid(leader), signal);
+}
+
+fn as_pid(pid: u32) -> Pid {
+    Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX))
 }
 
 /// Stops a daemon we only know by pid (it is not our child): SIGTERM, then SIGKILL after `grace`.
 pub fn stop_pid(pid: u32, grace: Duration) {
-    send_signal(&pid.to_string(), "TERM");
+    signal_process(pid, Signal::SIGTERM);
     if !wait_regardless(grace, || !pid_alive(pid)) {
-        send_signal(&pid.to_string(), "KILL");
+        signal_process(pid, Signal::SIGKILL);
         wait_regardless(Duration::from_secs(5), || !pid_alive(pid));
     }
 }
@@ -217,13 +182,13 @@ impl GroupChild {
             return;
         }
         self.stopped = true;
-        let group = format!("-{}", self.child.id());
+        let group = self.child.id();
         let already_exited = matches!(self.child.try_wait(), Ok(Some(_)));
         // Even when the leader is gone, stragglers in its group get the signal.
-        send_signal(&group, "TERM");
+        signal_group(group, Signal::SIGTERM);
         if !already_exited && !wait_regardless(grace, || matches!(self.child.try_wait(), Ok(Some(_)) | Err(_))) {
             eprintln!("  {} did not stop within {}s; killing it", self.name, grace.as_secs());
-            send_signal(&group, "KILL");
+            signal_group(group, Signal::SIGKILL);
             let _ = self.child.wait();
         }
         println!("  stopped {}", self.name);

@@ -16,7 +16,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Whether `redis-server` is installed.
 pub fn server_installed() -> bool {
-    process::find_program("redis-server").is_some()
+    which::which("redis-server").is_ok()
 }
 
 /// Whether a Redis server answers at `addr`: PING spoken directly over TCP, so no `redis-cli` is needed. A server that
@@ -45,7 +45,7 @@ pub struct PrivateServer {
 impl PrivateServer {
     /// Starts a daemonized `redis-server` bound to `bind:port`, with its pid file and log in `dir`.
     pub fn start(dir: &Path, bind: &str, port: u16) -> Result<Self> {
-        let Some(redis_server) = process::find_program("redis-server") else {
+        let Some(redis_server) = which::which("redis-server").ok() else {
             bail!("redis-server is not installed");
         };
         std::fs::create_dir_all(dir)?;

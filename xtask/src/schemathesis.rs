@@ -104,7 +104,7 @@ fn ensure_schemathesis(venv: &Path) -> Result<PathBuf> {
     if binary.is_file() && marker.is_file() {
         return Ok(binary);
     }
-    let Some(python) = process::find_program("python3") else {
+    let Some(python) = which::which("python3").ok() else {
         bail!("python3 is not installed; schema fuzzing needs it (Debian: apt-get install python3 python3-venv)");
     };
     if venv.exists() {

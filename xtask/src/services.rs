@@ -2,11 +2,12 @@
 //! the installed binaries (installed first when missing and we are root), so `cargo xtask test` works on a fresh
 //! machine as well as on one whose servers run already.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
+use url::{Host, Url};
 
-use crate::url::ServiceUrl;
 use crate::{apt, paths, postgres, process, redis};
 
 /// Where the tests find PostgreSQL unless `BUCKET_TEST_DATABASE_URL` says otherwise.
@@ -40,13 +41,13 @@ impl TestServices {
 pub fn ensure() -> Result<TestServices> {
     let database_url = env_or("BUCKET_TEST_DATABASE_URL", DEFAULT_DATABASE_URL);
     let redis_url = env_or("BUCKET_TEST_REDIS_URL", DEFAULT_REDIS_URL);
-    let database = ServiceUrl::parse(&database_url, 5432).context("BUCKET_TEST_DATABASE_URL")?;
-    let cache = ServiceUrl::parse(&redis_url, 6379).context("BUCKET_TEST_REDIS_URL")?;
+    let database = Url::parse(&database_url).context("BUCKET_TEST_DATABASE_URL")?;
+    let cache = Url::parse(&redis_url).context("BUCKET_TEST_REDIS_URL")?;
 
     let postgres = ensure_postgres(&database)
-        .with_context(|| format!("PostgreSQL is not reachable at {} and could not be started", database.redacted()))?;
+        .with_context(|| format!("PostgreSQL is not reachable at {} and could not be started", redacted(&database)))?;
     let redis = ensure_redis(&cache)
-        .with_context(|| format!("Redis is not reachable at {} and could not be started", cache.redacted()))?;
+        .with_context(|| format!("Redis is not reachable at {} and could not be started", redacted(&cache)))?;
     Ok(TestServices { database_url, redis_url, postgres, redis })
 }
 
@@ -54,14 +55,17 @@ fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).ok().filter(|value| !value.is_empty()).unwrap_or_else(|| default.to_string())
 }
 
-fn ensure_postgres(url: &ServiceUrl) -> Result<Option<postgres::PrivateCluster>> {
-    let addr = url.socket_addr()?;
-    let database = if url.path.is_empty() { "postgres" } else { url.path.as_str() };
+fn ensure_postgres(url: &Url) -> Result<Option<postgres::PrivateCluster>> {
+    let addr = socket_addr(url, 5432)?;
+    let database = match url.path().trim_start_matches('/') {
+        "" => "postgres",
+        name => name,
+    };
     // An open port may be a server still starting up: give it a moment before judging.
     let answering = process::port_open(addr) && postgres::wait_accepting(url, addr, Duration::from_secs(10));
     if answering {
-        println!("  PostgreSQL: answering at {}", url.redacted());
-        postgres::ensure_database(url, database)?;
+        println!("  PostgreSQL: answering at {}", redacted(url));
+        postgres::ensure_database(url, addr, database)?;
         return Ok(None);
     }
     if process::port_open(addr) {
@@ -73,7 +77,7 @@ fn ensure_postgres(url: &ServiceUrl) -> Result<Option<postgres::PrivateCluster>>
     }
 
     let mut started = None;
-    if let Some((version, name)) = postgres::debian_cluster_on_port(url.port) {
+    if let Some((version, name)) = postgres::debian_cluster_on_port(addr.port()) {
         println!("  PostgreSQL: starting the machine's cluster {version}/{name}");
         postgres::start_debian_cluster(&version, &name)?;
     } else {
@@ -81,24 +85,24 @@ fn ensure_postgres(url: &ServiceUrl) -> Result<Option<postgres::PrivateCluster>>
         let dir = if !process::is_root() || postgres::reachable_by_other_users(&preferred) {
             preferred
         } else {
-            std::env::temp_dir().join(format!("bucket-xtask-pg-{}", url.port))
+            std::env::temp_dir().join(format!("bucket-xtask-pg-{}", addr.port()))
         };
-        println!("  PostgreSQL: starting a private server on port {} (data in {})", url.port, dir.display());
-        let user = url.user.as_deref().unwrap_or("postgres");
-        started = Some(postgres::PrivateCluster::start(&dir, listen_host(url), url.port, user)?);
+        println!("  PostgreSQL: starting a private server on port {} (data in {})", addr.port(), dir.display());
+        let user = Some(url.username()).filter(|user| !user.is_empty()).unwrap_or("postgres");
+        started = Some(postgres::PrivateCluster::start(&dir, &listen_host(url), addr.port(), user)?);
     }
     if !postgres::wait_accepting(url, addr, Duration::from_secs(30)) {
         bail!("the server started but does not accept connections at {addr}");
     }
-    postgres::ensure_database(url, database)?;
-    println!("  PostgreSQL: answering at {}", url.redacted());
+    postgres::ensure_database(url, addr, database)?;
+    println!("  PostgreSQL: answering at {}", redacted(url));
     Ok(started)
 }
 
-fn ensure_redis(url: &ServiceUrl) -> Result<Option<redis::PrivateServer>> {
-    let addr = url.socket_addr()?;
+fn ensure_redis(url: &Url) -> Result<Option<redis::PrivateServer>> {
+    let addr = socket_addr(url, 6379)?;
     if redis::answers_ping(addr) {
-        println!("  Redis: answering at {}", url.redacted());
+        println!("  Redis: answering at {}", redacted(url));
         return Ok(None);
     }
     if process::port_open(addr) {
@@ -109,28 +113,49 @@ fn ensure_redis(url: &ServiceUrl) -> Result<Option<redis::PrivateServer>> {
         apt::install("redis-server", &["redis-server"])?;
     }
     let dir = paths::state_dir().join("redis");
-    println!("  Redis: starting a private server on port {} (files in {})", url.port, dir.display());
-    let server = redis::PrivateServer::start(&dir, listen_host(url), url.port)?;
-    println!("  Redis: answering at {}", url.redacted());
+    println!("  Redis: starting a private server on port {} (files in {})", addr.port(), dir.display());
+    let server = redis::PrivateServer::start(&dir, &listen_host(url), addr.port())?;
+    println!("  Redis: answering at {}", redacted(url));
     Ok(Some(server))
 }
 
 /// Servers are only ever started on this machine; a remote URL that does not answer is the user's to fix.
-fn refuse_remote(url: &ServiceUrl, variable: &str) -> Result<()> {
-    if !url.is_local() {
+fn refuse_remote(url: &Url, variable: &str) -> Result<()> {
+    let local = match url.host() {
+        Some(Host::Domain(name)) => name == "localhost",
+        Some(Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    if !local {
         bail!(
             "{} is not on this machine, so it cannot be started here: start that server or change {variable}",
-            url.host
+            url.host_str().unwrap_or("(no host)")
         );
     }
     Ok(())
 }
 
-/// The address a private server listens on: the URL's, with `localhost` as IPv4 loopback.
-fn listen_host(url: &ServiceUrl) -> &str {
-    if url.host == "localhost" {
-        "127.0.0.1"
-    } else {
-        &url.host
+/// The address the URL's host resolves to first, with `default_port` when the URL names no port.
+fn socket_addr(url: &Url, default_port: u16) -> Result<SocketAddr> {
+    let addrs = url.socket_addrs(|| Some(default_port)).with_context(|| format!("cannot resolve {}", redacted(url)))?;
+    addrs.into_iter().next().ok_or_else(|| anyhow!("{} resolves to no address", redacted(url)))
+}
+
+/// The URL with its password masked, for messages.
+pub fn redacted(url: &Url) -> String {
+    let mut shown = url.clone();
+    if shown.password().is_some() {
+        let _ = shown.set_password(Some("***"));
+    }
+    shown.to_string()
+}
+
+/// The address a private server listens on: the URL's host (IPv4 loopback for `localhost`), without brackets.
+fn listen_host(url: &Url) -> String {
+    match url.host() {
+        Some(Host::Ipv6(ip)) => ip.to_string(),
+        Some(Host::Domain("localhost")) | None => "127.0.0.1".to_string(),
+        Some(host) => host.to_string(),
     }
 }

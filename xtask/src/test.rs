@@ -8,23 +8,23 @@ use anyhow::{bail, Result};
 
 use crate::{compose_check, interrupt, paths, process, schemathesis, services};
 
-const USAGE: &str = "\
-Usage: cargo xtask test [--no-lint] [--no-fuzz] [--keep-services] [-- <cargo test args>]
-
-  --no-lint          skip `cargo fmt --check` and `cargo clippy`
-  --no-fuzz          skip schema fuzzing (schemathesis against a running bucket-api)
-  --keep-services    leave PostgreSQL/Redis servers started by this run running afterwards
-  -- <args>          extra arguments for `cargo test --workspace` (`-- -p bucket-core` tests one package)
-
-Environment: BUCKET_TEST_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/test),
+/// Options of `cargo xtask test`.
+#[derive(clap::Args)]
+#[command(after_help = "Environment: BUCKET_TEST_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/test),
              BUCKET_TEST_REDIS_URL (default redis://127.0.0.1:6379),
-             BUCKET_FUZZ_SEED (replay a schemathesis run by the seed it printed)
-";
-
-struct Options {
-    lint: bool,
-    fuzz: bool,
+             BUCKET_FUZZ_SEED (replay a schemathesis run by the seed it printed)")]
+pub struct Args {
+    /// Skip `cargo fmt --check` and `cargo clippy`.
+    #[arg(long)]
+    no_lint: bool,
+    /// Skip schema fuzzing (schemathesis against a running bucket-api).
+    #[arg(long)]
+    no_fuzz: bool,
+    /// Leave PostgreSQL/Redis servers started by this run running afterwards.
+    #[arg(long)]
     keep_services: bool,
+    /// Extra arguments for `cargo test --workspace` (`-- -p bucket-core` tests one package).
+    #[arg(last = true)]
     test_args: Vec<String>,
 }
 
@@ -39,11 +39,7 @@ enum Step {
 }
 
 /// Runs the whole sequence and prints the total time, passed or not.
-pub fn run(args: &[String]) -> Result<()> {
-    let Some(options) = parse(args)? else {
-        print!("{USAGE}");
-        return Ok(());
-    };
+pub fn run(options: &Args) -> Result<()> {
     interrupt::install()?;
     let started = Instant::now();
     let result = run_steps(&options);
@@ -52,25 +48,9 @@ pub fn run(args: &[String]) -> Result<()> {
     result
 }
 
-fn parse(args: &[String]) -> Result<Option<Options>> {
-    let mut options = Options { lint: true, fuzz: true, keep_services: false, test_args: Vec::new() };
-    let mut args = args.iter();
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--no-lint" => options.lint = false,
-            "--no-fuzz" => options.fuzz = false,
-            "--keep-services" => options.keep_services = true,
-            "--" => options.test_args.extend(args.by_ref().cloned()),
-            "-h" | "--help" => return Ok(None),
-            other => bail!("unknown option `{other}` for `cargo xtask test`\n\n{USAGE}"),
-        }
-    }
-    Ok(Some(options))
-}
-
-fn run_steps(options: &Options) -> Result<()> {
+fn run_steps(options: &Args) -> Result<()> {
     let mut steps: Vec<(String, Step)> = Vec::new();
-    if options.lint {
+    if !options.no_lint {
         steps.push(cargo_step(&["fmt", "--all", "--", "--check"]));
         steps.push(cargo_step(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]));
     }
@@ -81,7 +61,7 @@ fn run_steps(options: &Options) -> Result<()> {
     }
     test.extend(options.test_args.iter().cloned());
     steps.push((format!("cargo {}", test.join(" ")), Step::Cargo(test)));
-    if options.fuzz {
+    if !options.no_fuzz {
         steps.push(("schemathesis against bucket-api".to_string(), Step::Fuzz));
     }
     steps.push(("cargo xtask compose --check".to_string(), Step::ComposeCheck));
