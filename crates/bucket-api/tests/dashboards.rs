@@ -1,8 +1,8 @@
 //! Every Grafana panel and every Prometheus alert in deploy/ queries a metric the service really exports: a renamed
 //! metric otherwise leaves an empty panel or an alert that can never fire, and nobody notices until an outage.
 //!
-//! The PromQL expressions of deploy/grafana/dashboards/*.json and deploy/prometheus/alerts.yml are reduced to the
-//! metric names they select, and each name must be a sample name in the `/metrics` output of a real app after some
+//! The PromQL expressions of deploy/grafana/dashboards/*.json and deploy/prometheus/alerts.yml (read with
+//! serde-saphyr) are parsed with promql-parser and reduced to the metric names their selectors name, and each name must be a sample name in the `/metrics` output of a real app after some
 //! traffic (so histograms count by their `_bucket`/`_sum`/`_count` series, and the bare histogram name, which
 //! Prometheus never stores, is refused). `up` is the one series Prometheus adds itself. `BUCKET_DEPLOY_DIR` points
 //! the check at another copy of deploy/; `cargo xtask compose --check` runs this test that way.
@@ -16,118 +16,40 @@ use actix_web::test::{call_service, init_service, read_body, TestRequest};
 use bucket_api::build_app;
 use bucket_core::ManualClock;
 use common::{config, state};
+use promql_parser::parser::Expr;
+use promql_parser::util::{walk_expr, ExprVisitor};
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 /// Series that Prometheus records for every target without the target exporting them.
 const ADDED_BY_PROMETHEUS: [&str; 1] = ["up"];
 
-/// Words of PromQL that look like metric names but are operators or modifiers.
-const KEYWORDS: [&str; 13] = [
-    "by",
-    "without",
-    "on",
-    "ignoring",
-    "group_left",
-    "group_right",
-    "and",
-    "or",
-    "unless",
-    "bool",
-    "offset",
-    "inf",
-    "nan",
-];
+/// Grafana's interval variables, which stand where PromQL wants a duration; they become `5m` before parsing. Other
+/// variables (`$instance`) sit inside label values, which are strings to PromQL.
+const GRAFANA_INTERVALS: [&str; 6] =
+    ["${__rate_interval}", "$__rate_interval", "${__interval}", "$__interval", "${__range}", "$__range"];
 
-/// Modifiers followed by a parenthesised list of label names, not of expressions.
-const LABEL_LIST_MODIFIERS: [&str; 6] = ["by", "without", "on", "ignoring", "group_left", "group_right"];
-
-/// The metric names `expr` selects, in order of appearance. A small lexer, not a full parser: it skips strings,
-/// label matchers `{…}`, ranges `[…]`, label lists after `by (…)` and friends, function names (an identifier
-/// followed by `(`), numbers and durations, and Grafana variables (`$x`, `${x}`); what is left are metric names.
-fn metric_names(expr: &str) -> Vec<String> {
-    let chars: Vec<char> = expr.chars().collect();
-    let mut names = Vec::new();
-    let mut i = 0;
-    let mut after_label_list_modifier = false;
-    while i < chars.len() {
-        let c = chars[i];
-        match c {
-            '"' | '\'' | '`' => i = skip_string(&chars, i),
-            '{' => i = skip_to(&chars, i, '}'),
-            '[' => i = skip_to(&chars, i, ']'),
-            '(' if after_label_list_modifier => {
-                i = skip_to(&chars, i, ')');
-                after_label_list_modifier = false;
-            }
-            '$' => {
-                i += 1;
-                if chars.get(i) == Some(&'{') {
-                    i = skip_to(&chars, i, '}');
-                } else {
-                    while i < chars.len() && is_word(chars[i]) {
-                        i += 1;
-                    }
-                }
-            }
-            c if c.is_ascii_digit() || (c == '.' && chars.get(i + 1).is_some_and(char::is_ascii_digit)) => {
-                // A number, a duration (`5m`) or an exponent (`1e3`): all of it is one word.
-                while i < chars.len() && (is_word(chars[i]) || chars[i] == '.') {
-                    i += 1;
-                }
-            }
-            c if c.is_ascii_alphabetic() || c == '_' || c == ':' => {
-                let start = i;
-                while i < chars.len() && is_word(chars[i]) {
-                    i += 1;
-                }
-                let word: String = chars[start..i].iter().collect();
-                let mut next = i;
-                while next < chars.len() && chars[next].is_whitespace() {
-                    next += 1;
-                }
-                let lower = word.to_ascii_lowercase();
-                let next_word: String = chars[next..].iter().take_while(|c| is_word(**c)).collect();
-                // `sum by (l) (…)`: an aggregation whose grouping comes before its argument.
-                let grouped_aggregation = matches!(next_word.to_ascii_lowercase().as_str(), "by" | "without");
-                if LABEL_LIST_MODIFIERS.contains(&lower.as_str()) {
-                    after_label_list_modifier = true;
-                } else if KEYWORDS.contains(&lower.as_str()) || chars.get(next) == Some(&'(') || grouped_aggregation {
-                    // An operator, or a function or aggregation name.
-                } else {
-                    names.push(word);
-                }
-                continue;
-            }
-            _ => i += 1,
-        }
-        if !c.is_whitespace() && c != '(' {
-            after_label_list_modifier = false;
+/// The metric names `expr` selects, in order of appearance: the names of the vector and matrix selectors in its
+/// syntax tree (promql-parser). An expression that is not PromQL is an error naming why.
+fn metric_names(expr: &str) -> Result<Vec<String>, String> {
+    struct Names(Vec<String>);
+    impl ExprVisitor for Names {
+        type Error = std::convert::Infallible;
+        fn pre_visit(&mut self, expr: &Expr) -> Result<bool, Self::Error> {
+            let selector = match expr {
+                Expr::VectorSelector(selector) => Some(selector),
+                Expr::MatrixSelector(matrix) => Some(&matrix.vs),
+                _ => None,
+            };
+            self.0.extend(selector.and_then(|selector| selector.name.clone()));
+            Ok(true)
         }
     }
-    names
-}
-
-fn is_word(c: char) -> bool {
-    c.is_ascii_alphanumeric() || c == '_' || c == ':'
-}
-
-/// Index just past the string starting at `start` (its quote), honouring backslash escapes.
-fn skip_string(chars: &[char], start: usize) -> usize {
-    let quote = chars[start];
-    let mut i = start + 1;
-    while i < chars.len() && chars[i] != quote {
-        i += if chars[i] == '\\' { 2 } else { 1 };
-    }
-    i + 1
-}
-
-/// Index just past the `close` that ends the group opened at `start`, skipping strings inside it.
-fn skip_to(chars: &[char], start: usize, close: char) -> usize {
-    let mut i = start + 1;
-    while i < chars.len() && chars[i] != close {
-        i = if matches!(chars[i], '"' | '\'' | '`') { skip_string(chars, i) } else { i + 1 };
-    }
-    i + 1
+    let promql = GRAFANA_INTERVALS.iter().fold(expr.to_string(), |promql, variable| promql.replace(variable, "5m"));
+    let tree = promql_parser::parser::parse(&promql).map_err(|error| format!("not PromQL ({error})"))?;
+    let mut names = Names(Vec::new());
+    let Ok(_) = walk_expr(&mut names, &tree);
+    Ok(names.0)
 }
 
 /// Grafana's `label_values(query, label)` and `query_result(query)` wrap PromQL; `label_values(label)` and
@@ -172,36 +94,26 @@ fn dashboard_exprs(dashboard: &Value) -> Vec<String> {
     exprs
 }
 
-/// The `expr:` values of a Prometheus rule file, inline or as a `|`/`>` block. Line-based: rule files are plain
-/// YAML of this one shape, and promtool (in `cargo xtask compose --check`) validates the YAML itself.
-fn alert_exprs(yaml: &str) -> Vec<String> {
-    let lines: Vec<&str> = yaml.lines().collect();
-    let mut exprs = Vec::new();
-    let mut i = 0;
-    while i < lines.len() {
-        let line = lines[i];
-        let content = line.trim_start();
-        i += 1;
-        let Some(value) = content.strip_prefix("expr:") else { continue };
-        let value = value.trim();
-        if value.starts_with('|') || value.starts_with('>') {
-            let indent = line.len() - content.len();
-            let mut block = Vec::new();
-            while i < lines.len() {
-                let next = lines[i];
-                let next_indent = next.len() - next.trim_start().len();
-                if !next.trim().is_empty() && next_indent <= indent {
-                    break;
-                }
-                block.push(next.trim());
-                i += 1;
-            }
-            exprs.push(block.join(" "));
-        } else {
-            exprs.push(value.trim_matches(['"', '\'']).to_string());
-        }
-    }
-    exprs
+/// A Prometheus rule file, as far as the check reads it.
+#[derive(Deserialize)]
+struct RuleFile {
+    groups: Vec<RuleGroup>,
+}
+
+#[derive(Deserialize)]
+struct RuleGroup {
+    rules: Vec<Rule>,
+}
+
+#[derive(Deserialize)]
+struct Rule {
+    expr: String,
+}
+
+/// The `expr` of every rule of a Prometheus rule file.
+fn alert_exprs(yaml: &str) -> Result<Vec<String>, serde_saphyr::Error> {
+    let file: RuleFile = serde_saphyr::from_str(yaml)?;
+    Ok(file.groups.into_iter().flat_map(|group| group.rules).map(|rule| rule.expr).collect())
 }
 
 /// Sample names of a Prometheus text exposition (histograms appear as `_bucket`, `_sum` and `_count`).
@@ -237,12 +149,20 @@ fn deploy_dir() -> PathBuf {
     }
 }
 
-/// `(file, expression, metric)` for every metric an expression names that `exported` lacks.
+/// `(file, expression, metric)` for every metric an expression names that `exported` lacks; an expression that
+/// does not parse is listed with the parser's complaint in place of the metric.
 fn unknown_metrics(sources: &[(String, Vec<String>)], exported: &BTreeSet<String>) -> Vec<(String, String, String)> {
     let mut unknown = Vec::new();
     for (file, exprs) in sources {
         for expr in exprs {
-            for name in metric_names(expr) {
+            let names = match metric_names(expr) {
+                Ok(names) => names,
+                Err(why) => {
+                    unknown.push((file.clone(), expr.clone(), why));
+                    continue;
+                }
+            };
+            for name in names {
                 if !exported.contains(&name) && !ADDED_BY_PROMETHEUS.contains(&name.as_str()) {
                     unknown.push((file.clone(), expr.clone(), name));
                 }
@@ -272,7 +192,8 @@ async fn every_dashboard_and_alert_query_names_an_exported_metric() {
     }
     let alerts = deploy.join("prometheus/alerts.yml");
     let yaml = std::fs::read_to_string(&alerts).unwrap_or_else(|e| panic!("cannot read {}: {e}", alerts.display()));
-    sources.push((alerts.display().to_string(), alert_exprs(&yaml)));
+    let exprs = alert_exprs(&yaml).unwrap_or_else(|e| panic!("{} is not a rule file: {e}", alerts.display()));
+    sources.push((alerts.display().to_string(), exprs));
     for (file, exprs) in &sources {
         assert!(!exprs.is_empty(), "found no PromQL expression in {file}");
     }
@@ -283,12 +204,12 @@ async fn every_dashboard_and_alert_query_names_an_exported_metric() {
         unknown.iter().map(|(file, expr, name)| format!("  `{name}` in {file}: {expr}")).collect();
     assert!(
         unknown.is_empty(),
-        "queries name metrics that bucket-api does not export:\n{}\nexported: {exported:?}",
+        "queries name metrics that bucket-api does not export (or are not PromQL):\n{}\nexported: {exported:?}",
         listing.join("\n")
     );
 
     let queried: BTreeSet<String> =
-        sources.iter().flat_map(|(_, exprs)| exprs.iter().flat_map(|expr| metric_names(expr))).collect();
+        sources.iter().flat_map(|(_, exprs)| exprs.iter().flat_map(|expr| metric_names(expr).unwrap_or_default())).collect();
     let expressions: usize = sources.iter().map(|(_, exprs)| exprs.len()).sum();
     println!(
         "dashboard metrics: {expressions} expressions in {} files name {} metrics, all exported: {}",
@@ -327,12 +248,13 @@ async fn tiered_series_exist_before_any_outage() {
 }
 
 #[test]
-fn metric_names_skip_functions_labels_ranges_modifiers_and_variables() {
+fn metric_names_are_the_selectors_of_the_syntax_tree() {
     let expr = r#"histogram_quantile(0.99, sum by (store, le) (rate(x_bucket{a="}b", c=~"$instance"}[$__rate_interval])))
         / on(instance) group_left(store) y:recorded offset 5m > bool 1e3 and ignoring (le) z"#;
-    assert_eq!(metric_names(expr), ["x_bucket", "y:recorded", "z"]);
-    assert_eq!(metric_names(r#"up{job="bucket-api"} == 0"#), ["up"]);
-    assert_eq!(metric_names("sum without(instance)(rate(a[5m])) or vector(0)"), ["a"]);
+    assert_eq!(metric_names(expr).unwrap(), ["x_bucket", "y:recorded", "z"]);
+    assert_eq!(metric_names(r#"up{job="bucket-api"} == 0"#).unwrap(), ["up"]);
+    assert_eq!(metric_names("sum without(instance)(rate(a[5m])) or vector(0)").unwrap(), ["a"]);
+    assert!(metric_names("rate(a[5m]").is_err());
 }
 
 #[test]
@@ -340,7 +262,8 @@ fn alert_exprs_read_inline_and_block_values() {
     let yaml = "groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: up == 0\n        for: 1m\n\
                 \x20     - alert: B\n        expr: |\n          rate(a[5m])\n          > 0\n        for: 2m\n\
                 \x20     - alert: C\n        expr: \"b > 1\"\n";
-    assert_eq!(alert_exprs(yaml), ["up == 0", "rate(a[5m]) > 0", "b > 1"]);
+    assert_eq!(alert_exprs(yaml).unwrap(), ["up == 0", "rate(a[5m])\n> 0\n", "b > 1"]);
+    assert!(alert_exprs("groups:\n  - rules:\n      - alert: A\n        alert: B\n        expr: up\n").is_err());
 }
 
 #[test]
