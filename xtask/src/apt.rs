@@ -15,7 +15,7 @@ static UPDATED: AtomicBool = AtomicBool::new(false);
 /// message saying what is missing (`what`) and how to install it.
 pub fn install(what: &str, packages: &[&str]) -> Result<()> {
     let command_line = format!("apt-get install -y --no-install-recommends {}", packages.join(" "));
-    if !process::is_root() {
+    if !bucket_testkit::process::is_root() {
         bail!("{what} is not installed. Install it with `sudo {command_line}` (or your system's equivalent), then run again");
     }
     if which::which("apt-get").is_err() {

@@ -281,7 +281,7 @@ impl Api {
                 && http_get(addr, "/healthz").map(|(s, _)| s == 200).unwrap_or(false)
         });
         if !up {
-            bail!("the API ({name}) did not answer /healthz; {}", process::log_tail(&api.log, 20));
+            bail!("the API ({name}) did not answer /healthz; {}", bucket_testkit::process::log_tail(&api.log, 20));
         }
         Ok(api)
     }

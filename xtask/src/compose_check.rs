@@ -195,7 +195,7 @@ fn ensure_promtool() -> std::result::Result<PathBuf, String> {
     if let Some(found) = which::which("promtool").ok() {
         return Ok(found);
     }
-    if process::is_root() {
+    if bucket_testkit::process::is_root() {
         if let Err(error) = apt::install("promtool", &["prometheus"]) {
             return Err(format!("{error:#}"));
         }

@@ -10,7 +10,7 @@ mod native;
 mod paths;
 mod postgres;
 mod process;
-mod redis;
+
 mod schemathesis;
 mod services;
 mod test;

@@ -12,7 +12,8 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::process::{self, GroupChild};
-use crate::{apt, interrupt, paths, postgres, redis};
+use crate::{apt, interrupt, paths, postgres};
+use bucket_testkit::{PostgresOptions, PrivatePostgres, PrivateRedis, RedisOptions};
 
 /// Time bucket-api gets to finish in-flight requests and flush its queues after SIGTERM.
 const API_STOP_GRACE: Duration = Duration::from_secs(15);
@@ -72,8 +73,14 @@ pub fn run(store: &str) -> Result<()> {
     println!("\nStopping the stack...");
     api.stop(API_STOP_GRACE);
     drop(metrics);
-    drop(cache);
-    drop(database);
+    if let Some((url, server)) = cache {
+        drop(server);
+        println!("  stopped Redis at {url}");
+    }
+    if let Some((url, cluster)) = database {
+        drop(cluster);
+        println!("  stopped PostgreSQL at {url}");
+    }
     let shown = temp.path().display().to_string();
     match temp.close() {
         Ok(()) => println!("  removed {shown}"),
@@ -89,7 +96,7 @@ fn check_interrupt() -> Result<()> {
     Ok(())
 }
 
-fn start_postgres(temp: &Path, needed: bool) -> Result<Option<(String, postgres::PrivateCluster)>> {
+fn start_postgres(temp: &Path, needed: bool) -> Result<Option<(String, PrivatePostgres)>> {
     if !postgres::server_installed() {
         let install = "apt-get install --no-install-recommends postgresql";
         if needed {
@@ -99,17 +106,17 @@ fn start_postgres(temp: &Path, needed: bool) -> Result<Option<(String, postgres:
         return Ok(None);
     }
     let port = process::free_port()?;
-    let cluster = postgres::PrivateCluster::start(&temp.join("postgres"), "127.0.0.1", port, "postgres")
-        .context("could not start PostgreSQL")?;
-    let url = format!("postgres://postgres@127.0.0.1:{port}/{DATABASE}");
+    let options = PostgresOptions { dir: Some(temp.join("postgres")), port, ..Default::default() };
+    let cluster = PrivatePostgres::launch(options).context("could not start PostgreSQL")?;
+    let url = cluster.url_for(DATABASE);
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     postgres::ensure_database(&url::Url::parse(&url)?, addr, DATABASE)?;
     println!("  PostgreSQL answering at {url}");
     Ok(Some((url, cluster)))
 }
 
-fn start_redis(temp: &Path, needed: bool) -> Result<Option<(String, redis::PrivateServer)>> {
-    if !redis::server_installed() {
+fn start_redis(temp: &Path, needed: bool) -> Result<Option<(String, PrivateRedis)>> {
+    if which::which("redis-server").is_err() {
         let install = "apt-get install --no-install-recommends redis-server";
         if needed {
             bail!("this store needs Redis, and redis-server is not installed: run `{install}` as root");
@@ -118,9 +125,10 @@ fn start_redis(temp: &Path, needed: bool) -> Result<Option<(String, redis::Priva
         return Ok(None);
     }
     let port = process::free_port()?;
-    let server =
-        redis::PrivateServer::start(&temp.join("redis"), "127.0.0.1", port).context("could not start Redis")?;
-    let url = format!("redis://127.0.0.1:{port}");
+    let options =
+        RedisOptions { port, dir: Some(temp.join("redis")), own_process_group: true, ..RedisOptions::default() };
+    let server = PrivateRedis::launch(options).context("could not start Redis")?;
+    let url = server.url();
     println!("  Redis answering at {url}");
     Ok(Some((url, server)))
 }
@@ -128,7 +136,7 @@ fn start_redis(temp: &Path, needed: bool) -> Result<Option<(String, redis::Priva
 /// Prometheus scraping the API every 5 s with a generated config and deploy/'s alert rules; installed first when
 /// missing and we are root, skipped with the install command otherwise (the stack is still useful without it).
 fn start_prometheus(temp: &Path, api_port: u16) -> Result<Option<(u16, GroupChild)>> {
-    if which::which("prometheus").is_err() && process::is_root() {
+    if which::which("prometheus").is_err() && bucket_testkit::process::is_root() {
         if let Err(error) = apt::install("Prometheus", &["prometheus"]) {
             println!("  could not install Prometheus: {error:#}");
         }
@@ -164,7 +172,7 @@ fn start_prometheus(temp: &Path, api_port: u16) -> Result<Option<(u16, GroupChil
         process::port_open(addr) || matches!(child.try_wait(), Ok(Some(_)))
     }) || !process::port_open(addr)
     {
-        bail!("Prometheus did not start\n{}", process::log_tail(&dir.join("prometheus.log"), 20));
+        bail!("Prometheus did not start\n{}", bucket_testkit::process::log_tail(&dir.join("prometheus.log"), 20));
     }
     println!("  Prometheus answering at http://127.0.0.1:{port}/");
     Ok(Some((port, child)))
@@ -205,7 +213,7 @@ fn api_exit_error(status: std::process::ExitStatus, store: &str) -> anyhow::Erro
 fn print_urls(
     api_port: u16,
     database: Option<&str>,
-    cache: Option<&(String, redis::PrivateServer)>,
+    cache: Option<&(String, PrivateRedis)>,
     metrics: Option<&(u16, GroupChild)>,
 ) {
     let api = format!("http://127.0.0.1:{api_port}");

@@ -3,13 +3,12 @@
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use nix::sys::signal::{kill, killpg, Signal};
-use nix::unistd::{Pid, User};
+use nix::unistd::Pid;
 
 use crate::interrupt;
 
@@ -19,19 +18,6 @@ const POLL: Duration = Duration::from_millis(100);
 /// The cargo that runs the xtask (cargo sets `CARGO`), so children use the same toolchain.
 pub fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-}
-
-/// Whether we run as root: PostgreSQL then has to run as its own user, and apt-get may install what is missing.
-pub fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
-/// The numeric user and group ids of a system user, to hand it a directory.
-pub fn user_ids(user: &str) -> Result<(u32, u32)> {
-    match User::from_name(user).with_context(|| format!("cannot look up the user `{user}`"))? {
-        Some(found) => Ok((found.uid.as_raw(), found.gid.as_raw())),
-        None => bail!("there is no `{user}` user on this machine"),
-    }
 }
 
 /// The command line as a person would type it, for banners and error messages.
@@ -126,11 +112,6 @@ pub fn free_port_preferring(preferred: u16) -> Result<u16> {
     }
 }
 
-/// Whether the process `pid` still exists (signal 0 checks without sending anything).
-pub fn pid_alive(pid: u32) -> bool {
-    kill(as_pid(pid), None).is_ok()
-}
-
 /// Sends `signal` to a process; one that is already gone is not an error.
 pub fn signal_process(pid: u32, signal: Signal) {
     let _ = kill(as_pid(pid), signal);
@@ -143,15 +124,6 @@ pub fn signal_group(leader: u32, signal: Signal) {
 
 fn as_pid(pid: u32) -> Pid {
     Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX))
-}
-
-/// Stops a daemon we only know by pid (it is not our child): SIGTERM, then SIGKILL after `grace`.
-pub fn stop_pid(pid: u32, grace: Duration) {
-    signal_process(pid, Signal::SIGTERM);
-    if !wait_regardless(grace, || !pid_alive(pid)) {
-        signal_process(pid, Signal::SIGKILL);
-        wait_regardless(Duration::from_secs(5), || !pid_alive(pid));
-    }
 }
 
 /// A child running in its own process group, so that one signal reaches it and everything it started (cargo and
@@ -198,17 +170,5 @@ impl GroupChild {
 impl Drop for GroupChild {
     fn drop(&mut self) {
         self.stop(Duration::from_secs(10));
-    }
-}
-
-/// The last `lines` lines of a log file, to quote in an error message.
-pub fn log_tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    let tail = all[all.len().saturating_sub(lines)..].join("\n");
-    if tail.is_empty() {
-        format!("(the log {} is empty)", path.display())
-    } else {
-        format!("last lines of {}:\n{tail}", path.display())
     }
 }

@@ -83,7 +83,7 @@ pub fn run() -> Result<()> {
             failures.push(label);
         }
         if let Some(status) = api.try_wait()? {
-            bail!("bucket-api exited with {status} during fuzzing\n{}", process::log_tail(&log_path, 30));
+            bail!("bucket-api exited with {status} during fuzzing\n{}", bucket_testkit::process::log_tail(&log_path, 30));
         }
     }
     api.stop(Duration::from_secs(10));
@@ -148,7 +148,7 @@ fn wait_healthy(api: &mut GroupChild, addr: SocketAddr, log: &Path) -> Result<()
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         if let Some(status) = api.try_wait()? {
-            bail!("bucket-api exited with {status} at start\n{}", process::log_tail(log, 30));
+            bail!("bucket-api exited with {status} at start\n{}", bucket_testkit::process::log_tail(log, 30));
         }
         if healthz_ok(addr) {
             return Ok(());
@@ -156,7 +156,7 @@ fn wait_healthy(api: &mut GroupChild, addr: SocketAddr, log: &Path) -> Result<()
         if Instant::now() >= deadline || interrupt::requested() {
             bail!(
                 "bucket-api did not answer /healthz at {addr} within {START_TIMEOUT:?}\n{}",
-                process::log_tail(log, 30)
+                bucket_testkit::process::log_tail(log, 30)
             );
         }
         std::thread::sleep(Duration::from_millis(100));

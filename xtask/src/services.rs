@@ -2,13 +2,15 @@
 //! the installed binaries (installed first when missing and we are root), so `cargo xtask test` works on a fresh
 //! machine as well as on one whose servers run already.
 
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
+use bucket_testkit::{PostgresOptions, PrivatePostgres, PrivateRedis, RedisOptions};
 use url::{Host, Url};
 
-use crate::{apt, paths, postgres, process, redis};
+use crate::{apt, paths, postgres, process};
 
 /// Where the tests find PostgreSQL unless `BUCKET_TEST_DATABASE_URL` says otherwise.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -21,18 +23,20 @@ pub struct TestServices {
     pub database_url: String,
     /// Value for `BUCKET_TEST_REDIS_URL`.
     pub redis_url: String,
-    postgres: Option<postgres::PrivateCluster>,
-    redis: Option<redis::PrivateServer>,
+    postgres: Option<PrivatePostgres>,
+    redis: Option<PrivateRedis>,
 }
 
 impl TestServices {
     /// Leaves the servers started here running after the xtask exits (for repeated local runs).
     pub fn keep_running(&mut self) {
         if let Some(cluster) = &mut self.postgres {
-            cluster.keep_running();
+            let stop = cluster.keep_running();
+            println!("  PostgreSQL on port {} keeps running; stop it with: {stop}", cluster.port());
         }
         if let Some(server) = &mut self.redis {
-            server.keep_running();
+            let stop = server.keep_running();
+            println!("  Redis on port {} keeps running; stop it with: {stop}", server.port());
         }
     }
 }
@@ -55,7 +59,7 @@ fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).ok().filter(|value| !value.is_empty()).unwrap_or_else(|| default.to_string())
 }
 
-fn ensure_postgres(url: &Url) -> Result<Option<postgres::PrivateCluster>> {
+fn ensure_postgres(url: &Url) -> Result<Option<PrivatePostgres>> {
     let addr = socket_addr(url, 5432)?;
     let database = match url.path().trim_start_matches('/') {
         "" => "postgres",
@@ -82,14 +86,16 @@ fn ensure_postgres(url: &Url) -> Result<Option<postgres::PrivateCluster>> {
         postgres::start_debian_cluster(&version, &name)?;
     } else {
         let preferred = paths::state_dir().join("pg");
-        let dir = if !process::is_root() || postgres::reachable_by_other_users(&preferred) {
+        let dir = if !bucket_testkit::process::is_root() || postgres::reachable_by_other_users(&preferred) {
             preferred
         } else {
             std::env::temp_dir().join(format!("bucket-xtask-pg-{}", addr.port()))
         };
         println!("  PostgreSQL: starting a private server on port {} (data in {})", addr.port(), dir.display());
-        let user = Some(url.username()).filter(|user| !user.is_empty()).unwrap_or("postgres");
-        started = Some(postgres::PrivateCluster::start(&dir, &listen_host(url), addr.port(), user)?);
+        let superuser = Some(url.username()).filter(|user| !user.is_empty()).unwrap_or("postgres").to_string();
+        let options =
+            PostgresOptions { dir: Some(dir), listen: listen_host(url), port: addr.port(), superuser, ..Default::default() };
+        started = Some(PrivatePostgres::launch(options)?);
     }
     if !postgres::wait_accepting(url, addr, Duration::from_secs(30)) {
         bail!("the server started but does not accept connections at {addr}");
@@ -99,9 +105,9 @@ fn ensure_postgres(url: &Url) -> Result<Option<postgres::PrivateCluster>> {
     Ok(started)
 }
 
-fn ensure_redis(url: &Url) -> Result<Option<redis::PrivateServer>> {
+fn ensure_redis(url: &Url) -> Result<Option<PrivateRedis>> {
     let addr = socket_addr(url, 6379)?;
-    if redis::answers_ping(addr) {
+    if answers_ping(addr) {
         println!("  Redis: answering at {}", redacted(url));
         return Ok(None);
     }
@@ -109,12 +115,23 @@ fn ensure_redis(url: &Url) -> Result<Option<redis::PrivateServer>> {
         bail!("something listens on {addr} but does not answer PING as Redis; free the port or change the URL");
     }
     refuse_remote(url, "BUCKET_TEST_REDIS_URL")?;
-    if !redis::server_installed() {
+    if which::which("redis-server").is_err() {
         apt::install("redis-server", &["redis-server"])?;
     }
     let dir = paths::state_dir().join("redis");
     println!("  Redis: starting a private server on port {} (files in {})", addr.port(), dir.display());
-    let server = redis::PrivateServer::start(&dir, &listen_host(url), addr.port())?;
+    let options = RedisOptions {
+        bind: listen_host(url),
+        port: addr.port(),
+        dir: Some(dir),
+        tls: None,
+        // A terminal's Ctrl-C must reach only the xtask, which stops the server (or keeps it running) itself.
+        own_process_group: true,
+    };
+    let server = PrivateRedis::launch(options)?;
+    if !process::wait_until(Duration::from_secs(20), || answers_ping(addr)) {
+        bail!("redis-server listens on {addr} but does not answer PING");
+    }
     println!("  Redis: answering at {}", redacted(url));
     Ok(Some(server))
 }
@@ -158,4 +175,19 @@ fn listen_host(url: &Url) -> String {
         Some(Host::Domain("localhost")) | None => "127.0.0.1".to_string(),
         Some(host) => host.to_string(),
     }
+}
+
+/// Whether a Redis server answers at `addr`: PING spoken directly over TCP, so no `redis-cli` is needed. A server that
+/// demands a password answers `-NOAUTH`, which still proves it is Redis and up; logging in is the tests' business.
+pub fn answers_ping(addr: SocketAddr) -> bool {
+    let ping = || -> std::io::Result<bool> {
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
+        stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+        stream.write_all(b"PING\r\n")?;
+        let mut reply = [0u8; 64];
+        let read = stream.read(&mut reply)?;
+        let reply = &reply[..read];
+        Ok(reply.starts_with(b"+PONG") || reply.starts_with(b"-NOAUTH"))
+    };
+    ping().unwrap_or(false)
 }

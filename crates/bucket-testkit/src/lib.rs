@@ -4,16 +4,34 @@
 //! Every helper isolates its test (own schema, own key prefix, own server or proxy) and cleans up in `Drop`, so a
 //! failing test leaves nothing behind for the next one.
 
+//!
+//! The server launchers ([`PrivatePostgres`], [`PrivateRedis`]) need nothing but std, so `cargo xtask` uses them
+//! too, without the `stores` feature (on by default) that brings the store crates and their clients.
+
+#[cfg(feature = "stores")]
 pub mod fault_proxy;
+#[cfg(feature = "stores")]
 pub mod pg;
 pub mod ports;
+pub mod private_postgres;
+pub mod private_redis;
+pub mod process;
+#[cfg(feature = "stores")]
 pub mod redis_server;
+#[cfg(feature = "stores")]
 pub mod tls;
 
+#[cfg(feature = "stores")]
 pub use fault_proxy::{Fault, FaultProxy};
+#[cfg(feature = "stores")]
 pub use pg::{database_url, redirect, RawRow, TestSchema};
 pub use ports::free_port;
-pub use redis_server::{unique_prefix, PrivateRedis, RedisPrefix, Shared};
+pub use private_postgres::{PostgresOptions, PrivatePostgres};
+pub use private_redis::{PrivateRedis, RedisOptions, RedisTls};
+pub use process::LaunchError;
+#[cfg(feature = "stores")]
+pub use redis_server::{unique_prefix, RedisPrefix, Shared};
 
 /// The Redis client the kit uses, so suites can talk to Redis without a dependency of their own.
+#[cfg(feature = "stores")]
 pub use deadpool_redis::redis;

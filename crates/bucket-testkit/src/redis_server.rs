@@ -1,15 +1,11 @@
-//! Redis for tests: the shared server with a private key prefix per test, or a private `redis-server` that a test
-//! may stop, freeze or kill without disturbing anyone else.
+//! Redis for tests: the shared server with a private key prefix per test. A test that stops, freezes or kills a
+//! server starts its own ([`crate::PrivateRedis`]).
 
 use std::collections::HashMap;
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bucket_store::redis::{RedisConfig, RedisStore};
 use deadpool_redis::redis::{self, aio::MultiplexedConnection};
-
-use crate::free_port;
 
 /// The shared Redis (`BUCKET_TEST_REDIS_URL`, default the local one); tests keep to their own key prefix there.
 pub fn shared_url() -> String {
@@ -136,98 +132,5 @@ pub fn cleanup(url: &str, prefix: &str) {
     let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}*")).query(&mut conn).unwrap_or_default();
     for key in keys {
         let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&key).query(&mut conn);
-    }
-}
-
-/// A `redis-server` of this test's own, killed when dropped.
-pub struct PrivateRedis {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl PrivateRedis {
-    /// Starts one on a free port and waits until it accepts connections.
-    pub fn start() -> Self {
-        Self::start_on(free_port())
-    }
-
-    /// Starts one on `port` (e.g. again after [`PrivateRedis::kill`]).
-    pub fn start_on(port: u16) -> Self {
-        let mut server = Self { port, child: None };
-        server.restart();
-        server
-    }
-
-    /// The URL to give a store.
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// `127.0.0.1:<port>`: what a [`crate::FaultProxy`] in front of it forwards to.
-    pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// The port it listens on.
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// Starts the server again on the same port after [`PrivateRedis::kill`].
-    pub fn restart(&mut self) {
-        assert!(self.child.is_none(), "server already running");
-        let child = Command::new(redis_server_binary())
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server (Debian: apt-get install redis-server)");
-        self.child = Some(child);
-        // Bounded wait for the listener; the server is up within milliseconds on a healthy machine.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server on port {} did not start", self.port);
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// SIGKILL: the process is gone, every connection reset.
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// SIGSTOP: the server still accepts TCP connections (the kernel does that) but answers nothing.
-    pub fn freeze(&self) {
-        self.signal("-STOP");
-    }
-
-    /// SIGCONT after [`PrivateRedis::freeze`].
-    pub fn thaw(&self) {
-        self.signal("-CONT");
-    }
-
-    fn signal(&self, signal: &str) {
-        let pid = self.child.as_ref().expect("server running").id().to_string();
-        let status = Command::new("kill").args([signal, &pid]).status().expect("run kill");
-        assert!(status.success(), "kill {signal} {pid} failed");
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        // SIGKILL works on a stopped process too, so a test that fails while the server is frozen leaves nothing.
-        self.kill();
-    }
-}
-
-/// `/usr/bin/redis-server` where Debian puts it, else whatever `PATH` finds.
-pub(crate) fn redis_server_binary() -> &'static str {
-    if std::path::Path::new("/usr/bin/redis-server").exists() {
-        "/usr/bin/redis-server"
-    } else {
-        "redis-server"
     }
 }
