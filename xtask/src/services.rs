@@ -3,7 +3,7 @@
 //! machine as well as on one whose servers run already.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -138,19 +138,25 @@ fn ensure_redis(url: &Url) -> Result<Option<PrivateRedis>> {
 
 /// Servers are only ever started on this machine; a remote URL that does not answer is the user's to fix.
 fn refuse_remote(url: &Url, variable: &str) -> Result<()> {
-    let local = match url.host() {
-        Some(Host::Domain(name)) => name == "localhost",
-        Some(Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    };
-    if !local {
+    if !is_local(url) {
         bail!(
             "{} is not on this machine, so it cannot be started here: start that server or change {variable}",
             url.host_str().unwrap_or("(no host)")
         );
     }
     Ok(())
+}
+
+/// Whether the URL's host is this machine. `postgres://` and `redis://` are not schemes the URL standard knows, so
+/// their IPv4 hosts arrive as names.
+fn is_local(url: &Url) -> bool {
+    match url.host() {
+        Some(Host::Domain("localhost")) => true,
+        Some(Host::Domain(name)) => name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback()),
+        Some(Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
 }
 
 /// The address the URL's host resolves to first, with `default_port` when the URL names no port.
@@ -190,4 +196,36 @@ pub fn answers_ping(addr: SocketAddr) -> bool {
         Ok(reply.starts_with(b"+PONG") || reply.starts_with(b"-NOAUTH"))
     };
     ping().unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(text: &str) -> Url {
+        Url::parse(text).unwrap()
+    }
+
+    #[test]
+    fn loopback_hosts_are_local_and_others_are_not() {
+        for local in ["postgres://postgres@127.0.0.1:5433/test", "redis://localhost", "redis://:secret@[::1]:6380/0"] {
+            assert!(is_local(&url(local)), "{local}");
+        }
+        assert!(!is_local(&url("postgres://db.example:5432/x")));
+        assert!(!is_local(&url("redis://10.0.0.1:6379")));
+    }
+
+    #[test]
+    fn ports_default_per_service_and_hosts_lose_their_brackets() {
+        assert_eq!(socket_addr(&url("redis://127.0.0.1"), 6379).unwrap().port(), 6379);
+        assert_eq!(socket_addr(&url("postgres://127.0.0.1:5433/test"), 5432).unwrap().port(), 5433);
+        assert_eq!(listen_host(&url("redis://[::1]:6380")), "::1");
+        assert_eq!(listen_host(&url("redis://localhost:6380")), "127.0.0.1");
+    }
+
+    #[test]
+    fn passwords_are_masked() {
+        assert_eq!(redacted(&url("redis://:secret@[::1]:6380/0")), "redis://:***@[::1]:6380/0");
+        assert_eq!(redacted(&url("postgres://u@h/db")), "postgres://u@h/db");
+    }
 }
