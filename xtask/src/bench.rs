@@ -8,8 +8,8 @@
 //! - `memory`: the API's VmRSS after 1,000,000 distinct keys and again after they refilled and were evicted.
 //!
 //! The results rewrite the marked tables in docs/perf.md and the `## Measured on this machine` section of
-//! loadtest/README.md, and `docs/http-bench.png` is drawn by the `http-chart` binary (xtask's `chart` feature, so
-//! the drawing crates stay out of CI's build).
+//! loadtest/README.md, and `docs/http-bench.svg` is drawn by the `http-chart` binary (xtask's `chart` feature, so
+//! the drawing crate stays out of CI's build).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -607,7 +607,7 @@ fn write_docs(results: &Value) -> Result<()> {
     if !results["http"].is_null() {
         let table = http_table(&results["http"]);
         perf = replace_marked(&perf, "http", &table)?;
-        let _ = write!(readme_body, "\n{table}\n![HTTP throughput and latency per store](../docs/http-bench.png)\n");
+        let _ = write!(readme_body, "\n{table}\n![HTTP throughput and latency per store](../docs/http-bench.svg)\n");
     }
     if !results["memory"].is_null() {
         let table = memory_table(&results["memory"]);
@@ -639,19 +639,14 @@ fn replace_section(doc: &str, heading: &str, body: &str) -> String {
 }
 
 fn draw_chart(results: &Path) -> Result<()> {
-    const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
-    if !Path::new(FONT).exists() {
-        apt::install("the DejaVu fonts for the chart", &["fonts-dejavu-core"])?;
-    }
-    let out = paths::in_workspace("docs/http-bench.png");
+    let out = paths::in_workspace("docs/http-bench.svg");
     println!("== drawing {}", out.display());
     let status = process::run_foreground(
         process::cargo()
             .current_dir(paths::workspace_root())
             .args(["run", "--quiet", "-p", "xtask", "--features", "chart", "--bin", "http-chart", "--"])
             .arg(results)
-            .arg(&out)
-            .arg(FONT),
+            .arg(&out),
     )?;
     if !status.success() {
         bail!("drawing the chart failed ({status})");

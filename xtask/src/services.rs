@@ -41,6 +41,23 @@ impl TestServices {
     }
 }
 
+/// Servers this run started stop here (the launchers' own drops), unless kept running; say so, as a person watching
+/// the log wonders what became of them.
+impl Drop for TestServices {
+    fn drop(&mut self) {
+        if let Some(server) = self.redis.take() {
+            let port = server.port();
+            drop(server);
+            println!("  stopped Redis on port {port} (unless kept running)");
+        }
+        if let Some(cluster) = self.postgres.take() {
+            let port = cluster.port();
+            drop(cluster);
+            println!("  stopped PostgreSQL on port {port} (unless kept running)");
+        }
+    }
+}
+
 /// Makes sure both servers answer at their URLs, starting them when they do not.
 pub fn ensure() -> Result<TestServices> {
     let database_url = env_or("BUCKET_TEST_DATABASE_URL", DEFAULT_DATABASE_URL);
