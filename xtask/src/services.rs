@@ -58,8 +58,18 @@ impl Drop for TestServices {
     }
 }
 
-/// Makes sure both servers answer at their URLs, starting them when they do not.
+/// Other programs the tests start themselves, as `(program, Debian package)`: installed with apt-get when missing
+/// (as root; anyone else is told the command). One line per program.
+const TEST_PROGRAMS: &[(&str, &str)] = &[];
+
+/// Makes sure both servers answer at their URLs, starting them when they do not, and that the other programs the
+/// tests start are installed.
 pub fn ensure() -> Result<TestServices> {
+    for (program, package) in TEST_PROGRAMS {
+        if which::which(program).is_err() {
+            apt::install(program, &[package])?;
+        }
+    }
     let database_url = env_or("BUCKET_TEST_DATABASE_URL", DEFAULT_DATABASE_URL);
     let redis_url = env_or("BUCKET_TEST_REDIS_URL", DEFAULT_REDIS_URL);
     let database = Url::parse(&database_url).context("BUCKET_TEST_DATABASE_URL")?;

@@ -172,18 +172,33 @@ impl Drop for TestSchema {
 
 /// `url` with its host and port replaced by `addr`; also returns the original `host:port`.
 pub fn redirect(url: &str, addr: SocketAddr) -> (String, String) {
-    let (scheme, rest) = url.split_once("://").expect("a postgres:// URL");
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    let (user, host_port) = match authority.rfind('@') {
-        Some(at) => (&authority[..=at], &authority[at + 1..]),
-        None => ("", authority),
-    };
-    let upstream = if host_port.contains(':') { host_port.to_owned() } else { format!("{host_port}:5432") };
-    (format!("{scheme}://{user}{addr}{}", &rest[authority_end..]), upstream)
+    let mut parsed = url::Url::parse(url).expect("a postgres:// URL");
+    let upstream = host_port(&parsed, 5432);
+    parsed.set_host(Some(&addr.ip().to_string())).expect("an address is a valid host");
+    parsed.set_port(Some(addr.port())).expect("a URL with a host takes a port");
+    (parsed.to_string(), upstream)
+}
+
+/// The URL's `host:port`, with `default_port` when it names none.
+pub(crate) fn host_port(url: &url::Url, default_port: u16) -> String {
+    format!("{}:{}", url.host_str().expect("a URL with a host"), url.port().unwrap_or(default_port))
 }
 
 /// The `host:port` PostgreSQL listens on: what a [`crate::FaultProxy`] in front of it forwards to.
 pub fn upstream() -> String {
     redirect(&database_url(), SocketAddr::from(([127, 0, 0, 1], 0))).1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirect_swaps_host_and_port_and_keeps_the_rest() {
+        let proxy = SocketAddr::from(([127, 0, 0, 1], 7000));
+        let (url, upstream) = redirect("postgres://postgres:pw@db.example/test?sslmode=disable", proxy);
+        assert_eq!(url, "postgres://postgres:pw@127.0.0.1:7000/test?sslmode=disable");
+        assert_eq!(upstream, "db.example:5432");
+        assert_eq!(redirect("postgres://[::1]:5433/t", proxy).1, "[::1]:5433");
+    }
 }

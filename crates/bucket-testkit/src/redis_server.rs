@@ -14,15 +14,7 @@ pub fn shared_url() -> String {
 
 /// The shared Redis's `host:port`: what a [`crate::FaultProxy`] in front of it forwards to.
 pub fn shared_upstream() -> String {
-    let url = shared_url();
-    let rest = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
-    let authority = rest.split('/').next().unwrap_or(rest);
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
-    if host_port.contains(':') {
-        host_port.to_owned()
-    } else {
-        format!("{host_port}:6379")
-    }
+    crate::pg::host_port(&url::Url::parse(&shared_url()).expect("BUCKET_TEST_REDIS_URL is a URL"), 6379)
 }
 
 /// A key prefix no other test (or run) uses: `test:<uuid>:`.
