@@ -200,7 +200,8 @@ fn ensure_promtool() -> std::result::Result<PathBuf, String> {
             return Err(format!("{error:#}"));
         }
     }
-    which::which("promtool").ok()
+    which::which("promtool")
+        .ok()
         .ok_or_else(|| "promtool not installed (apt-get install --no-install-recommends prometheus)".to_string())
 }
 
@@ -221,16 +222,16 @@ fn promtool(found: &std::result::Result<PathBuf, String>, args: &[&str], files: 
 /// and queries only provisioned data sources (a dashboard pointing at a missing uid shows "datasource not found").
 fn grafana_json(dir: &Path) -> Outcome {
     let datasources = dir.join("provisioning/datasources/prometheus.yml");
-    let uids: Vec<String> = match std::fs::read_to_string(&datasources)
-        .map_err(anyhow::Error::from)
-        .and_then(|t| yaml(&t))
-    {
-        Ok(root) => match root.get("datasources") {
-            Some(Value::Array(items)) => items.iter().filter_map(|d| d.get("uid")?.as_str().map(str::to_string)).collect(),
-            _ => Vec::new(),
-        },
-        Err(error) => return Outcome::Failed(format!("{}: {error:#}", datasources.display())),
-    };
+    let uids: Vec<String> =
+        match std::fs::read_to_string(&datasources).map_err(anyhow::Error::from).and_then(|t| yaml(&t)) {
+            Ok(root) => match root.get("datasources") {
+                Some(Value::Array(items)) => {
+                    items.iter().filter_map(|d| d.get("uid")?.as_str().map(str::to_string)).collect()
+                }
+                _ => Vec::new(),
+            },
+            Err(error) => return Outcome::Failed(format!("{}: {error:#}", datasources.display())),
+        };
     if uids.is_empty() {
         return Outcome::Failed(format!("{} provisions no data source with a uid", datasources.display()));
     }
@@ -356,10 +357,7 @@ mod tests {
     #[test]
     fn the_repository_compose_file_has_no_problem() {
         let text = std::fs::read_to_string(paths::in_workspace("deploy/docker-compose.yml")).unwrap();
-        assert_eq!(
-            compose_problems(&yaml(&text).unwrap(), &paths::in_workspace("deploy")),
-            Vec::<String>::new()
-        );
+        assert_eq!(compose_problems(&yaml(&text).unwrap(), &paths::in_workspace("deploy")), Vec::<String>::new());
     }
 
     #[test]

@@ -83,7 +83,10 @@ pub fn run() -> Result<()> {
             failures.push(label);
         }
         if let Some(status) = api.try_wait()? {
-            bail!("bucket-api exited with {status} during fuzzing\n{}", bucket_testkit::process::log_tail(&log_path, 30));
+            bail!(
+                "bucket-api exited with {status} during fuzzing\n{}",
+                bucket_testkit::process::log_tail(&log_path, 30)
+            );
         }
     }
     api.stop(Duration::from_secs(10));

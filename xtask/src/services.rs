@@ -120,8 +120,13 @@ fn ensure_postgres(url: &Url) -> Result<Option<PrivatePostgres>> {
         };
         println!("  PostgreSQL: starting a private server on port {} (data in {})", addr.port(), dir.display());
         let superuser = Some(url.username()).filter(|user| !user.is_empty()).unwrap_or("postgres").to_string();
-        let options =
-            PostgresOptions { dir: Some(dir), listen: listen_host(url), port: addr.port(), superuser, ..Default::default() };
+        let options = PostgresOptions {
+            dir: Some(dir),
+            listen: listen_host(url),
+            port: addr.port(),
+            superuser,
+            ..Default::default()
+        };
         started = Some(PrivatePostgres::launch(options)?);
     }
     if !postgres::wait_accepting(url, addr, Duration::from_secs(30)) {

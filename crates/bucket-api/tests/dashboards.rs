@@ -208,8 +208,10 @@ async fn every_dashboard_and_alert_query_names_an_exported_metric() {
         listing.join("\n")
     );
 
-    let queried: BTreeSet<String> =
-        sources.iter().flat_map(|(_, exprs)| exprs.iter().flat_map(|expr| metric_names(expr).unwrap_or_default())).collect();
+    let queried: BTreeSet<String> = sources
+        .iter()
+        .flat_map(|(_, exprs)| exprs.iter().flat_map(|expr| metric_names(expr).unwrap_or_default()))
+        .collect();
     let expressions: usize = sources.iter().map(|(_, exprs)| exprs.len()).sum();
     println!(
         "dashboard metrics: {expressions} expressions in {} files name {} metrics, all exported: {}",

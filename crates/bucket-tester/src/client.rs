@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderName};
 
-
 /// A reusable HTTP client that names the caller in the configured user header.
 #[derive(Clone)]
 pub struct Client {

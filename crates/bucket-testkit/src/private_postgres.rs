@@ -82,7 +82,8 @@ impl PrivatePostgres {
         }
         for (source, name) in &cluster.options.data_files {
             let target = data.join(name);
-            std::fs::copy(source, &target).map_err(|e| LaunchError(format!("cannot copy {}: {e}", source.display())))?;
+            std::fs::copy(source, &target)
+                .map_err(|e| LaunchError(format!("cannot copy {}: {e}", source.display())))?;
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600));
             if as_postgres {

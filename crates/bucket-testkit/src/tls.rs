@@ -7,8 +7,8 @@ use std::path::PathBuf;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
 
-pub use crate::private_postgres::PrivatePostgres;
 use crate::private_postgres::PostgresOptions;
+pub use crate::private_postgres::PrivatePostgres;
 use crate::private_redis::{PrivateRedis, RedisOptions, RedisTls};
 
 /// A CA and a server certificate it signed for `127.0.0.1` (not `localhost`), as PEM files in a fresh directory.
@@ -102,7 +102,8 @@ impl PrivatePostgres {
             Some(ca) => {
                 options.data_files =
                     vec![(ca.cert_file(), "server.crt".to_string()), (ca.key_file(), "server.key".to_string())];
-                options.settings = ["ssl=on", "ssl_cert_file=server.crt", "ssl_key_file=server.key"].map(String::from).to_vec();
+                options.settings =
+                    ["ssl=on", "ssl_cert_file=server.crt", "ssl_key_file=server.key"].map(String::from).to_vec();
             }
             None => options.settings = vec!["ssl=off".to_string()],
         }
