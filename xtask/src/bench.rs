@@ -102,10 +102,10 @@ pub fn run(options: &Args) -> Result<()> {
     }
     if options.runs(Part::Http) {
         let services = services::ensure()?;
-        http = Some(run_http(&options, &services.database_url, &services.redis_url)?);
+        http = Some(run_http(options, &services.database_url, &services.redis_url)?);
     }
     if options.runs(Part::Memory) {
-        memory = Some(run_memory(&options)?);
+        memory = Some(run_memory(options)?);
     }
     env_lines.push(format!("finished with load average {}", load_average()));
 

@@ -163,7 +163,7 @@ fn compose_problems(root: &Value, dir: &Path) -> Vec<String> {
 /// `config -q` of docker-compose (v1) or the `docker compose` plugin, which need no engine. Variables come from
 /// deploy/.env, or from deploy/.env.example where there is no .env (as in CI).
 fn compose_config(file: &Path) -> Outcome {
-    let mut command = if let Some(v1) = which::which("docker-compose").ok() {
+    let mut command = if let Ok(v1) = which::which("docker-compose") {
         Command::new(v1)
     } else if docker_compose_plugin() {
         let mut command = Command::new("docker");
@@ -192,7 +192,7 @@ fn docker_compose_plugin() -> bool {
 
 /// promtool, installed with Debian's `prometheus` package when missing and we are root; else why it is missing.
 fn ensure_promtool() -> std::result::Result<PathBuf, String> {
-    if let Some(found) = which::which("promtool").ok() {
+    if let Ok(found) = which::which("promtool") {
         return Ok(found);
     }
     if bucket_testkit::process::is_root() {

@@ -42,7 +42,7 @@ enum Step {
 pub fn run(options: &Args) -> Result<()> {
     interrupt::install()?;
     let started = Instant::now();
-    let result = run_steps(&options);
+    let result = run_steps(options);
     let verdict = if result.is_ok() { "passed" } else { "FAILED" };
     println!("\nxtask test: {verdict} in {}", seconds(started.elapsed()));
     result
