@@ -22,7 +22,7 @@ pub struct Args {
     native: bool,
     /// Validate deploy/ (compose file, Prometheus config and alert rules, Grafana provisioning and dashboard, and
     /// that every dashboard and alert query names a metric bucket-api exports) and exit.
-    #[arg(long, conflicts_with_all = ["native", "store"])]
+    #[arg(long)]
     check: bool,
     /// With --check: validate DIR (a copy of deploy/) instead.
     #[arg(long, value_name = "DIR", requires = "check")]
