@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use bucket_api::config::{Config, ConfigError, FailureMode, LogFormat, StoreKind};
+use secrecy::ExposeSecret;
 
 fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
@@ -33,7 +34,7 @@ fn defaults_match_the_design_table() {
     assert_eq!(c.store, StoreKind::Memory);
     assert_eq!((c.database_url.as_deref(), c.redis_url.as_deref()), (None, None));
     assert_eq!((c.capacity, c.refill_per_sec), (10, 1.0));
-    assert_eq!(c.admin_token, None);
+    assert!(c.admin_token.is_none());
     assert_eq!(c.failure_mode, FailureMode::FailOpen);
     assert_eq!((c.log_level.as_str(), c.log_format), ("info", LogFormat::Json));
     assert_eq!((c.user_header.as_str(), c.peer_fallback), ("X-User-ID", true));
@@ -78,7 +79,7 @@ fn the_file_overrides_defaults_and_the_environment_overrides_the_file() {
     assert_eq!(c.refill_per_sec, 2.5, "file beats default when env is silent");
     assert_eq!(c.listen, "127.0.0.1:9000");
     assert_eq!(c.log_level, "debug");
-    assert_eq!(c.admin_token.as_deref(), Some("tok"));
+    assert_eq!(c.admin_token.as_ref().map(ExposeSecret::expose_secret), Some("tok"));
     assert!(!c.peer_fallback);
     assert_eq!((c.workers, c.evict_interval_ms), (3, 250));
     assert_eq!(c.redis_url.as_deref(), Some("redis://cache:6379"));

@@ -85,7 +85,14 @@ mod tests {
     #[test]
     fn a_section_fills_what_it_leaves_out_and_refuses_unknown_keys() {
         let c: PostgresConfig = serde_json::from_str(r#"{"statement_timeout_ms": 250, "schema": "s"}"#).unwrap();
-        assert_eq!(c, PostgresConfig { statement_timeout: Duration::from_millis(250), schema: Some("s".into()), ..PostgresConfig::default() });
+        assert_eq!(
+            c,
+            PostgresConfig {
+                statement_timeout: Duration::from_millis(250),
+                schema: Some("s".into()),
+                ..PostgresConfig::default()
+            }
+        );
         assert_eq!((c.pool_size, c.connect_timeout), (16, Duration::from_secs(2)));
         assert!(serde_json::from_str::<PostgresConfig>(r#"{"statement_timeout": 250}"#).is_err(), "unit in the name");
         assert!(serde_json::from_str::<PostgresConfig>(r#"{"statement_timeout_ms": "1s"}"#).is_err(), "one grammar");
