@@ -37,12 +37,14 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The file is not TOML of the expected shape (unknown keys included, so typos are caught).
-    #[error("invalid config file {path}")]
+    #[error("invalid config file {path}{}: {reason}", at_key(key))]
     Parse {
         /// The file.
         path: PathBuf,
-        /// Where and why parsing failed, naming the key.
-        source: Box<figment::Error>,
+        /// The offending key (`redis.command_timeout_ms`); empty when the file is not TOML at all.
+        key: String,
+        /// What is wrong.
+        reason: String,
     },
     /// An environment variable holds a value of the wrong form.
     #[error("invalid {var}={value:?} (setting `{setting}`): {reason}")]
@@ -66,9 +68,23 @@ pub enum ConfigError {
     },
 }
 
-/// ` (BUCKET_X)` when a variable sets `setting`, so a validation error names both spellings.
+/// ` (BUCKET_X)` when variables set `setting` (`capacity/refill_per_sec` names both), so a validation error names
+/// both spellings.
 fn env_hint(setting: &str) -> String {
-    config_env::variable_for(setting).map_or_else(String::new, |var| format!(" ({var})"))
+    let vars: Vec<&str> = setting.split('/').filter_map(config_env::variable_for).collect();
+    if vars.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", vars.join("/"))
+    }
+}
+
+fn at_key(key: &str) -> String {
+    if key.is_empty() {
+        String::new()
+    } else {
+        format!(", key `{key}`")
+    }
 }
 
 impl ConfigError {
@@ -87,7 +103,11 @@ impl ConfigError {
                 setting,
                 reason: error.kind.to_string(),
             },
-            None => ConfigError::Parse { path: file.to_path_buf(), source: Box::new(error) },
+            None => ConfigError::Parse {
+                path: file.to_path_buf(),
+                key: setting,
+                reason: error.kind.to_string().trim_end().to_owned(),
+            },
         }
     }
 }
