@@ -291,8 +291,9 @@ impl Config {
         Self::layered(Path::new("(string)"), text, &HashMap::new())
     }
 
-    /// The three layers merged, not yet validated. Text from the environment becomes a number or a boolean where
-    /// the field wants one (figment's lossy extraction); everything else must already have the field's type.
+    /// The three layers merged, not yet validated. Text becomes a number or a boolean where the field wants one
+    /// (figment's lossy extraction: needed for the environment, whose values are all text, and harmless for the
+    /// file, where `capacity = "10"` is then read as 10).
     fn layered(file: &Path, text: &str, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
         Figment::new()
             .merge(Toml::string(text))
