@@ -19,7 +19,7 @@ use std::str::FromStr;
 
 use actix_web::http::header::HeaderMap;
 use actix_web::HttpRequest;
-use ipnet::{IpNet, Ipv6Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Deserializer};
 use slog::{debug, Logger};
 
@@ -67,6 +67,12 @@ pub fn parse_cidr(text: &str) -> Result<Cidr, CidrError> {
             IpAddr::from_str(text).map(|addr| IpNet::from(addr.to_canonical())).map_err(|_| CidrError(text.into()))?
         }
     };
+    // `::ffff:10.0.0.0/104` is 10.0.0.0/8: as written it could never match the canonical addresses compared here.
+    if let IpNet::V6(v6) = net {
+        if let (Some(v4), Some(prefix)) = (v6.addr().to_ipv4_mapped(), v6.prefix_len().checked_sub(96)) {
+            return Ipv4Net::new(v4, prefix).map(|n| IpNet::V4(n.trunc())).map_err(|_| CidrError(text.into()));
+        }
+    }
     Ok(net.trunc())
 }
 
@@ -348,6 +354,8 @@ mod tests {
         assert!(trusts("10.0.0.0/8", "::ffff:10.0.0.9"), "IPv4-mapped IPv6 is the IPv4 address");
         assert_eq!(parse_cidr("192.0.2.1").unwrap().to_string(), "192.0.2.1/32");
         assert_eq!(parse_cidr("::ffff:192.0.2.1").unwrap().to_string(), "192.0.2.1/32");
+        assert_eq!(parse_cidr("::ffff:10.1.0.0/104").unwrap().to_string(), "10.0.0.0/8");
+        assert!(trusts("::ffff:10.0.0.0/104", "10.2.3.4"));
         assert!(!trusts("192.0.2.1", "192.0.2.2"));
         assert!(trusts("2001:db8::/32", "2001:db8:ffff::1"));
         assert!(!trusts("2001:db8::/32", "2001:db9::1"));
