@@ -5,6 +5,7 @@ use std::future::{ready, Ready};
 use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{web, FromRequest, HttpRequest};
+use secrecy::ExposeSecret;
 use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
@@ -27,7 +28,7 @@ fn authorize(req: &HttpRequest) -> Result<AdminAuth, ApiError> {
     let state = req
         .app_data::<web::Data<AppState>>()
         .ok_or_else(|| ApiError::Internal("application state is not registered".into()))?;
-    let Some(expected) = state.config.admin_token.as_deref() else {
+    let Some(expected) = state.config.admin_token.as_ref().map(ExposeSecret::expose_secret) else {
         return Err(ApiError::AdminDisabled);
     };
     let presented = req

@@ -1,4 +1,7 @@
-//! The service's one typed configuration, read once at start: defaults, then a TOML file, then `BUCKET_*` variables.
+//! The service's one typed configuration, read once at start in three layers: the defaults (each struct's
+//! `Default`), then a TOML file, then the environment variables of `config_env.rs`, each layer overriding the one
+//! before key by key. The `[postgres]`, `[redis]` and `[tiered]` sections are the store crate's own configuration
+//! types, so nothing is mirrored; every setting is validated once, here, in [`Config::validate`].
 //!
 //! Nothing reads the environment after start: `Config::load` takes the variables as a map, so tests pass their own
 //! and the process environment is consulted only by `main`.
@@ -9,13 +12,20 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use bucket_core::Policy;
+use bucket_store::postgres::PostgresConfig;
+use bucket_store::redis::RedisConfig;
+pub use bucket_store::tiered::{TieredConfig, WriteMode};
+use figment::providers::{Format, Toml};
+use figment::Figment;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use crate::identity::{parse_cidr_list, Cidr};
-use crate::store_settings::{PostgresSettings, RedisSettings, StoreSettings, TieredSettings};
+use crate::config_env::{self, EnvLayer};
+pub use crate::config_print::{redact_url, Redacted};
+use crate::identity::{deserialize_cidrs, Cidr};
 
-/// Why the configuration cannot be used; each message names the setting (and variable or file) to fix, and never
-/// repeats its `source()`.
+/// Why the configuration cannot be used; each message names the setting (TOML key and environment variable) and
+/// what is wrong, and never repeats its `source()`.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file named by `--config` could not be read.
@@ -27,31 +37,79 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The file is not TOML of the expected shape (unknown keys included, so typos are caught).
-    #[error("invalid config file {path}")]
+    #[error("invalid config file {path}{}: {reason}", at_key(key))]
     Parse {
         /// The file.
         path: PathBuf,
-        /// Where and why parsing failed.
-        source: Box<toml::de::Error>,
+        /// The offending key (`redis.command_timeout_ms`); empty when the file is not TOML at all.
+        key: String,
+        /// What is wrong.
+        reason: String,
     },
     /// An environment variable holds a value of the wrong form.
-    #[error("invalid {var}={value:?}: {reason}")]
+    #[error("invalid {var}={value:?} (setting `{setting}`): {reason}")]
     Env {
         /// The variable's name.
         var: &'static str,
-        /// Its value.
+        /// The key it sets.
+        setting: String,
+        /// Its value (`<redacted>` for secrets).
         value: String,
         /// What was expected.
         reason: String,
     },
     /// A setting parsed but makes no sense (zero capacity, unknown log level, missing URL for the chosen store).
-    #[error("invalid setting `{setting}`: {reason}")]
+    #[error("invalid setting `{setting}`{}: {reason}", env_hint(setting))]
     Invalid {
         /// The setting's name as it appears in the TOML file.
         setting: String,
         /// What is wrong and what would be accepted.
         reason: String,
     },
+}
+
+/// ` (BUCKET_X)` when variables set `setting` (`capacity/refill_per_sec` names both), so a validation error names
+/// both spellings.
+fn env_hint(setting: &str) -> String {
+    let vars: Vec<&str> = setting.split('/').filter_map(config_env::variable_for).collect();
+    if vars.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", vars.join("/"))
+    }
+}
+
+fn at_key(key: &str) -> String {
+    if key.is_empty() {
+        String::new()
+    } else {
+        format!(", key `{key}`")
+    }
+}
+
+impl ConfigError {
+    fn invalid(setting: &str, reason: impl Into<String>) -> Self {
+        ConfigError::Invalid { setting: setting.into(), reason: reason.into() }
+    }
+
+    /// Blames the layer the bad value came from: the variable, or the file.
+    fn from_figment(error: figment::Error, file: &Path, env: &HashMap<String, String>) -> Self {
+        let setting = error.path.join(".");
+        let from_env = error.metadata.as_ref().is_some_and(|m| m.name == config_env::SOURCE);
+        match config_env::variable_for(&setting).filter(|_| from_env) {
+            Some(var) => ConfigError::Env {
+                var,
+                value: config_env::printable(var, env.get(var).map_or("", String::as_str)),
+                setting,
+                reason: error.kind.to_string(),
+            },
+            None => ConfigError::Parse {
+                path: file.to_path_buf(),
+                key: setting,
+                reason: error.kind.to_string().trim_end().to_owned(),
+            },
+        }
+    }
 }
 
 /// Which backend keeps the buckets (`BUCKET_STORE`).
@@ -81,20 +139,6 @@ impl StoreKind {
     }
 }
 
-impl FromStr for StoreKind {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "memory" => Ok(StoreKind::Memory),
-            "postgres" => Ok(StoreKind::Postgres),
-            "redis" => Ok(StoreKind::Redis),
-            "tiered" => Ok(StoreKind::Tiered),
-            _ => Err("expected one of memory, postgres, redis, tiered".into()),
-        }
-    }
-}
-
 /// What to answer when the store cannot decide (`BUCKET_FAILURE_MODE`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -112,18 +156,6 @@ impl FailureMode {
         match self {
             FailureMode::FailOpen => "fail_open",
             FailureMode::FailClosed => "fail_closed",
-        }
-    }
-}
-
-impl FromStr for FailureMode {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "fail_open" => Ok(FailureMode::FailOpen),
-            "fail_closed" => Ok(FailureMode::FailClosed),
-            _ => Err("expected fail_open or fail_closed".into()),
         }
     }
 }
@@ -149,18 +181,6 @@ impl LogFormat {
     }
 }
 
-impl FromStr for LogFormat {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "json" => Ok(LogFormat::Json),
-            "text" => Ok(LogFormat::Text),
-            _ => Err("expected json or text".into()),
-        }
-    }
-}
-
 /// A named policy from `[policies.<name>]`, chosen by `POST /v1/check {"policy": "<name>"}`.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -172,7 +192,7 @@ pub struct PolicyConfig {
 }
 
 /// Everything the service can be told at start.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Address to bind (`BUCKET_LISTEN`); port 0 picks a free one.
@@ -187,8 +207,8 @@ pub struct Config {
     pub capacity: u64,
     /// Default policy's refill rate per second (`BUCKET_REFILL_PER_SEC`).
     pub refill_per_sec: f64,
-    /// Bearer token for admin routes (`BUCKET_ADMIN_TOKEN`); none turns them off.
-    pub admin_token: Option<String>,
+    /// Bearer token for admin routes (`BUCKET_ADMIN_TOKEN`); none turns them off. Secret: never printed.
+    pub admin_token: Option<SecretString>,
     /// What to answer when the store fails (`BUCKET_FAILURE_MODE`).
     pub failure_mode: FailureMode,
     /// slog level name: critical, error, warn, info, debug, trace (`BUCKET_LOG_LEVEL`).
@@ -201,6 +221,7 @@ pub struct Config {
     pub peer_fallback: bool,
     /// Proxies whose `Forwarded`/`X-Forwarded-For` headers are believed (`BUCKET_TRUSTED_PROXIES`, comma-separated
     /// CIDRs); empty: forwarding headers are ignored and the peer address keys callers without the user header.
+    #[serde(deserialize_with = "deserialize_cidrs")]
     pub trusted_proxies: Vec<Cidr>,
     /// Prefix length of the network that keys an IPv6 client (`BUCKET_IPV6_PREFIX`), so one host holding a /64
     /// cannot mint a bucket per address.
@@ -213,12 +234,12 @@ pub struct Config {
     pub evict_interval_ms: u64,
     /// Named policies, TOML only: `[policies.premium] capacity = 100, refill_per_sec = 10`.
     pub policies: BTreeMap<String, PolicyConfig>,
-    /// `[postgres]`: pool and statement bounds.
-    pub postgres: PostgresSettings,
-    /// `[redis]`: pool, command timeout, key prefix.
-    pub redis: RedisSettings,
+    /// `[postgres]`: pool and statement bounds (its `url` comes from `database_url` when the store is built).
+    pub postgres: PostgresConfig,
+    /// `[redis]`: pool, command timeout, key prefix (its `url` comes from `redis_url`).
+    pub redis: RedisConfig,
     /// `[tiered]`: write mode, queue, policy cache.
-    pub tiered: TieredSettings,
+    pub tiered: TieredConfig,
 }
 
 impl Default for Config {
@@ -242,9 +263,9 @@ impl Default for Config {
             workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             evict_interval_ms: 1000,
             policies: BTreeMap::new(),
-            postgres: PostgresSettings::default(),
-            redis: RedisSettings::default(),
-            tiered: TieredSettings::default(),
+            postgres: PostgresConfig::default(),
+            redis: RedisConfig::default(),
+            tiered: TieredConfig::default(),
         }
     }
 }
@@ -252,83 +273,38 @@ impl Default for Config {
 /// Policy names the service itself puts in the `RateLimit` headers, so no configured policy may take them.
 pub const RESERVED_POLICY_NAMES: [&str; 2] = ["default", "user"];
 
-/// Parses one environment variable's value, naming the variable when it does not fit.
-pub(crate) fn parse_env<T: FromStr>(var: &'static str, value: &str) -> Result<T, ConfigError>
-where
-    T::Err: fmt::Display,
-{
-    value.trim().parse::<T>().map_err(|e| ConfigError::Env { var, value: value.into(), reason: e.to_string() })
-}
-
 impl Config {
     /// Defaults, overridden by the TOML file at `path` if given, overridden by the variables in `env`; validated.
     pub fn load(path: Option<&Path>, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
-        let mut config = match path {
-            Some(path) => Self::from_toml_file(path)?,
-            None => Self::default(),
+        let text = match path {
+            Some(path) => std::fs::read_to_string(path)
+                .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?,
+            None => String::new(),
         };
-        config.apply_env(env)?;
+        let config = Self::layered(path.unwrap_or(Path::new("(none)")), &text, env)?;
         config.validate()?;
         Ok(config)
     }
 
     /// Parses TOML text over the defaults (no validation, no environment).
-    pub fn from_toml_str(text: &str) -> Result<Self, toml::de::Error> {
-        toml::from_str(text)
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        Self::layered(Path::new("(string)"), text, &HashMap::new())
     }
 
-    fn from_toml_file(path: &Path) -> Result<Self, ConfigError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-        Self::from_toml_str(&text)
-            .map_err(|source| ConfigError::Parse { path: path.to_path_buf(), source: source.into() })
-    }
-
-    /// Overrides settings from the variables DESIGN.md §3 names; unrelated variables are ignored.
-    pub fn apply_env(&mut self, env: &HashMap<String, String>) -> Result<(), ConfigError> {
-        for (var, value) in env {
-            match var.as_str() {
-                "BUCKET_LISTEN" => self.listen = value.clone(),
-                "BUCKET_STORE" => self.store = parse_env("BUCKET_STORE", value)?,
-                "DATABASE_URL" => self.database_url = Some(value.clone()),
-                "REDIS_URL" => self.redis_url = Some(value.clone()),
-                "BUCKET_CAPACITY" => self.capacity = parse_env("BUCKET_CAPACITY", value)?,
-                "BUCKET_REFILL_PER_SEC" => self.refill_per_sec = parse_env("BUCKET_REFILL_PER_SEC", value)?,
-                // An empty token in the environment means "unset", the usual shell idiom for turning a feature off.
-                "BUCKET_ADMIN_TOKEN" => self.admin_token = Some(value.clone()).filter(|t| !t.is_empty()),
-                "BUCKET_FAILURE_MODE" => self.failure_mode = parse_env("BUCKET_FAILURE_MODE", value)?,
-                "BUCKET_LOG_LEVEL" => self.log_level = value.trim().to_string(),
-                "BUCKET_LOG_FORMAT" => self.log_format = parse_env("BUCKET_LOG_FORMAT", value)?,
-                "BUCKET_USER_HEADER" => self.user_header = value.trim().to_string(),
-                "BUCKET_PEER_FALLBACK" => self.peer_fallback = parse_env("BUCKET_PEER_FALLBACK", value)?,
-                "BUCKET_TRUSTED_PROXIES" => {
-                    self.trusted_proxies = parse_cidr_list(value).map_err(|e| ConfigError::Env {
-                        var: "BUCKET_TRUSTED_PROXIES",
-                        value: value.clone(),
-                        reason: e.to_string(),
-                    })?
-                }
-                "BUCKET_IPV6_PREFIX" => self.ipv6_prefix = parse_env("BUCKET_IPV6_PREFIX", value)?,
-                "BUCKET_MAX_BODY_BYTES" => self.max_body_bytes = parse_env("BUCKET_MAX_BODY_BYTES", value)?,
-                "BUCKET_WORKERS" => self.workers = parse_env("BUCKET_WORKERS", value)?,
-                "BUCKET_EVICT_INTERVAL_MS" => self.evict_interval_ms = parse_env("BUCKET_EVICT_INTERVAL_MS", value)?,
-                _ => {}
-            }
-        }
-        let mut stores = self.stores();
-        stores.apply_env(env)?;
-        StoreSettings { postgres: self.postgres, redis: self.redis, tiered: self.tiered } = stores;
-        Ok(())
-    }
-
-    /// The `[postgres]`, `[redis]` and `[tiered]` sections together, which `stores.rs` turns into adapters.
-    pub fn stores(&self) -> StoreSettings {
-        StoreSettings { postgres: self.postgres.clone(), redis: self.redis.clone(), tiered: self.tiered.clone() }
+    /// The three layers merged, not yet validated. Text becomes a number or a boolean where the field wants one
+    /// (figment's lossy extraction: needed for the environment, whose values are all text, and harmless for the
+    /// file, where `capacity = "10"` is then read as 10).
+    fn layered(file: &Path, text: &str, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        Figment::new()
+            .merge(Toml::string(text))
+            .merge(EnvLayer(env))
+            .extract_lossy()
+            .map_err(|e| ConfigError::from_figment(e, file, env))
     }
 
     /// Checks every setting once, so a bad value stops the process at start with its name instead of failing later.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |setting: &str, reason: String| ConfigError::Invalid { setting: setting.into(), reason };
+        let invalid = |setting: &str, reason: String| ConfigError::invalid(setting, reason);
         if self.listen.trim().is_empty() {
             return Err(invalid("listen", "must be host:port".into()));
         }
@@ -356,7 +332,7 @@ impl Config {
         if self.evict_interval_ms == 0 {
             return Err(invalid("evict_interval_ms", "must be at least 1".into()));
         }
-        if matches!(self.admin_token.as_deref(), Some("")) {
+        if self.admin_token.as_ref().is_some_and(|t| t.expose_secret().is_empty()) {
             return Err(invalid("admin_token", "must not be empty; leave it unset to turn admin routes off".into()));
         }
         let needs_db = matches!(self.store, StoreKind::Postgres | StoreKind::Tiered);
@@ -367,7 +343,27 @@ impl Config {
         if needs_redis && self.redis_url.is_none() {
             return Err(invalid("redis_url", format!("store `{}` needs REDIS_URL", self.store.as_str())));
         }
-        self.stores().validate()
+        let positive = [
+            ("postgres.pool_size", self.postgres.pool_size as u128),
+            ("postgres.connect_timeout_ms", self.postgres.connect_timeout.as_millis()),
+            ("postgres.statement_timeout_ms", self.postgres.statement_timeout.as_millis()),
+            ("redis.pool_size", self.redis.pool_size as u128),
+            ("redis.command_timeout_ms", self.redis.command_timeout.as_millis()),
+            ("redis.connect_timeout_ms", self.redis.connect_timeout.as_millis()),
+            ("tiered.flush_interval_ms", self.tiered.flush_interval.as_millis()),
+            ("tiered.retry_interval_ms", self.tiered.retry_interval.as_millis()),
+            ("tiered.queue_capacity", self.tiered.queue_capacity as u128),
+        ];
+        if let Some((setting, _)) = positive.iter().find(|(_, value)| *value == 0) {
+            return Err(ConfigError::invalid(setting, "must be at least 1"));
+        }
+        if self.redis.key_prefix.contains(['{', '}']) {
+            return Err(ConfigError::invalid(
+                "redis.key_prefix",
+                "must not contain { or } (they delimit the hash tag)",
+            ));
+        }
+        Ok(())
     }
 
     /// The policy applied when neither the key nor the request names another.
@@ -411,74 +407,13 @@ impl Config {
     }
 }
 
-/// [`Config`] with the admin token and URL passwords hidden, for logs; `Display` prints one `key = value` per line.
-pub struct Redacted<'a>(&'a Config);
-
-impl Redacted<'_> {
-    /// Every setting as (name, printable value), in the order of the configuration table.
-    pub fn entries(&self) -> Vec<(&'static str, String)> {
-        let c = self.0;
-        let url = |u: &Option<String>| u.as_deref().map_or_else(|| "none".to_string(), redact_url);
-        let policies = if c.policies.is_empty() {
-            "none".to_string()
-        } else {
-            c.policies
-                .iter()
-                .map(|(name, p)| format!("{name}: capacity {} refill_per_sec {}", p.capacity, p.refill_per_sec))
-                .collect::<Vec<_>>()
-                .join("; ")
-        };
-        let trusted_proxies = if c.trusted_proxies.is_empty() {
-            "none (forwarding headers ignored)".to_string()
-        } else {
-            c.trusted_proxies.iter().map(Cidr::to_string).collect::<Vec<_>>().join(", ")
-        };
-        vec![
-            ("listen", c.listen.clone()),
-            ("store", c.store.as_str().into()),
-            ("database_url", url(&c.database_url)),
-            ("redis_url", url(&c.redis_url)),
-            ("capacity", c.capacity.to_string()),
-            ("refill_per_sec", c.refill_per_sec.to_string()),
-            ("admin_token", if c.admin_token.is_some() { "<redacted>" } else { "none (admin routes off)" }.into()),
-            ("failure_mode", c.failure_mode.as_str().into()),
-            ("log_level", c.log_level.clone()),
-            ("log_format", c.log_format.as_str().into()),
-            ("user_header", c.user_header.clone()),
-            ("peer_fallback", c.peer_fallback.to_string()),
-            ("trusted_proxies", trusted_proxies),
-            ("ipv6_prefix", c.ipv6_prefix.to_string()),
-            ("max_body_bytes", c.max_body_bytes.to_string()),
-            ("workers", c.workers.to_string()),
-            ("evict_interval_ms", c.evict_interval_ms.to_string()),
-            ("policies", policies),
-        ]
-        .into_iter()
-        .chain(c.stores().entries())
-        .collect()
-    }
-}
-
-impl fmt::Display for Redacted<'_> {
+/// Printed as the redacted view, so a `{:?}` of the state never shows a password or the token.
+impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (name, value) in self.entries() {
-            writeln!(f, "{name} = {value}")?;
+        let mut map = f.debug_map();
+        for (name, value) in self.redacted().entries() {
+            map.entry(&name, &value);
         }
-        Ok(())
+        map.finish()
     }
-}
-
-impl slog::KV for Redacted<'_> {
-    fn serialize(&self, _record: &slog::Record<'_>, serializer: &mut dyn slog::Serializer) -> slog::Result {
-        for (name, value) in self.entries() {
-            serializer.emit_str(name, &value)?;
-        }
-        Ok(())
-    }
-}
-
-/// Hides every password in a connection string (see [`bucket_store::redact::redact_url`], the one implementation
-/// the stores' own log lines use too).
-pub fn redact_url(url: &str) -> String {
-    bucket_store::redact::redact_url(url)
 }

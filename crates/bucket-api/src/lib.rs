@@ -6,6 +6,8 @@
 
 pub mod auth;
 pub mod config;
+pub mod config_env;
+mod config_print;
 pub mod error;
 pub mod failure_mode;
 pub mod headers;
@@ -16,7 +18,6 @@ pub mod openapi;
 pub mod routes;
 pub mod server;
 pub mod state;
-pub mod store_settings;
 pub mod stores;
 
 pub use config::Config;

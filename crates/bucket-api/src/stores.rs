@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use bucket_store::postgres::{PostgresConfig, PostgresStore};
-use bucket_store::redis::RedisStore;
+use bucket_store::redis::{RedisConfig, RedisStore};
 use bucket_store::tiered::TieredStore;
 use bucket_store::{AnyStore, CachedPolicies, MemoryStore, RefusalCache};
 use slog::{info, warn, Logger};
@@ -21,8 +21,9 @@ const LONGEST_RETRY: Duration = Duration::from_secs(10);
 /// The store `config.store` names, connected and ready, with its background tasks (evictor, flusher, prober)
 /// running on the current tokio runtime.
 pub async fn build_store(config: &Config, log: &Logger) -> Result<AnyStore, StartError> {
-    let settings = config.stores();
-    let cache_ttl = Duration::from_millis(settings.tiered.policy_cache_ttl_ms);
+    let cache_ttl = config.tiered.policy_cache_ttl;
+    let postgres = |url: &str| PostgresConfig { url: url.to_owned(), ..config.postgres.clone() };
+    let redis = |url: &str| RedisConfig { url: url.to_owned(), ..config.redis.clone() };
     let store = match config.store {
         StoreKind::Memory => {
             let store = MemoryStore::new();
@@ -32,21 +33,16 @@ pub async fn build_store(config: &Config, log: &Logger) -> Result<AnyStore, Star
         }
         StoreKind::Postgres => {
             let url = required(&config.database_url, "DATABASE_URL")?;
-            AnyStore::Postgres(cached(connect_postgres(settings.postgres_config(url), log).await?, cache_ttl))
+            AnyStore::Postgres(cached(connect_postgres(postgres(url), log).await?, cache_ttl))
         }
         StoreKind::Redis => {
             let url = required(&config.redis_url, "REDIS_URL")?;
-            let redis = connect_redis(&settings.redis_config(url), log).await?;
-            AnyStore::Redis(cached(redis, cache_ttl))
+            AnyStore::Redis(cached(connect_redis(&redis(url), log).await?, cache_ttl))
         }
         StoreKind::Tiered => {
-            let pg = connect_postgres(settings.postgres_config(required(&config.database_url, "DATABASE_URL")?), log)
-                .await?;
-            let redis = connect_redis(&settings.redis_config(required(&config.redis_url, "REDIS_URL")?), log).await?;
-            AnyStore::Tiered(cached(
-                TieredStore::new(redis, pg, settings.tiered_config(), log.clone()).await,
-                cache_ttl,
-            ))
+            let pg = connect_postgres(postgres(required(&config.database_url, "DATABASE_URL")?), log).await?;
+            let redis = connect_redis(&redis(required(&config.redis_url, "REDIS_URL")?), log).await?;
+            AnyStore::Tiered(cached(TieredStore::new(redis, pg, config.tiered.clone(), log.clone()).await, cache_ttl))
         }
     };
     info!(log, "store ready"; "store" => store.kind());
@@ -92,7 +88,7 @@ async fn connect_postgres(config: PostgresConfig, log: &Logger) -> Result<Postgr
 
 /// Builds the pool; an unreachable Redis is logged and tolerated (the tiered store falls back, the redis store
 /// answers with the failure mode until Redis answers).
-async fn connect_redis(config: &bucket_store::redis::RedisConfig, log: &Logger) -> Result<RedisStore, StartError> {
+async fn connect_redis(config: &RedisConfig, log: &Logger) -> Result<RedisStore, StartError> {
     let redis = RedisStore::connect(config.clone())?;
     match redis.ping().await {
         Ok(()) => info!(log, "redis connected"; "url" => config.redacted_url()),

@@ -114,8 +114,7 @@ async fn ipv6_addresses_in_one_64_share_a_bucket_and_across_64s_do_not() {
 #[actix_web::test]
 async fn the_ipv6_prefix_is_configurable() {
     let env: HashMap<String, String> = [("BUCKET_IPV6_PREFIX".to_string(), "48".to_string())].into();
-    let mut wide = config();
-    wide.apply_env(&env).unwrap();
+    let wide = Config { ipv6_prefix: Config::load(None, &env).unwrap().ipv6_prefix, ..config() };
     let clock = ManualClock::new(1);
     let app = init_service(build_app(state(wide, &clock))).await;
     let body: Value = read_body_json(call_service(&app, get("[2001:db8:1:2::1]:1").to_request()).await).await;

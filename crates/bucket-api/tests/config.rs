@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use bucket_api::config::{Config, ConfigError, FailureMode, LogFormat, StoreKind};
+use secrecy::ExposeSecret;
 
 fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
@@ -33,7 +34,7 @@ fn defaults_match_the_design_table() {
     assert_eq!(c.store, StoreKind::Memory);
     assert_eq!((c.database_url.as_deref(), c.redis_url.as_deref()), (None, None));
     assert_eq!((c.capacity, c.refill_per_sec), (10, 1.0));
-    assert_eq!(c.admin_token, None);
+    assert!(c.admin_token.is_none());
     assert_eq!(c.failure_mode, FailureMode::FailOpen);
     assert_eq!((c.log_level.as_str(), c.log_format), ("info", LogFormat::Json));
     assert_eq!((c.user_header.as_str(), c.peer_fallback), ("X-User-ID", true));
@@ -78,7 +79,7 @@ fn the_file_overrides_defaults_and_the_environment_overrides_the_file() {
     assert_eq!(c.refill_per_sec, 2.5, "file beats default when env is silent");
     assert_eq!(c.listen, "127.0.0.1:9000");
     assert_eq!(c.log_level, "debug");
-    assert_eq!(c.admin_token.as_deref(), Some("tok"));
+    assert_eq!(c.admin_token.as_ref().map(ExposeSecret::expose_secret), Some("tok"));
     assert!(!c.peer_fallback);
     assert_eq!((c.workers, c.evict_interval_ms), (3, 250));
     assert_eq!(c.redis_url.as_deref(), Some("redis://cache:6379"));
@@ -167,4 +168,75 @@ fn the_printed_configuration_hides_secrets_and_shows_every_setting() {
     for setting in ["listen = 0.0.0.0:8080", "capacity = 10", "refill_per_sec = 1", "failure_mode = fail_open"] {
         assert!(printed.contains(setting), "{setting} missing:\n{printed}");
     }
+}
+
+#[test]
+fn errors_name_the_toml_key_and_the_variable() {
+    let cases: [(&str, &str, &[&str]); 4] = [
+        ("BUCKET_PG_POOL_SIZE", "many", &["postgres.pool_size", "many"]),
+        ("BUCKET_REDIS_TIMEOUT_MS", "0", &["redis.command_timeout_ms", "at least 1"]),
+        ("BUCKET_REDIS_KEY_PREFIX", "a{b}", &["redis.key_prefix", "hash tag"]),
+        ("BUCKET_CAPACITY", "0", &["capacity"]),
+    ];
+    for (var, value, fragments) in cases {
+        let vars = [(var, value)];
+        let err = Config::load(None, &env(&vars)).expect_err("refused").to_string();
+        assert!(err.contains(var), "{err:?} should name {var}");
+        for fragment in fragments {
+            assert!(err.contains(fragment), "{vars:?}: {err:?} should mention {fragment:?}");
+        }
+    }
+    // In the file: the key is named, units stay in the name and durations are integers.
+    for (text, key) in [
+        ("[redis]\ncommand_timeout = 5\n", "redis.command_timeout"),
+        ("[redis]\ncommand_timeout_ms = \"5ms\"\n", "redis.command_timeout_ms"),
+        ("[postgres]\nurl = \"postgres://db/x\"\n", "postgres.url"),
+        ("[tiered]\nbatch_size = 5\n", "tiered.batch_size"),
+    ] {
+        let file = TempToml::new(text);
+        let err = Config::load(Some(&file.0), &HashMap::new()).unwrap_err();
+        assert!(matches!(err, ConfigError::Parse { .. }), "{err}");
+        assert!(err.to_string().contains(&format!("key `{key}`")), "{err}");
+    }
+}
+
+#[test]
+fn the_store_sections_read_from_the_file_and_the_environment() {
+    let file = TempToml::new(
+        "[postgres]\nstatement_timeout_ms = 250\n[redis]\ncommand_timeout_ms = 75\n[tiered]\nwrite_mode = \"write_behind\"\n",
+    );
+    let c = Config::load(
+        Some(&file.0),
+        &env(&[("BUCKET_REDIS_TIMEOUT_MS", " 60 "), ("BUCKET_WRITE_MODE", "write-behind")]),
+    )
+    .unwrap();
+    assert_eq!(c.postgres.statement_timeout, std::time::Duration::from_millis(250));
+    assert_eq!(c.postgres.connect_timeout, std::time::Duration::from_secs(2), "unset in the file: default kept");
+    assert_eq!(c.redis.command_timeout, std::time::Duration::from_millis(60), "env beats file");
+    assert_eq!(c.tiered.write_mode, bucket_api::config::WriteMode::WriteBehind);
+}
+
+#[test]
+fn an_empty_variable_turns_an_optional_setting_off_even_over_the_file() {
+    let file = TempToml::new("admin_token = \"from-file\"\n[postgres]\nschema = \"s\"\n");
+    let c = Config::load(Some(&file.0), &env(&[("BUCKET_ADMIN_TOKEN", ""), ("BUCKET_PG_SCHEMA", " ")])).unwrap();
+    assert!(c.admin_token.is_none());
+    assert_eq!(c.postgres.schema, None);
+    // Not every empty value unsets: an empty key prefix is a prefix.
+    let c = Config::load(None, &env(&[("BUCKET_REDIS_KEY_PREFIX", "")])).unwrap();
+    assert_eq!(c.redis.key_prefix, "");
+}
+
+#[test]
+fn debug_output_hides_secrets_too() {
+    let vars = env(&[
+        ("DATABASE_URL", "postgres://app:pg-password@db:5432/bucket"),
+        ("REDIS_URL", "redis://:redis-password@cache:6379"),
+        ("BUCKET_ADMIN_TOKEN", "admin-token-value"),
+    ]);
+    let printed = format!("{:?}", Config::load(None, &vars).unwrap());
+    for secret in ["pg-password", "redis-password", "admin-token-value"] {
+        assert!(!printed.contains(secret), "{secret} leaked:\n{printed}");
+    }
+    assert!(printed.contains("db:5432"), "{printed}");
 }

@@ -9,7 +9,7 @@ mod tiered_rig;
 use std::time::Duration;
 
 use bucket_api::config::FailureMode;
-use bucket_api::store_settings::WriteModeSetting::{Sync, WriteBehind};
+use bucket_api::config::WriteMode::{Sync, WriteBehind};
 use bucket_testkit::Fault;
 use tiered_rig::{tiered, Api, Backends, CapturedLog, Reply};
 

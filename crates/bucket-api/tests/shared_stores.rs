@@ -4,6 +4,8 @@
 mod common;
 mod tiered_rig;
 
+use std::time::Duration;
+
 use bucket_api::config::{FailureMode, StoreKind};
 use tiered_rig::{Api, Backends};
 
@@ -29,11 +31,11 @@ async fn two_instances_grant_exactly_capacity(store: StoreKind) {
         // A store failure must show, not pass as a fail-open 200; and this test proves atomicity, not latency,
         // so the bounds are generous for a loaded 2-core CI machine.
         config.failure_mode = FailureMode::FailClosed;
-        config.postgres.connect_timeout_ms = 10_000;
-        config.postgres.statement_timeout_ms = 10_000;
-        config.redis.command_timeout_ms = 5_000;
-        config.redis.connect_timeout_ms = 5_000;
-        config.tiered.policy_cache_ttl_ms = 1_000;
+        config.postgres.connect_timeout = Duration::from_secs(10);
+        config.postgres.statement_timeout = Duration::from_secs(10);
+        config.redis.command_timeout = Duration::from_secs(5);
+        config.redis.connect_timeout = Duration::from_secs(5);
+        config.tiered.policy_cache_ttl = Duration::from_secs(1);
         config
     };
     let apis = [Api::quiet(config()).await, Api::quiet(config()).await];

@@ -6,6 +6,7 @@
 mod any;
 mod error;
 mod memory;
+mod millis;
 mod policy_cache;
 pub mod postgres;
 pub mod redact;

@@ -1,67 +1,89 @@
 //! Hiding passwords in connection strings before they reach a log line, an error message or a `Debug` print.
 //!
-//! One implementation for every URL the service holds (PostgreSQL in URL or libpq key-value form, Redis), so the
-//! start-up log, the stores' connection warnings and `Config::redacted()` cannot disagree about what is secret.
+//! The string is parsed, never searched: a URL by the `url` crate (its password, and any `*password` query
+//! parameter, replaced by `***`), a libpq key=value string by tokio-postgres (shown as its host, port, user and
+//! database). What does not parse is not shown at all, since nothing says where its secret is. One
+//! implementation for every URL the service holds, so the start-up log, the stores' connection warnings and the
+//! service's printed configuration cannot disagree about what is secret.
 
-/// Hides every password in a connection string: the userinfo password of `scheme://user:password@host/...`, and
-/// the value of any `password=` parameter, in a URL's query (`?password=...`) or a libpq key-value string
-/// (`host=db password='s e' dbname=x`). Everything else is kept so an operator can still read where it points.
+use std::str::FromStr;
+
+use url::Url;
+
+/// What is printed for a connection string that does not parse.
+const UNPARSED: &str = "<unparsable connection string, not shown>";
+
+/// The password replacement.
+const HIDDEN: &str = "***";
+
+/// `url` with every password hidden and everything else an operator needs to see where it points kept.
 pub fn redact_url(url: &str) -> String {
-    redact_password_params(&redact_userinfo(url))
-}
-
-fn redact_userinfo(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else { return url.to_string() };
-    let rest = &url[scheme_end..];
-    let Some(first_at) = rest.find('@') else { return url.to_string() };
-    // The authority ends at the first `/`, `?` or `#` after the first `@`, so an unencoded `/` inside a password
-    // still counts as password; the userinfo ends at the last `@` before that.
-    let authority_end = rest[first_at..].find(['/', '?', '#']).map_or(rest.len(), |i| first_at + i);
-    let Some(at) = rest[..authority_end].rfind('@') else { return url.to_string() };
-    let userinfo = &rest[..at];
-    let user = match userinfo.find(':') {
-        Some(colon) => &userinfo[..colon],
-        // A lone userinfo in a Redis URL (`redis://secret@host`) is the password.
-        None if url.starts_with("redis") => "",
-        None => return url.to_string(),
-    };
-    format!("{}{}:***{}", &url[..scheme_end], user, &rest[at..])
-}
-
-/// Replaces the value after every `password=` (any case, any `*password` such as `sslpassword`) with `***`; a
-/// value in single quotes (libpq) ends at the closing quote, others at whitespace or `&`.
-fn redact_password_params(text: &str) -> String {
-    let lower = text.to_ascii_lowercase();
-    let mut out = String::with_capacity(text.len());
-    let mut pos = 0;
-    while let Some(found) = lower[pos..].find("password") {
-        let key_end = pos + found + "password".len();
-        let after_key = &text[key_end..];
-        let spaces = after_key.len() - after_key.trim_start().len();
-        let Some(value_text) = after_key.trim_start().strip_prefix('=') else {
-            out.push_str(&text[pos..key_end]);
-            pos = key_end;
-            continue;
-        };
-        let value_start = key_end + spaces + 1 + (value_text.len() - value_text.trim_start().len());
-        let value = &text[value_start..];
-        let value_len = if let Some(quoted) = value.strip_prefix('\'') {
-            let mut escaped = false;
-            let close = quoted.char_indices().find(|&(_, c)| {
-                let closes = c == '\'' && !escaped;
-                escaped = c == '\\' && !escaped;
-                closes
-            });
-            close.map_or(value.len(), |(i, _)| i + 2)
-        } else {
-            value.find(|c: char| c.is_whitespace() || c == '&').unwrap_or(value.len())
-        };
-        out.push_str(&text[pos..value_start]);
-        out.push_str("***");
-        pos = value_start + value_len;
+    if url.contains("://") {
+        redact_parsed_url(url)
+    } else {
+        describe_key_value(url)
     }
-    out.push_str(&text[pos..]);
-    out
+}
+
+fn redact_parsed_url(text: &str) -> String {
+    let Ok(mut url) = Url::parse(text) else { return UNPARSED.to_owned() };
+    if url.password().is_some() {
+        // Fails only for a URL without a host, which cannot hold a password either.
+        let _ = url.set_password(Some(HIDDEN));
+    } else if url.scheme().starts_with("redis") && !url.username().is_empty() {
+        // A lone userinfo in a Redis URL (`redis://secret@host`) is the password.
+        let _ = url.set_username("");
+        let _ = url.set_password(Some(HIDDEN));
+    }
+    if let Some(query) = url.query() {
+        let query = query
+            .split('&')
+            .map(|pair| {
+                let key = url::form_urlencoded::parse(pair.as_bytes()).next().map(|(key, _)| key);
+                match key {
+                    // `password`, `sslpassword`, any case.
+                    Some(key) if key.to_ascii_lowercase().ends_with("password") => {
+                        format!("{}={HIDDEN}", pair.split('=').next().unwrap_or_default())
+                    }
+                    _ => pair.to_owned(),
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("&");
+        url.set_query(Some(&query));
+    }
+    url.to_string()
+}
+
+/// A libpq key=value string as its host(s), port(s), user and database, plus `password=***` when it has one.
+fn describe_key_value(text: &str) -> String {
+    let Ok(config) = tokio_postgres::Config::from_str(text) else { return UNPARSED.to_owned() };
+    let mut parts = Vec::new();
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .map(|host| match host {
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .collect();
+    if !hosts.is_empty() {
+        parts.push(format!("host={}", hosts.join(",")));
+    }
+    let ports: Vec<String> = config.get_ports().iter().map(u16::to_string).collect();
+    if !ports.is_empty() {
+        parts.push(format!("port={}", ports.join(",")));
+    }
+    if let Some(user) = config.get_user() {
+        parts.push(format!("user={user}"));
+    }
+    if config.get_password().is_some() {
+        parts.push(format!("password={HIDDEN}"));
+    }
+    if let Some(dbname) = config.get_dbname() {
+        parts.push(format!("dbname={dbname}"));
+    }
+    parts.join(" ")
 }
 
 #[cfg(test)]
@@ -77,18 +99,25 @@ mod tests {
         assert_eq!(redact_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
         assert_eq!(redact_url("postgres://a:b@c/d?x=e@f"), "postgres://a:***@c/d?x=e@f");
         assert_eq!(redact_url("postgres://app:p%40ss%2Fw@db/x"), "postgres://app:***@db/x");
-        assert_eq!(redact_url("postgres://app:pa/ss@db/x"), "postgres://app:***@db/x");
         assert_eq!(
             redact_url("postgres://db/x?user=a&password=hunter2&sslmode=require"),
             "postgres://db/x?user=a&password=***&sslmode=require"
         );
+        assert_eq!(redact_url("postgres://db/x?SSLPassword=hunter2"), "postgres://db/x?SSLPassword=***");
         assert_eq!(redact_url("host=db user=app password=hunter2 dbname=x"), "host=db user=app password=*** dbname=x");
-        assert_eq!(redact_url("host=db PASSWORD = 'it\\'s secret' dbname=x"), "host=db PASSWORD = *** dbname=x");
-        assert_eq!(redact_url("host=db password='unterminated"), "host=db password=***");
-        assert_eq!(redact_url("password"), "password");
-        // The forms the stores' own tests pinned before they shared this function.
+        assert_eq!(redact_url("host=db password='it\\'s secret' dbname=x"), "host=db password=*** dbname=x");
+        assert_eq!(redact_url("host=a,b port=1,2 dbname=x"), "host=a,b port=1,2 dbname=x");
         assert_eq!(redact_url("postgres://bob:s3cr@t@db:5432/x"), "postgres://bob:***@db:5432/x");
         assert_eq!(redact_url("rediss://app:p@ss@host"), "rediss://app:***@host");
         assert_eq!(redact_url("redis://app:s3cret@host/1"), "redis://app:***@host/1");
+    }
+
+    #[test]
+    fn what_does_not_parse_is_not_shown() {
+        // An unencoded `/` ends the authority, so the password looks like a port: no parser can say where the
+        // secret is, and nothing of it is printed.
+        for text in ["postgres://app:pa/ss@db/x", "host=db PASSWORD=hunter2", "host=db password='unterminated"] {
+            assert_eq!(redact_url(text), UNPARSED, "{text}");
+        }
     }
 }

@@ -30,7 +30,7 @@ use deadpool::managed::{self, Metrics, RecycleResult};
 use deadpool_redis::redis::aio::MultiplexedConnection;
 use deadpool_redis::redis::{self, AsyncConnectionConfig, ErrorKind, FromRedisValue, RedisError, ServerErrorKind};
 use deadpool_redis::{Runtime, Status};
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use tokio::time::{timeout_at, Instant};
 
 use crate::{Decided, DependencyHealth, Outcome, Source, Store, StoreError, VersionedState};
@@ -45,46 +45,38 @@ const CODE_MISS: i64 = -1;
 const CODE_ALLOWED: i64 = 1;
 const CODE_REFUSED: i64 = 0;
 
-/// Where Redis is and how long a request may wait for it; a section of the service's configuration.
-#[derive(Clone, Deserialize)]
+/// Where Redis is and how long a request may wait for it; the `[redis]` section of the service's configuration
+/// (every field optional, unknown keys refused, timeouts in whole milliseconds).
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
     /// `redis://[[user]:password@]host[:port][/db]` (also `REDIS_URL`); `rediss://` for TLS, where the server's
-    /// certificate must chain to `tls_ca_file` (or the system's roots) and name the host.
+    /// certificate must chain to `tls_ca_file` (or the system's roots) and name the host. Not part of the
+    /// `[redis]` section: the service reads it from `redis_url` (`REDIS_URL`).
+    #[serde(skip)]
     pub url: String,
     /// Most connections held open at once; each carries one command at a time.
-    #[serde(default = "default_pool_size")]
     pub pool_size: usize,
     /// Bound on every store call, including waiting for and creating a pooled connection: a hung Redis then costs
-    /// a request this long before the caller falls back. Integer milliseconds or a string such as `"100ms"`.
-    #[serde(default = "default_command_timeout", deserialize_with = "duration")]
+    /// a request this long before the caller falls back.
+    #[serde(rename = "command_timeout_ms", deserialize_with = "crate::millis::deserialize")]
     pub command_timeout: Duration,
     /// Bound on establishing one connection (TCP, handshake); [`RedisStore::ping`] may take this long, so a slow
     /// link can still get connections into the pool that requests, bounded by `command_timeout`, then reuse.
-    #[serde(default = "default_connect_timeout", deserialize_with = "duration")]
+    #[serde(rename = "connect_timeout_ms", deserialize_with = "crate::millis::deserialize")]
     pub connect_timeout: Duration,
     /// Prepended to every key so that several services or tenants can share one Redis; must not contain braces.
-    #[serde(default = "default_key_prefix")]
     pub key_prefix: String,
     /// PEM file of the CA(s) a `rediss://` server's certificate must chain to, instead of the system's roots;
     /// refused with a `redis://` URL, which would never use it.
-    #[serde(default)]
     pub tls_ca_file: Option<PathBuf>,
 }
 
-fn default_pool_size() -> usize {
-    32
-}
-
-fn default_command_timeout() -> Duration {
-    Duration::from_millis(100)
-}
-
-fn default_connect_timeout() -> Duration {
-    Duration::from_secs(1)
-}
-
-fn default_key_prefix() -> String {
-    "bucket:".to_owned()
+/// The defaults with no URL yet: what a `[redis]` section leaves unset.
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self::new("")
+    }
 }
 
 impl RedisConfig {
@@ -92,10 +84,10 @@ impl RedisConfig {
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
-            pool_size: default_pool_size(),
-            command_timeout: default_command_timeout(),
-            connect_timeout: default_connect_timeout(),
-            key_prefix: default_key_prefix(),
+            pool_size: 32,
+            command_timeout: Duration::from_millis(100),
+            connect_timeout: Duration::from_secs(1),
+            key_prefix: "bucket:".to_owned(),
             tls_ca_file: None,
         }
     }
@@ -136,32 +128,6 @@ impl fmt::Debug for RedisConfig {
 
 fn redact(url: &str) -> String {
     crate::redact::redact_url(url)
-}
-
-/// Accepts integer milliseconds (TOML) or a string: `"250"`, `"250ms"`, `"2s"` (environment variables).
-fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Repr {
-        Millis(u64),
-        Text(String),
-    }
-    let parse = |text: &str| -> Option<Duration> {
-        let text = text.trim();
-        if let Some(ms) = text.strip_suffix("ms") {
-            ms.trim().parse().ok().map(Duration::from_millis)
-        } else if let Some(s) = text.strip_suffix('s') {
-            s.trim().parse().ok().map(Duration::from_secs)
-        } else {
-            text.parse().ok().map(Duration::from_millis)
-        }
-    };
-    match Repr::deserialize(deserializer)? {
-        Repr::Millis(ms) => Ok(Duration::from_millis(ms)),
-        Repr::Text(text) => parse(&text).ok_or_else(|| {
-            serde::de::Error::custom(format!("invalid duration {text:?}: use milliseconds, \"250ms\" or \"2s\""))
-        }),
-    }
 }
 
 /// What a key that Redis does not hold means to [`RedisStore::decide_at`].
@@ -699,21 +665,20 @@ mod tests {
     }
 
     #[test]
-    fn config_reads_defaults_and_both_duration_forms() {
-        let config: RedisConfig = serde_json::from_str(r#"{"url": "redis://h"}"#).unwrap();
+    fn a_section_reads_defaults_and_millisecond_timeouts() {
+        let config: RedisConfig = serde_json::from_str("{}").unwrap();
+        assert_eq!(config, RedisConfig::default());
         assert_eq!(config.pool_size, 32);
         assert_eq!(config.command_timeout, Duration::from_millis(100));
         assert_eq!(config.connect_timeout, Duration::from_secs(1));
         assert_eq!(config.key_prefix, "bucket:");
-        let config: RedisConfig = serde_json::from_str(
-            r#"{"url": "redis://h", "command_timeout": 250, "connect_timeout": "2s", "key_prefix": "x:"}"#,
-        )
-        .unwrap();
+        let config: RedisConfig =
+            serde_json::from_str(r#"{"command_timeout_ms": 250, "connect_timeout_ms": 2000, "key_prefix": "x:"}"#)
+                .unwrap();
         assert_eq!(config.command_timeout, Duration::from_millis(250));
         assert_eq!(config.connect_timeout, Duration::from_secs(2));
-        let config: RedisConfig = serde_json::from_str(r#"{"url": "redis://h", "command_timeout": "75ms"}"#).unwrap();
-        assert_eq!(config.command_timeout, Duration::from_millis(75));
-        assert!(serde_json::from_str::<RedisConfig>(r#"{"url": "redis://h", "command_timeout": "soon"}"#).is_err());
+        assert!(serde_json::from_str::<RedisConfig>(r#"{"command_timeout_ms": "75ms"}"#).is_err(), "one grammar");
+        assert!(serde_json::from_str::<RedisConfig>(r#"{"url": "redis://h"}"#).is_err(), "url is not a key");
     }
 
     #[test]

@@ -38,25 +38,43 @@ pub enum WriteMode {
     #[default]
     Sync,
     /// Queued and flushed in batches every `flush_interval`: far fewer statements, PostgreSQL a few ms behind.
+    #[serde(alias = "write-behind")]
     WriteBehind,
 }
 
-/// Tuning of the tiered store; the defaults suit most deployments.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
+impl WriteMode {
+    /// The name used in configuration and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WriteMode::Sync => "sync",
+            WriteMode::WriteBehind => "write_behind",
+        }
+    }
+}
+
+/// Tuning of the tiered store; the defaults suit most deployments. The `[tiered]` section of the service's
+/// configuration: every field optional, unknown keys refused, intervals in whole milliseconds.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct TieredConfig {
     /// Synchronous or write-behind writes to PostgreSQL.
     pub write_mode: WriteMode,
     /// How often write-behind flushes a batch.
-    #[serde(with = "millis")]
+    #[serde(rename = "flush_interval_ms", deserialize_with = "crate::millis::deserialize")]
     pub flush_interval: Duration,
     /// How often a dependency marked down is probed again, and queued writes retried.
-    #[serde(with = "millis")]
+    #[serde(rename = "retry_interval_ms", deserialize_with = "crate::millis::deserialize")]
     pub retry_interval: Duration,
     /// Most keys waiting for PostgreSQL; beyond it writes are dropped, counted and logged.
     pub queue_capacity: usize,
-    /// Most writes sent in one batch statement.
+    /// Most writes sent in one batch statement; not a configuration key.
+    #[serde(skip)]
     pub batch_size: usize,
+    /// How long [`CachedPolicies`](crate::CachedPolicies) trusts its per-key policies before checking the store's
+    /// policy version; read by the service for every shared store, kept here because it is configured as
+    /// `[tiered] policy_cache_ttl_ms`.
+    #[serde(rename = "policy_cache_ttl_ms", deserialize_with = "crate::millis::deserialize")]
+    pub policy_cache_ttl: Duration,
 }
 
 impl Default for TieredConfig {
@@ -67,17 +85,8 @@ impl Default for TieredConfig {
             retry_interval: Duration::from_millis(500),
             queue_capacity: 100_000,
             batch_size: 1_000,
+            policy_cache_ttl: Duration::from_secs(1),
         }
-    }
-}
-
-mod millis {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer};
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        u64::deserialize(d).map(Duration::from_millis)
     }
 }
 

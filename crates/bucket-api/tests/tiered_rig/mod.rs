@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bucket_api::config::StoreKind;
-use bucket_api::store_settings::WriteModeSetting;
+use bucket_api::config::WriteMode;
 use bucket_api::{Config, Running};
 use bucket_testkit::{pg, redis_server, FaultProxy, RedisPrefix, TestSchema};
 
@@ -46,13 +46,13 @@ impl Backends {
             ..Config::default()
         };
         config.postgres.schema = Some(self.schema.name.clone());
-        config.postgres.connect_timeout_ms = 300;
-        config.postgres.statement_timeout_ms = 300;
+        config.postgres.connect_timeout = Duration::from_millis(300);
+        config.postgres.statement_timeout = Duration::from_millis(300);
         config.redis.key_prefix = self.keys.prefix.clone();
-        config.redis.command_timeout_ms = 100;
-        config.redis.connect_timeout_ms = 200;
-        config.tiered.retry_interval_ms = 50;
-        config.tiered.policy_cache_ttl_ms = 1;
+        config.redis.command_timeout = Duration::from_millis(100);
+        config.redis.connect_timeout = Duration::from_millis(200);
+        config.tiered.retry_interval = Duration::from_millis(50);
+        config.tiered.policy_cache_ttl = Duration::from_millis(1);
         config
     }
 
@@ -145,7 +145,7 @@ impl Api {
 }
 
 /// The tiered store in write mode `mode`.
-pub fn tiered(backends: &Backends, capacity: u64, mode: WriteModeSetting) -> Config {
+pub fn tiered(backends: &Backends, capacity: u64, mode: WriteMode) -> Config {
     let mut config = backends.config(StoreKind::Tiered, capacity);
     config.tiered.write_mode = mode;
     config
