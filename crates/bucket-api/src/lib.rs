@@ -16,6 +16,7 @@ pub mod openapi;
 pub mod routes;
 pub mod server;
 pub mod state;
+pub mod store_metrics;
 pub mod store_settings;
 pub mod stores;
 
