@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bucket_core::Policy;
-use bucket_store::{AnyStore, Store};
+use bucket_store::{AnyStore, PolicyStore};
 use slog::Logger;
 
 use crate::config::Config;

@@ -5,7 +5,7 @@ use std::time::Duration;
 use bucket_store::postgres::{PostgresConfig, PostgresStore};
 use bucket_store::redis::RedisStore;
 use bucket_store::tiered::TieredStore;
-use bucket_store::{AnyStore, CachedPolicies, MemoryStore, RefusalCache};
+use bucket_store::{AnyStore, CacheSettings, MemoryStore};
 use slog::{info, warn, Logger};
 
 use crate::config::{Config, StoreKind};
@@ -22,7 +22,7 @@ const LONGEST_RETRY: Duration = Duration::from_secs(10);
 /// running on the current tokio runtime.
 pub async fn build_store(config: &Config, log: &Logger) -> Result<AnyStore, StartError> {
     let settings = config.stores();
-    let cache_ttl = Duration::from_millis(settings.tiered.policy_cache_ttl_ms);
+    let caches = cache_settings(Duration::from_millis(settings.tiered.policy_cache_ttl_ms));
     let store = match config.store {
         StoreKind::Memory => {
             let store = MemoryStore::new();
@@ -32,21 +32,18 @@ pub async fn build_store(config: &Config, log: &Logger) -> Result<AnyStore, Star
         }
         StoreKind::Postgres => {
             let url = required(&config.database_url, "DATABASE_URL")?;
-            AnyStore::Postgres(cached(connect_postgres(settings.postgres_config(url), log).await?, cache_ttl))
+            AnyStore::postgres(connect_postgres(settings.postgres_config(url), log).await?, caches)
         }
         StoreKind::Redis => {
             let url = required(&config.redis_url, "REDIS_URL")?;
             let redis = connect_redis(&settings.redis_config(url), log).await?;
-            AnyStore::Redis(cached(redis, cache_ttl))
+            AnyStore::redis(redis, caches)
         }
         StoreKind::Tiered => {
             let pg = connect_postgres(settings.postgres_config(required(&config.database_url, "DATABASE_URL")?), log)
                 .await?;
             let redis = connect_redis(&settings.redis_config(required(&config.redis_url, "REDIS_URL")?), log).await?;
-            AnyStore::Tiered(cached(
-                TieredStore::new(redis, pg, settings.tiered_config(), log.clone()).await,
-                cache_ttl,
-            ))
+            AnyStore::tiered(TieredStore::new(redis, pg, settings.tiered_config(), log.clone()).await, caches)
         }
     };
     info!(log, "store ready"; "store" => store.kind());
@@ -57,8 +54,15 @@ pub async fn build_store(config: &Config, log: &Logger) -> Result<AnyStore, Star
 /// round trips of callers that keep sending while refused).
 const REFUSAL_CACHE_ENTRIES: usize = 100_000;
 
-fn cached<S>(store: S, ttl: Duration) -> CachedPolicies<RefusalCache<S>> {
-    CachedPolicies::new(RefusalCache::new(store, REFUSAL_CACHE_ENTRIES), ttl, POLICY_CACHE_ENTRIES)
+/// The in-process caches of the shared stores. A remembered refusal answers for at most the policy cache's TTL
+/// (the safety net when another instance's reset or policy change is not heard: see bucket_store::invalidation).
+fn cache_settings(policy_ttl: Duration) -> CacheSettings {
+    CacheSettings {
+        policy_ttl,
+        policy_entries: POLICY_CACHE_ENTRIES,
+        refusal_max_age: policy_ttl,
+        refusal_entries: REFUSAL_CACHE_ENTRIES,
+    }
 }
 
 fn required<'a>(url: &'a Option<String>, var: &'static str) -> Result<&'a str, StartError> {

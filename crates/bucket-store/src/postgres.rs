@@ -32,7 +32,7 @@ use futures::FutureExt;
 
 pub use config::PostgresConfig;
 
-use crate::{Decided, DependencyHealth, Outcome, Source, Store, StoreError, VersionedState};
+use crate::{Decided, DependencyHealth, Outcome, PolicyStore, Source, Store, StoreError, VersionedState};
 
 /// The atomic check; see the file for why it is atomic and how it matches `bucket_core::refill`.
 const DECIDE_SQL: &str = include_str!("postgres/decide.sql");
@@ -328,6 +328,20 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    async fn health(&self) -> Vec<DependencyHealth> {
+        let answer = self.statement(|conn| diesel::sql_query("SELECT 1").execute(conn).boxed()).await;
+        let status = self.pool.status();
+        let (up, detail) = match answer {
+            Ok(_) => {
+                (true, format!("ok; pool {} open, {} idle, max {}", status.size, status.available, status.max_size))
+            }
+            Err(e) => (false, e.to_string()),
+        };
+        vec![DependencyHealth { name: errors::BACKEND, up, detail }]
+    }
+}
+
+impl PolicyStore for PostgresStore {
     async fn policy(&self, key: &str) -> Result<Option<Policy>, StoreError> {
         let query = diesel::sql_query("SELECT capacity, interval_us FROM policies WHERE key = $1")
             .bind::<Text, _>(key.to_owned());
@@ -376,18 +390,6 @@ impl Store for PostgresStore {
                 Ok((row.key, Policy::from_interval_us(capacity, unsigned(row.interval_us, "interval")?)?))
             })
             .collect()
-    }
-
-    async fn health(&self) -> Vec<DependencyHealth> {
-        let answer = self.statement(|conn| diesel::sql_query("SELECT 1").execute(conn).boxed()).await;
-        let status = self.pool.status();
-        let (up, detail) = match answer {
-            Ok(_) => {
-                (true, format!("ok; pool {} open, {} idle, max {}", status.size, status.available, status.max_size))
-            }
-            Err(e) => (false, e.to_string()),
-        };
-        vec![DependencyHealth { name: errors::BACKEND, up, detail }]
     }
 }
 

@@ -33,7 +33,7 @@ use deadpool_redis::{Runtime, Status};
 use serde::{Deserialize, Deserializer};
 use tokio::time::{timeout_at, Instant};
 
-use crate::{Decided, DependencyHealth, Outcome, Source, Store, StoreError, VersionedState};
+use crate::{Decided, DependencyHealth, Outcome, PolicyStore, Source, Store, StoreError, VersionedState};
 
 const BACKEND: &str = "redis";
 
@@ -213,6 +213,8 @@ pub struct RedisStore {
 
 struct Inner {
     pool: Pool,
+    /// For the invalidation listener's own connection (subscribed connections cannot serve the pool).
+    client: redis::Client,
     prefix: String,
     command_timeout: Duration,
     /// `ping`'s bound: long enough to establish a connection as well as to get an answer.
@@ -244,18 +246,18 @@ impl RedisStore {
             // one this build compiles in. An `Err` means one is already installed, which is as good.
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
-        let manager = match &config.tls_ca_file {
-            None => deadpool_redis::Manager::new_with_config(config.url.as_str(), connection),
+        let client = match &config.tls_ca_file {
+            None => redis::Client::open(config.url.as_str()).map_err(invalid_url)?,
             Some(path) => {
                 let pem = std::fs::read(path)
                     .map_err(|e| invalid(format!("cannot read tls_ca_file {}: {e}", path.display())))?;
                 // Only these roots are trusted (not the system's); the crate refuses a non-`rediss://` URL here.
                 let certificates = redis::TlsCertificates { client_tls: None, root_cert: Some(pem) };
-                let client = redis::Client::build_with_tls(config.url.as_str(), certificates).map_err(invalid_url)?;
-                deadpool_redis::Manager::new_with_config(client.get_connection_info().clone(), connection)
+                redis::Client::build_with_tls(config.url.as_str(), certificates).map_err(invalid_url)?
             }
-        }
-        .map_err(invalid_url)?;
+        };
+        let manager = deadpool_redis::Manager::new_with_config(client.get_connection_info().clone(), connection)
+            .map_err(invalid_url)?;
         let manager = Manager { inner: manager };
         let pool = Pool::builder(manager)
             .max_size(config.pool_size)
@@ -268,6 +270,7 @@ impl RedisStore {
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
+                client,
                 prefix: config.key_prefix,
                 command_timeout: config.command_timeout,
                 probe_timeout: config.command_timeout.max(config.connect_timeout),
@@ -290,6 +293,37 @@ impl RedisStore {
     /// layout, for operators and tests.
     pub fn policy_version_key(&self) -> String {
         format!("{}policy_version", self.inner.prefix)
+    }
+
+    /// The channel every instance listens on for resets and policy changes, `<prefix>invalidations`.
+    pub fn invalidation_channel(&self) -> String {
+        format!("{}invalidations", self.inner.prefix)
+    }
+
+    /// Tells every instance listening that `key` changed (a reset or a policy write made elsewhere).
+    pub async fn announce(&self, key: &str) -> Result<(), StoreError> {
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(self.invalidation_channel()).arg(key);
+        self.exec::<()>(Op::Cmd(&cmd), self.inner.command_timeout).await
+    }
+
+    /// A connection of its own subscribed to [`RedisStore::invalidation_channel`], within the probe timeout.
+    pub(crate) async fn subscribe_invalidations(&self) -> Result<redis::aio::PubSub, StoreError> {
+        let subscribe = async {
+            let mut pubsub = self.inner.client.get_async_pubsub().await?;
+            pubsub.subscribe(self.invalidation_channel()).await?;
+            Ok::<_, RedisError>(pubsub)
+        };
+        match tokio::time::timeout(self.inner.probe_timeout, subscribe).await {
+            Ok(Ok(pubsub)) => Ok(pubsub),
+            Ok(Err(e)) => Err(StoreError::Unavailable { backend: BACKEND, detail: e.to_string() }),
+            Err(_) => Err(StoreError::Timeout { backend: BACKEND, after: self.inner.probe_timeout }),
+        }
+    }
+
+    /// How long a probe (or a new connection) may take.
+    pub(crate) fn probe_timeout(&self) -> Duration {
+        self.inner.probe_timeout
     }
 
     /// The Redis set of every key with a policy, `<prefix>policy_keys`, read by `all_policies`.
@@ -596,11 +630,24 @@ impl Store for RedisStore {
     }
 
     async fn reset(&self, key: &str) -> Result<(), StoreError> {
-        let mut cmd = redis::cmd("DEL");
-        cmd.arg(self.bucket_key(key));
-        self.exec::<()>(Op::Cmd(&cmd), self.inner.command_timeout).await
+        let mut pipe = redis::pipe();
+        pipe.cmd("DEL").arg(self.bucket_key(key)).ignore();
+        pipe.cmd("PUBLISH").arg(self.invalidation_channel()).arg(key).ignore();
+        self.exec::<()>(Op::Pipe(&pipe), self.inner.command_timeout).await
     }
 
+    async fn health(&self) -> Vec<DependencyHealth> {
+        let status = self.pool_status();
+        let pool = format!("pool {} open, {} idle, max {}", status.size, status.available, status.max_size);
+        let (up, detail) = match self.ping().await {
+            Ok(()) => (true, format!("PONG; {pool}")),
+            Err(e) => (false, format!("{e}; {pool}")),
+        };
+        vec![DependencyHealth { name: BACKEND, up, detail }]
+    }
+}
+
+impl PolicyStore for RedisStore {
     async fn policy(&self, key: &str) -> Result<Option<Policy>, StoreError> {
         let mut cmd = redis::cmd("HMGET");
         cmd.arg(self.policy_key(key)).arg("c").arg("i");
@@ -622,6 +669,7 @@ impl Store for RedisStore {
         pipe.ignore();
         pipe.cmd("SADD").arg(self.policy_index_key()).arg(key).ignore();
         pipe.cmd("INCR").arg(self.policy_version_key()).ignore();
+        pipe.cmd("PUBLISH").arg(self.invalidation_channel()).arg(key).ignore();
         self.exec::<()>(Op::Pipe(&pipe), self.inner.command_timeout).await
     }
 
@@ -630,6 +678,7 @@ impl Store for RedisStore {
         pipe.cmd("DEL").arg(self.policy_key(key));
         pipe.cmd("SREM").arg(self.policy_index_key()).arg(key).ignore();
         pipe.cmd("INCR").arg(self.policy_version_key()).ignore();
+        pipe.cmd("PUBLISH").arg(self.invalidation_channel()).arg(key).ignore();
         let (deleted,): (u64,) = self.exec(Op::Pipe(&pipe), self.inner.command_timeout).await?;
         Ok(deleted > 0)
     }
@@ -671,16 +720,6 @@ impl Store for RedisStore {
             }
         }
         Ok(all)
-    }
-
-    async fn health(&self) -> Vec<DependencyHealth> {
-        let status = self.pool_status();
-        let pool = format!("pool {} open, {} idle, max {}", status.size, status.available, status.max_size);
-        let (up, detail) = match self.ping().await {
-            Ok(()) => (true, format!("PONG; {pool}")),
-            Err(e) => (false, format!("{e}; {pool}")),
-        };
-        vec![DependencyHealth { name: BACKEND, up, detail }]
     }
 }
 

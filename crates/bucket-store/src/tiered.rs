@@ -28,7 +28,7 @@ use slog::{error, info, o, warn, Logger};
 use crate::postgres::PostgresStore;
 use crate::redis::{OnMiss, RedisStore};
 use crate::write_queue::{Enqueued, WriteQueue};
-use crate::{Decided, DependencyHealth, Outcome, Source, Store, StoreError, VersionedState};
+use crate::{Decided, DependencyHealth, Outcome, PolicyStore, Source, Store, StoreError, VersionedState};
 
 /// When an allowed decision reaches PostgreSQL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -178,6 +178,11 @@ impl TieredStore {
         }
     }
 
+    /// The Redis tier, whose channel carries this store's invalidations.
+    pub fn redis(&self) -> &RedisStore {
+        &self.inner.redis
+    }
+
     /// Sends every queued write now; used by shutdown and by tests that compare PostgreSQL with Redis.
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.inner.flush_all().await
@@ -185,6 +190,14 @@ impl TieredStore {
 }
 
 impl Inner {
+    /// Tells the other instances that `key`'s policy changed; best effort while Redis is down (their caches
+    /// expire entries within their `max_age` and TTL anyway).
+    async fn announce(&self, key: &str) {
+        if self.redis_up.load(Ordering::Acquire) {
+            let _ = self.redis.announce(key).await;
+        }
+    }
+
     /// Whether Redis may decide now: it is up and every key PostgreSQL changed meanwhile is gone from it.
     async fn redis_ready(&self) -> bool {
         if !self.redis_up.load(Ordering::Acquire) {
@@ -446,13 +459,40 @@ impl Store for TieredStore {
 
     async fn reset(&self, key: &str) -> Result<(), StoreError> {
         self.inner.pg.reset(key).await?;
-        if let Err(e) = self.inner.redis.invalidate(&[key.to_owned()]).await {
+        // Deletes the cached bucket and tells the other instances (their refusal caches).
+        if let Err(e) = self.inner.redis.reset(key).await {
             self.inner.redis_lost(&e);
             self.inner.mark_stale(key).await;
         }
         Ok(())
     }
 
+    async fn health(&self) -> Vec<DependencyHealth> {
+        let (mut redis, mut pg) = tokio::join!(self.inner.redis.health(), self.inner.pg.health());
+        let depth = self.inner.queue.unwritten();
+        if depth > 0 {
+            for dep in &mut pg {
+                dep.detail =
+                    format!("{}; {depth} writes queued (capacity {})", dep.detail, self.inner.queue.capacity());
+            }
+        }
+        redis.append(&mut pg);
+        redis
+    }
+
+    async fn shutdown(&self) -> Result<(), StoreError> {
+        let waiting = self.inner.queue.unwritten();
+        let result = self.inner.flush_all().await;
+        match &result {
+            Ok(()) => info!(self.inner.log, "flushed queued writes to postgres"; "keys" => waiting),
+            Err(e) => error!(self.inner.log, "could not flush queued writes to postgres";
+                             "keys" => self.inner.queue.unwritten(), "error" => %e),
+        }
+        result
+    }
+}
+
+impl PolicyStore for TieredStore {
     async fn policy(&self, key: &str) -> Result<Option<Policy>, StoreError> {
         // Every check looks its key's policy up first, so a PostgreSQL outage must not stall it: while PostgreSQL
         // is marked down the look-up fails at once, as a transient error, and `CachedPolicies` answers with the
@@ -470,11 +510,15 @@ impl Store for TieredStore {
     }
 
     async fn set_policy(&self, key: &str, policy: &Policy) -> Result<(), StoreError> {
-        self.inner.pg.set_policy(key, policy).await
+        self.inner.pg.set_policy(key, policy).await?;
+        self.inner.announce(key).await;
+        Ok(())
     }
 
     async fn delete_policy(&self, key: &str) -> Result<bool, StoreError> {
-        self.inner.pg.delete_policy(key).await
+        let existed = self.inner.pg.delete_policy(key).await?;
+        self.inner.announce(key).await;
+        Ok(existed)
     }
 
     async fn policy_version(&self) -> Result<u64, StoreError> {
@@ -500,29 +544,5 @@ impl Store for TieredStore {
                 inner.pg_lost(e);
             }
         })
-    }
-
-    async fn health(&self) -> Vec<DependencyHealth> {
-        let (mut redis, mut pg) = tokio::join!(self.inner.redis.health(), self.inner.pg.health());
-        let depth = self.inner.queue.unwritten();
-        if depth > 0 {
-            for dep in &mut pg {
-                dep.detail =
-                    format!("{}; {depth} writes queued (capacity {})", dep.detail, self.inner.queue.capacity());
-            }
-        }
-        redis.append(&mut pg);
-        redis
-    }
-
-    async fn shutdown(&self) -> Result<(), StoreError> {
-        let waiting = self.inner.queue.unwritten();
-        let result = self.inner.flush_all().await;
-        match &result {
-            Ok(()) => info!(self.inner.log, "flushed queued writes to postgres"; "keys" => waiting),
-            Err(e) => error!(self.inner.log, "could not flush queued writes to postgres";
-                             "keys" => self.inner.queue.unwritten(), "error" => %e),
-        }
-        result
     }
 }

@@ -11,7 +11,7 @@ mod common;
 use std::sync::Arc;
 
 use bucket_core::{ManualClock, Policy};
-use bucket_store::{MemoryStore, Store};
+use bucket_store::{MemoryStore, PolicyStore, Store};
 use common::pg::TestSchema;
 use common::redis_server::Shared;
 
@@ -61,7 +61,7 @@ fn hostile_keys() -> Vec<String> {
 
 /// Spends a different number of tokens on each key (1, 2 or 3), then peeks each: a key sharing a bucket with an
 /// earlier one would show the other's spending.
-async fn each_key_is_its_own_bucket(store: &impl Store, name: &str, holds_nul: bool) {
+async fn each_key_is_its_own_bucket(store: &(impl Store + PolicyStore), name: &str, holds_nul: bool) {
     let policy = three_per_hour();
     let (keys, nul_keys): (Vec<String>, Vec<String>) =
         hostile_keys().into_iter().partition(|key| holds_nul || !key.contains('\0'));

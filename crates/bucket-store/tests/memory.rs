@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use bucket_core::{ManualClock, Policy};
-use bucket_store::{MemoryStore, Source, Store};
+use bucket_store::{MemoryStore, PolicyStore, Source, Store};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixty_four_tasks_on_one_key_grant_exactly_capacity() {

@@ -8,7 +8,7 @@ use bucket_core::Policy;
 use bucket_store::postgres::PostgresStore;
 use bucket_store::redis::RedisStore;
 use bucket_store::tiered::{TieredConfig, TieredStore};
-use bucket_store::{CachedPolicies, MemoryStore, Store};
+use bucket_store::{CachedPolicies, MemoryStore, PolicyStore};
 use bucket_testkit::{database_url, pg, redis, redis_server, Fault, FaultProxy, RedisPrefix, Shared, TestSchema};
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 
@@ -19,7 +19,7 @@ fn sorted(mut all: Vec<(String, Policy)>) -> Vec<(String, Policy)> {
 
 /// Sets, replaces and deletes policies through `store`, asserting after each write that the version moved and the
 /// full list matches.
-async fn writes_move_the_version<S: Store>(store: &S) {
+async fn writes_move_the_version<S: PolicyStore>(store: &S) {
     let (gold, silver) = (Policy::per_minute(1000).unwrap(), Policy::per_minute(100).unwrap());
     let v0 = store.policy_version().await.unwrap();
     assert_eq!(store.all_policies().await.unwrap(), vec![]);

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bucket_core::{BucketState, Policy};
 use bucket_store::postgres::{PostgresConfig, PostgresStore};
-use bucket_store::{Source, Store, StoreError, VersionedState};
+use bucket_store::{PolicyStore, Source, Store, StoreError, VersionedState};
 use bucket_testkit::{database_url, redirect, Fault, FaultProxy, TestSchema};
 use common::cases::T0;
 use diesel_async::SimpleAsyncConnection;

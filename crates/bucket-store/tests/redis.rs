@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bucket_core::{BucketState, Policy, Wait};
 use bucket_store::redis::{OnMiss, RedisConfig, RedisStore};
-use bucket_store::{Source, Store, StoreError, VersionedState};
+use bucket_store::{PolicyStore, Source, Store, StoreError, VersionedState};
 use bucket_testkit::redis_server::{config, raw};
 use bucket_testkit::{free_port, PrivateRedis, Shared};
 use common::redis_proxy::ReplyTrap;
