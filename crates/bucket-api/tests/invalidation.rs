@@ -82,25 +82,31 @@ async fn changes_elsewhere_reach_the_refusal_cache(store: StoreKind) {
     assert_eq!(admin(&b, reqwest::Method::DELETE, "/v1/policies/caller", None).await, 204);
     refused_within(&a, "caller", PROMPTLY).await;
 
-    // Redis drops every connection, the listener's too, and comes back: the listener subscribes again, and a
+    // The store drops every connection, the listener's too, and comes back: the listener subscribes again, and a
     // reset made after that is heard as before.
-    backends.redis_proxy.set(Fault::Reset);
+    let proxy = if store == StoreKind::Postgres { &backends.pg_proxy } else { &backends.redis_proxy };
+    proxy.set(Fault::Reset);
     let started = Instant::now();
-    while backends.redis_proxy.open_connections() > 0 {
+    while proxy.open_connections() > 0 {
         assert!(started.elapsed() < PROMPTLY, "the proxy kept connections open");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    backends.redis_proxy.set(Fault::Pass);
+    proxy.set(Fault::Pass);
     refused_from_cache(&a, "caller").await;
     let started = Instant::now();
     // The first command on a pooled connection the proxy reset fails (503); the pool then replaces it.
     while admin(&b, reqwest::Method::DELETE, "/v1/buckets/caller", None).await != 204 {
-        assert!(started.elapsed() < PROMPTLY, "reset through b kept failing after Redis came back");
+        assert!(started.elapsed() < PROMPTLY, "reset through b kept failing after the store came back");
     }
-    allowed_within(&a, "caller", PROMPTLY, "a reset after Redis came back").await;
+    allowed_within(&a, "caller", PROMPTLY, "a reset after the store came back").await;
 
     a.stop().await;
     b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_reset_and_policy_change_elsewhere_reach_the_refusal_cache() {
+    changes_elsewhere_reach_the_refusal_cache(StoreKind::Postgres).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

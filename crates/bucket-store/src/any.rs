@@ -3,7 +3,7 @@
 use bucket_core::Policy;
 
 use crate::invalidation::spawn_redis_listener;
-use crate::postgres::PostgresStore;
+use crate::postgres::{self, PostgresStore};
 use crate::redis::RedisStore;
 use crate::tiered::{TieredStats, TieredStore};
 use crate::{CacheSettings, DependencyHealth, MemoryStore, Outcome, PolicyStore, Shared, Store, StoreError};
@@ -33,10 +33,12 @@ macro_rules! dispatch {
 }
 
 impl AnyStore {
-    /// PostgreSQL behind the in-process caches. Changes made through other instances reach this one's caches
-    /// within `caches.refusal_max_age` and `caches.policy_ttl`.
+    /// PostgreSQL behind the in-process caches, which listen for other instances' changes (`LISTEN`; spawns the
+    /// listener on the current tokio runtime).
     pub fn postgres(store: PostgresStore, caches: CacheSettings) -> Self {
-        AnyStore::Postgres(Shared::new(store, caches))
+        let shared = Shared::new(store.clone(), caches);
+        drop(postgres::spawn_listener(store, shared.invalidator()));
+        AnyStore::Postgres(shared)
     }
 
     /// Redis behind the in-process caches, which listen for other instances' changes on Redis (spawns the

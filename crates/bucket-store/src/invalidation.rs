@@ -1,7 +1,8 @@
 //! Resets and policy changes made through one instance reach every other instance's caches at once.
 //!
-//! Each change is published on the Redis channel `<prefix>invalidations` (the key as payload) in the same pipeline
-//! as the change itself, and every instance listens there. The listener adds no round trip to a decision: it runs
+//! Redis and tiered stores publish each change on the Redis channel `<prefix>invalidations` (the key as payload)
+//! in the same pipeline as the change itself, and every instance listens there; this file holds that listener and
+//! the [`Invalidator`] every listener calls. The PostgreSQL store does the same with `NOTIFY` (`postgres/notify.rs`). The listener adds no round trip to a decision: it runs
 //! on its own connection, beside the pool. A notification lost while the listener was disconnected is covered
 //! twice: every cache entry is dropped when it (re)subscribes, and no remembered refusal lives longer than its
 //! cache's `max_age` anyway. A connection that stalls without closing is found by a `PING` every
@@ -43,6 +44,11 @@ impl Invalidator {
         refusals.forget(key);
         policies.expire(key);
         true
+    }
+
+    /// Whether the caches still exist (a listener ends when they do not).
+    pub fn alive(&self) -> bool {
+        self.refusals.strong_count() > 0
     }
 
     /// Changes may have been missed: forget everything. `false` once the caches are gone.
@@ -104,7 +110,7 @@ async fn follow(subscription: redis::aio::PubSub, invalidator: &Invalidator, pro
                 if !matches!(answered, Ok(Ok(_))) {
                     return true;
                 }
-                if invalidator.refusals.strong_count() == 0 {
+                if !invalidator.alive() {
                     return false;
                 }
             }

@@ -15,6 +15,7 @@
 
 mod config;
 mod errors;
+mod notify;
 mod session;
 mod tls;
 
@@ -31,6 +32,7 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 
 pub use config::PostgresConfig;
+pub use notify::spawn_listener;
 
 use crate::{Decided, DependencyHealth, Outcome, PolicyStore, Source, Store, StoreError, VersionedState};
 
@@ -47,6 +49,8 @@ pub struct PostgresStore {
     pool: Pool<AsyncPgConnection>,
     connect_timeout: Duration,
     statement_timeout: Duration,
+    /// Where resets and policy changes are announced to the other instances.
+    channel: Arc<notify::Channel>,
 }
 
 /// Shows the pool's state and bounds (never the URL, which may hold a password).
@@ -154,6 +158,7 @@ impl PostgresStore {
         }
         let tls = Arc::new(tls::Tls::prepare(&config.url, config.tls_ca_file.as_deref())?);
         let setup = session::SessionSetup::for_pool(&config, tls.clone())?;
+        let channel = Arc::new(notify::Channel::new(&config, tls.clone())?);
         session::migrate(&config, tls.clone()).await?;
 
         let mut manager_config = ManagerConfig::<AsyncPgConnection>::default();
@@ -172,7 +177,7 @@ impl PostgresStore {
             .max_size(config.pool_size)
             .build()
             .map_err(|e| errors::backend(format!("cannot build the connection pool: {e}")))?;
-        Ok(Self { pool, connect_timeout: config.connect_timeout, statement_timeout: config.statement_timeout })
+        Ok(Self { pool, connect_timeout: config.connect_timeout, statement_timeout: config.statement_timeout, channel })
     }
 
     /// The atomic check at `now_us` (µs since the epoch), or on the server's clock when `None` (production).
@@ -278,6 +283,14 @@ impl PostgresStore {
         }
     }
 
+    /// Tells every instance listening that `key` changed; best effort (their caches' lifetimes cover a miss).
+    async fn announce(&self, key: &str) {
+        let query = diesel::sql_query("SELECT pg_notify($1, $2)")
+            .bind::<Text, _>(self.channel.name.clone())
+            .bind::<Text, _>(key.to_owned());
+        let _ = self.statement(move |conn| query.execute(conn).boxed()).await;
+    }
+
     /// Runs one statement on a pooled connection: `connect_timeout` for the connection, `statement_timeout` for
     /// the statement. A connection whose statement timed out or lost its socket is taken out of the pool instead
     /// of returned: it may still owe the answer to the abandoned statement, which would delay the next one.
@@ -325,6 +338,7 @@ impl Store for PostgresStore {
     async fn reset(&self, key: &str) -> Result<(), StoreError> {
         let query = diesel::sql_query("DELETE FROM rate_limits WHERE user_id = $1").bind::<Text, _>(key.to_owned());
         self.statement(move |conn| query.execute(conn).boxed()).await?;
+        self.announce(key).await;
         Ok(())
     }
 
@@ -365,12 +379,14 @@ impl PolicyStore for PostgresStore {
         .bind::<BigInt, _>(signed(policy.capacity(), "capacity")?)
         .bind::<BigInt, _>(signed(policy.interval_us(), "interval")?);
         self.statement(move |conn| query.execute(conn).boxed()).await?;
+        self.announce(key).await;
         Ok(())
     }
 
     async fn delete_policy(&self, key: &str) -> Result<bool, StoreError> {
         let query = diesel::sql_query("DELETE FROM policies WHERE key = $1").bind::<Text, _>(key.to_owned());
         let deleted = self.statement(move |conn| query.execute(conn).boxed()).await?;
+        self.announce(key).await;
         Ok(deleted > 0)
     }
 
