@@ -1,4 +1,4 @@
-//! The seed architecture made exact: Redis decides, PostgreSQL is the source of truth (DESIGN.md §2, points 1–6).
+//! The seed architecture made exact: Redis decides, PostgreSQL is the source of truth (README.md, "Stores: which to pick", points 1–6).
 //!
 //! Request by request:
 //! 1. Redis holds the key: the Lua script decides atomically; an allowed decision's new state is written to
@@ -18,7 +18,7 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bucket_core::{BucketState, Policy};
@@ -28,7 +28,13 @@ use slog::{error, info, o, warn, Logger};
 use crate::postgres::PostgresStore;
 use crate::redis::{OnMiss, RedisStore};
 use crate::write_queue::{Enqueued, WriteQueue};
-use crate::{Decided, DependencyHealth, Outcome, PolicyStore, Source, Store, StoreError, VersionedState};
+
+mod loops;
+mod policies;
+
+use crate::{Decided, DependencyHealth, Outcome, Source, Store, StoreError, VersionedState};
+use loops::{flush_loop, probe_loop};
+use policies::postgres_marked_down;
 
 /// When an allowed decision reaches PostgreSQL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -190,14 +196,6 @@ impl TieredStore {
 }
 
 impl Inner {
-    /// Tells the other instances that `key`'s policy changed; best effort while Redis is down (their caches
-    /// expire entries within their `max_age` and TTL anyway).
-    async fn announce(&self, key: &str) {
-        if self.redis_up.load(Ordering::Acquire) {
-            let _ = self.redis.announce(key).await;
-        }
-    }
-
     /// Whether Redis may decide now: it is up and every key PostgreSQL changed meanwhile is gone from it.
     async fn redis_ready(&self) -> bool {
         if !self.redis_up.load(Ordering::Acquire) {
@@ -382,57 +380,6 @@ impl Inner {
     }
 }
 
-/// The error for a call not even tried because PostgreSQL failed recently: transient, so callers fall back.
-fn postgres_marked_down() -> StoreError {
-    StoreError::Unavailable {
-        backend: "postgres",
-        detail: "marked down after a failure; probed every retry_interval".into(),
-    }
-}
-
-/// Write-behind batches, and replay of writes queued while PostgreSQL was down.
-async fn flush_loop(inner: Weak<Inner>) {
-    loop {
-        let pause = {
-            let Some(inner) = inner.upgrade() else { return };
-            match inner.flush_batch().await {
-                Ok(true) if !inner.queue.is_empty() => Duration::ZERO,
-                Ok(_) if inner.config.write_mode == WriteMode::WriteBehind => inner.config.flush_interval,
-                Ok(_) => inner.config.flush_interval.max(Duration::from_millis(50)),
-                Err(_) => inner.config.retry_interval,
-            }
-        };
-        if pause.is_zero() {
-            tokio::task::yield_now().await;
-        } else {
-            tokio::time::sleep(pause).await;
-        }
-    }
-}
-
-/// Brings dependencies marked down back: Redis only after the keys PostgreSQL changed are deleted from it.
-async fn probe_loop(inner: Weak<Inner>) {
-    loop {
-        let every = {
-            let Some(inner) = inner.upgrade() else { return };
-            if !inner.redis_up.load(Ordering::Acquire) && inner.redis.ping().await.is_ok() {
-                match inner.invalidate_stale().await {
-                    Ok(()) => {
-                        inner.redis_up.store(true, Ordering::Release);
-                        info!(inner.log, "redis recovered: it decides again");
-                    }
-                    Err(e) => warn!(inner.log, "redis answers but invalidation failed"; "error" => %e),
-                }
-            }
-            if !inner.pg_up.load(Ordering::Acquire) && inner.pg.health().await.iter().all(|h| h.up) {
-                inner.pg_recovered();
-            }
-            inner.config.retry_interval
-        };
-        tokio::time::sleep(every).await;
-    }
-}
-
 impl Store for TieredStore {
     async fn check(&self, key: &str, policy: &Policy, cost: u64) -> Result<Outcome, StoreError> {
         let inner = &self.inner;
@@ -489,60 +436,5 @@ impl Store for TieredStore {
                              "keys" => self.inner.queue.unwritten(), "error" => %e),
         }
         result
-    }
-}
-
-impl PolicyStore for TieredStore {
-    async fn policy(&self, key: &str) -> Result<Option<Policy>, StoreError> {
-        // Every check looks its key's policy up first, so a PostgreSQL outage must not stall it: while PostgreSQL
-        // is marked down the look-up fails at once, as a transient error, and `CachedPolicies` answers with the
-        // last known policy of the key (or none: the default applies), so Redis keeps deciding (DESIGN.md §2,
-        // point 5).
-        let inner = &self.inner;
-        if !inner.pg_up.load(Ordering::Acquire) {
-            return Err(postgres_marked_down());
-        }
-        inner.pg.policy(key).await.inspect_err(|e| {
-            if e.is_transient() {
-                inner.pg_lost(e);
-            }
-        })
-    }
-
-    async fn set_policy(&self, key: &str, policy: &Policy) -> Result<(), StoreError> {
-        self.inner.pg.set_policy(key, policy).await?;
-        self.inner.announce(key).await;
-        Ok(())
-    }
-
-    async fn delete_policy(&self, key: &str) -> Result<bool, StoreError> {
-        let existed = self.inner.pg.delete_policy(key).await?;
-        self.inner.announce(key).await;
-        Ok(existed)
-    }
-
-    async fn policy_version(&self) -> Result<u64, StoreError> {
-        // As `policy`: fail at once while PostgreSQL is marked down, and `CachedPolicies` keeps its last snapshot.
-        let inner = &self.inner;
-        if !inner.pg_up.load(Ordering::Acquire) {
-            return Err(postgres_marked_down());
-        }
-        inner.pg.policy_version().await.inspect_err(|e| {
-            if e.is_transient() {
-                inner.pg_lost(e);
-            }
-        })
-    }
-
-    async fn all_policies(&self) -> Result<Vec<(String, Policy)>, StoreError> {
-        let inner = &self.inner;
-        if !inner.pg_up.load(Ordering::Acquire) {
-            return Err(postgres_marked_down());
-        }
-        inner.pg.all_policies().await.inspect_err(|e| {
-            if e.is_transient() {
-                inner.pg_lost(e);
-            }
-        })
     }
 }

@@ -9,7 +9,7 @@
 -- concurrent writer to finish. Every bucket value below is read from the row itself (b.tokens, b.last_refill_time),
 -- never from an earlier SELECT or CTE, whose snapshot would be stale: two concurrent checks therefore serialise
 -- on the row lock and the second one re-decides on what the first one left. (A CTE that reads the bucket and an
--- UPDATE that writes it over-admits: it was measured granting 11 to 15 of a capacity of 10, DESIGN.md §2.) A key
+-- UPDATE that writes it over-admits: it was measured granting 11 to 15 of a capacity of 10 under 30 parallel sessions.) A key
 -- that does not exist yet is created by the INSERT in the same statement, and the primary key makes two creators
 -- of one key conflict, so the loser takes the DO UPDATE path against the winner's row.
 --
