@@ -4,9 +4,11 @@ use std::time::Duration;
 
 use bucket_store::postgres::{PostgresConfig, PostgresStore};
 use bucket_store::redis::RedisStore;
-use bucket_store::tiered::TieredStore;
+use std::sync::Arc;
+
+use bucket_store::tiered::{TieredEvent, TieredEvents, TieredStore};
 use bucket_store::{AnyStore, CacheSettings, MemoryStore};
-use slog::{info, warn, Logger};
+use slog::{error, info, o, warn, Logger};
 
 use crate::config::{Config, StoreKind};
 use crate::server::StartError;
@@ -43,7 +45,7 @@ pub async fn build_store(config: &Config, log: &Logger) -> Result<AnyStore, Star
             let pg = connect_postgres(settings.postgres_config(required(&config.database_url, "DATABASE_URL")?), log)
                 .await?;
             let redis = connect_redis(&settings.redis_config(required(&config.redis_url, "REDIS_URL")?), log).await?;
-            AnyStore::tiered(TieredStore::new(redis, pg, settings.tiered_config(), log.clone()).await, caches)
+            AnyStore::tiered(TieredStore::new(redis, pg, settings.tiered_config(), log_events(log)).await, caches)
         }
     };
     info!(log, "store ready"; "store" => store.kind());
@@ -63,6 +65,38 @@ fn cache_settings(policy_ttl: Duration) -> CacheSettings {
         refusal_max_age: policy_ttl,
         refusal_entries: REFUSAL_CACHE_ENTRIES,
     }
+}
+
+/// The tiered store's changes of state as log lines (one per change: connected, lost, recovered, queue full).
+fn log_events(log: &Logger) -> TieredEvents {
+    let log = log.new(o!("store" => "tiered"));
+    Arc::new(move |event| match event {
+        TieredEvent::RedisUnreachableAtStart { error } => {
+            warn!(log, "redis unreachable at start: PostgreSQL decides until it answers"; "error" => error)
+        }
+        TieredEvent::RedisLost { error } => {
+            warn!(log, "redis lost: postgres decides until it answers again"; "error" => error)
+        }
+        TieredEvent::RedisRecovered => info!(log, "redis recovered: it decides again"),
+        TieredEvent::RedisInvalidationFailed { error } => {
+            warn!(log, "redis answers but invalidation failed"; "error" => error)
+        }
+        TieredEvent::StaleKeysDeleted { keys } => {
+            info!(log, "deleted keys from redis that postgres changed during the outage"; "keys" => keys)
+        }
+        TieredEvent::PostgresLost { error, queue_capacity } => {
+            warn!(log, "postgres lost: redis decides, writes are queued";
+                                                                     "error" => error, "queue_capacity" => queue_capacity)
+        }
+        TieredEvent::PostgresRecovered { queued } => info!(log, "postgres recovered"; "queued" => queued),
+        TieredEvent::QueueFull { capacity } => {
+            error!(log, "postgres write queue full: further writes are dropped until it drains"; "capacity" => capacity)
+        }
+        TieredEvent::Flushed { keys } => info!(log, "flushed queued writes to postgres"; "keys" => keys),
+        TieredEvent::FlushFailed { keys, error } => {
+            error!(log, "could not flush queued writes to postgres"; "keys" => keys, "error" => error)
+        }
+    })
 }
 
 fn required<'a>(url: &'a Option<String>, var: &'static str) -> Result<&'a str, StartError> {

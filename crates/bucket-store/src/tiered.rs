@@ -23,14 +23,16 @@ use std::time::Duration;
 
 use bucket_core::{BucketState, Policy};
 use serde::Deserialize;
-use slog::{error, info, o, warn, Logger};
 
 use crate::postgres::PostgresStore;
 use crate::redis::{OnMiss, RedisStore};
 use crate::write_queue::{Enqueued, WriteQueue};
 
+mod events;
 mod loops;
 mod policies;
+
+pub use events::{no_events, TieredEvent, TieredEvents};
 
 use crate::{Decided, DependencyHealth, Outcome, Source, Store, StoreError, VersionedState};
 use loops::{flush_loop, probe_loop};
@@ -119,7 +121,7 @@ struct Inner {
     redis: RedisStore,
     pg: PostgresStore,
     config: TieredConfig,
-    log: Logger,
+    events: TieredEvents,
     redis_up: AtomicBool,
     pg_up: AtomicBool,
     /// Keys PostgreSQL decided while Redis was down: deleted from Redis before it is used again.
@@ -137,13 +139,13 @@ struct Inner {
 }
 
 impl TieredStore {
-    /// Wires the two adapters and starts the background flusher and prober on the current tokio runtime.
-    pub async fn new(redis: RedisStore, pg: PostgresStore, config: TieredConfig, log: Logger) -> Self {
-        let log = log.new(o!("store" => "tiered"));
+    /// Wires the two adapters and starts the background flusher and prober on the current tokio runtime; changes
+    /// of state are reported to `events`.
+    pub async fn new(redis: RedisStore, pg: PostgresStore, config: TieredConfig, events: TieredEvents) -> Self {
         let redis_up = match redis.ping().await {
             Ok(()) => true,
             Err(e) => {
-                warn!(log, "redis unreachable at start: PostgreSQL decides until it answers"; "error" => %e);
+                events(TieredEvent::RedisUnreachableAtStart { error: e.to_string() });
                 false
             }
         };
@@ -153,7 +155,7 @@ impl TieredStore {
             redis,
             pg,
             config,
-            log,
+            events,
             redis_up: AtomicBool::new(redis_up),
             pg_up: AtomicBool::new(true),
             stale: tokio::sync::Mutex::new(HashSet::new()),
@@ -223,7 +225,7 @@ impl Inner {
         stale.clear();
         self.stale_count.store(0, Ordering::Release);
         self.invalidated.fetch_add(keys.len() as u64, Ordering::Relaxed);
-        info!(self.log, "deleted keys from redis that postgres changed during the outage"; "keys" => keys.len());
+        (self.events)(TieredEvent::StaleKeysDeleted { keys: keys.len() });
         Ok(())
     }
 
@@ -236,20 +238,19 @@ impl Inner {
 
     fn redis_lost(&self, e: &StoreError) {
         if self.redis_up.swap(false, Ordering::AcqRel) {
-            warn!(self.log, "redis lost: postgres decides until it answers again"; "error" => %e);
+            (self.events)(TieredEvent::RedisLost { error: e.to_string() });
         }
     }
 
     fn pg_lost(&self, e: &StoreError) {
         if self.pg_up.swap(false, Ordering::AcqRel) {
-            warn!(self.log, "postgres lost: redis decides, writes are queued"; "error" => %e,
-                  "queue_capacity" => self.queue.capacity());
+            (self.events)(TieredEvent::PostgresLost { error: e.to_string(), queue_capacity: self.queue.capacity() });
         }
     }
 
     fn pg_recovered(&self) {
         if !self.pg_up.swap(true, Ordering::AcqRel) {
-            info!(self.log, "postgres recovered"; "queued" => self.queue.len());
+            (self.events)(TieredEvent::PostgresRecovered { queued: self.queue.len() });
         }
     }
 
@@ -302,8 +303,7 @@ impl Inner {
         }
         if self.queue.push(key, decided.after) == Enqueued::Full && !self.queue_full_logged.swap(true, Ordering::AcqRel)
         {
-            error!(self.log, "postgres write queue full: further writes are dropped until it drains";
-                   "capacity" => self.queue.capacity());
+            (self.events)(TieredEvent::QueueFull { capacity: self.queue.capacity() });
         }
     }
 
@@ -431,9 +431,11 @@ impl Store for TieredStore {
         let waiting = self.inner.queue.unwritten();
         let result = self.inner.flush_all().await;
         match &result {
-            Ok(()) => info!(self.inner.log, "flushed queued writes to postgres"; "keys" => waiting),
-            Err(e) => error!(self.inner.log, "could not flush queued writes to postgres";
-                             "keys" => self.inner.queue.unwritten(), "error" => %e),
+            Ok(()) => (self.inner.events)(TieredEvent::Flushed { keys: waiting }),
+            Err(e) => (self.inner.events)(TieredEvent::FlushFailed {
+                keys: self.inner.queue.unwritten(),
+                error: e.to_string(),
+            }),
         }
         result
     }

@@ -144,9 +144,8 @@ async fn tiered_reads_postgres_and_an_outage_keeps_the_snapshot() {
     pg_config.statement_timeout = Duration::from_millis(500);
     let pg = PostgresStore::connect(pg_config).await.unwrap();
     let redis = RedisStore::connect(keys.config(&keys.url)).unwrap();
-    let log = slog::Logger::root(slog::Discard, slog::o!());
     let config = TieredConfig { retry_interval: Duration::from_secs(60), ..TieredConfig::default() };
-    let tiered = TieredStore::new(redis, pg, config, log).await;
+    let tiered = TieredStore::new(redis, pg, config, bucket_store::tiered::no_events()).await;
     writes_move_the_version(&tiered).await;
 
     // A zero TTL: every look-up reads the version, so only the outage path can answer from the snapshot.

@@ -44,8 +44,7 @@ impl Rig {
         pg_config.connect_timeout = Duration::from_millis(500);
         pg_config.statement_timeout = Duration::from_millis(500);
         let pg = PostgresStore::connect(pg_config).await.unwrap();
-        let log = slog::Logger::root(slog::Discard, slog::o!());
-        let store = TieredStore::new(redis.clone(), pg, config, log).await;
+        let store = TieredStore::new(redis.clone(), pg, config, bucket_store::tiered::no_events()).await;
         Self { schema, keys, redis_proxy, _pg_proxy: pg_proxy, redis, store }
     }
 

@@ -4,9 +4,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Weak;
 use std::time::Duration;
 
-use slog::{info, warn};
-
-use super::{Inner, WriteMode};
+use super::{Inner, TieredEvent, WriteMode};
 use crate::Store;
 
 /// Write-behind batches, and replay of writes queued while PostgreSQL was down.
@@ -38,9 +36,9 @@ pub(super) async fn probe_loop(inner: Weak<Inner>) {
                 match inner.invalidate_stale().await {
                     Ok(()) => {
                         inner.redis_up.store(true, Ordering::Release);
-                        info!(inner.log, "redis recovered: it decides again");
+                        (inner.events)(TieredEvent::RedisRecovered);
                     }
-                    Err(e) => warn!(inner.log, "redis answers but invalidation failed"; "error" => %e),
+                    Err(e) => (inner.events)(TieredEvent::RedisInvalidationFailed { error: e.to_string() }),
                 }
             }
             if !inner.pg_up.load(Ordering::Acquire) && inner.pg.health().await.iter().all(|h| h.up) {

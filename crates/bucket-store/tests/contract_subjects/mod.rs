@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bucket_store::postgres::PostgresStore;
 use bucket_store::redis::RedisStore;
-use bucket_store::tiered::{TieredConfig, TieredStore, WriteMode};
+use bucket_store::tiered::{no_events, TieredConfig, TieredStore, WriteMode};
 use bucket_store::{AnyStore, CacheSettings, MemoryStore};
 use bucket_testkit::redis_server::shared_url;
 use bucket_testkit::{RedisPrefix, TestSchema};
@@ -58,8 +58,7 @@ async fn tiered(name: &'static str, config: TieredConfig) -> Subject<TieredStore
     let keys = RedisPrefix::shared();
     let instance = || async {
         let redis = RedisStore::connect(keys.config(&shared_url())).expect("valid configuration");
-        let log = slog::Logger::root(slog::Discard, slog::o!());
-        TieredStore::new(redis, schema.store().await, config.clone(), log).await
+        TieredStore::new(redis, schema.store().await, config.clone(), no_events()).await
     };
     let (a, b) = (instance().await, instance().await);
     Subject { name, a, b, nul_keys: NulKeys::Unspecified, _guards: vec![Box::new(schema), Box::new(keys)] }
