@@ -42,6 +42,20 @@ const DECIDE_SQL: &str = include_str!("postgres/decide.sql");
 const READ_SQL: &str = include_str!("postgres/read.sql");
 /// Version-guarded upsert of many buckets in one statement.
 const SAVE_BATCH_SQL: &str = include_str!("postgres/save_batch.sql");
+/// Tells the other instances that a key changed.
+const ANNOUNCE_SQL: &str = include_str!("postgres/announce.sql");
+/// Forgets a bucket.
+const RESET_SQL: &str = include_str!("postgres/reset.sql");
+/// One key's policy.
+const POLICY_GET_SQL: &str = include_str!("postgres/policy_get.sql");
+/// Removes one key's policy.
+const POLICY_DELETE_SQL: &str = include_str!("postgres/policy_delete.sql");
+/// The policy version.
+const POLICY_VERSION_SQL: &str = include_str!("postgres/policy_version.sql");
+/// Every policy.
+const POLICY_ALL_SQL: &str = include_str!("postgres/policy_all.sql");
+/// Sets one key's policy.
+const POLICY_SET_SQL: &str = include_str!("postgres/policy_set.sql");
 
 /// A pooled PostgreSQL store; cloning shares the pool.
 #[derive(Clone)]
@@ -285,9 +299,8 @@ impl PostgresStore {
 
     /// Tells every instance listening that `key` changed; best effort (their caches' lifetimes cover a miss).
     async fn announce(&self, key: &str) {
-        let query = diesel::sql_query("SELECT pg_notify($1, $2)")
-            .bind::<Text, _>(self.channel.name.clone())
-            .bind::<Text, _>(key.to_owned());
+        let query =
+            diesel::sql_query(ANNOUNCE_SQL).bind::<Text, _>(self.channel.name.clone()).bind::<Text, _>(key.to_owned());
         let _ = self.statement(move |conn| query.execute(conn).boxed()).await;
     }
 
@@ -336,7 +349,7 @@ impl Store for PostgresStore {
     }
 
     async fn reset(&self, key: &str) -> Result<(), StoreError> {
-        let query = diesel::sql_query("DELETE FROM rate_limits WHERE user_id = $1").bind::<Text, _>(key.to_owned());
+        let query = diesel::sql_query(RESET_SQL).bind::<Text, _>(key.to_owned());
         self.statement(move |conn| query.execute(conn).boxed()).await?;
         self.announce(key).await;
         Ok(())
@@ -357,8 +370,7 @@ impl Store for PostgresStore {
 
 impl PolicyStore for PostgresStore {
     async fn policy(&self, key: &str) -> Result<Option<Policy>, StoreError> {
-        let query = diesel::sql_query("SELECT capacity, interval_us FROM policies WHERE key = $1")
-            .bind::<Text, _>(key.to_owned());
+        let query = diesel::sql_query(POLICY_GET_SQL).bind::<Text, _>(key.to_owned());
         let row = self
             .statement(move |conn| async move { query.get_result::<PolicyRow>(conn).await.optional() }.boxed())
             .await?;
@@ -370,35 +382,31 @@ impl PolicyStore for PostgresStore {
 
     async fn set_policy(&self, key: &str, policy: &Policy) -> Result<(), StoreError> {
         // Only `policies` is written: the bucket keeps its tokens and is judged by the new limits from its next check.
-        let query = diesel::sql_query(
-            "INSERT INTO policies (key, capacity, interval_us, updated_at) VALUES ($1, $2, $3, clock_timestamp()) \
-             ON CONFLICT (key) DO UPDATE \
-             SET capacity = EXCLUDED.capacity, interval_us = EXCLUDED.interval_us, updated_at = EXCLUDED.updated_at",
-        )
-        .bind::<Text, _>(key.to_owned())
-        .bind::<BigInt, _>(signed(policy.capacity(), "capacity")?)
-        .bind::<BigInt, _>(signed(policy.interval_us(), "interval")?);
+        let query = diesel::sql_query(POLICY_SET_SQL)
+            .bind::<Text, _>(key.to_owned())
+            .bind::<BigInt, _>(signed(policy.capacity(), "capacity")?)
+            .bind::<BigInt, _>(signed(policy.interval_us(), "interval")?);
         self.statement(move |conn| query.execute(conn).boxed()).await?;
         self.announce(key).await;
         Ok(())
     }
 
     async fn delete_policy(&self, key: &str) -> Result<bool, StoreError> {
-        let query = diesel::sql_query("DELETE FROM policies WHERE key = $1").bind::<Text, _>(key.to_owned());
+        let query = diesel::sql_query(POLICY_DELETE_SQL).bind::<Text, _>(key.to_owned());
         let deleted = self.statement(move |conn| query.execute(conn).boxed()).await?;
         self.announce(key).await;
         Ok(deleted > 0)
     }
 
     async fn policy_version(&self) -> Result<u64, StoreError> {
-        let query = diesel::sql_query("SELECT version FROM policy_version");
+        let query = diesel::sql_query(POLICY_VERSION_SQL);
         let row = self.statement(move |conn| query.get_result::<VersionRow>(conn).boxed()).await?;
         // Negative only if edited by hand; the cache needs "changed", so the bits are kept as they are.
         Ok(row.version as u64)
     }
 
     async fn all_policies(&self) -> Result<Vec<(String, Policy)>, StoreError> {
-        let query = diesel::sql_query("SELECT key, capacity, interval_us FROM policies");
+        let query = diesel::sql_query(POLICY_ALL_SQL);
         let rows = self.statement(move |conn| query.load::<KeyedPolicyRow>(conn).boxed()).await?;
         rows.into_iter()
             .map(|row| {
