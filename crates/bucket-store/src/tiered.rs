@@ -405,7 +405,15 @@ impl Store for TieredStore {
     }
 
     async fn reset(&self, key: &str) -> Result<(), StoreError> {
-        self.inner.pg.reset(key).await?;
+        {
+            // A write queued for this key (write-behind, or PostgreSQL down) must not land after the reset and
+            // bring the spent tokens back: it is dropped, with no batch in flight meanwhile.
+            let _flushing = self.inner.flushing.lock().await;
+            if self.inner.queue.take_key(key).is_some() {
+                self.inner.queue.written(1);
+            }
+            self.inner.pg.reset(key).await?;
+        }
         // Deletes the cached bucket and tells the other instances (their refusal caches).
         if let Err(e) = self.inner.redis.reset(key).await {
             self.inner.redis_lost(&e);
