@@ -60,6 +60,7 @@ const VARIABLES: &[(&str, &str, Form)] = &[
     ("BUCKET_RETRY_INTERVAL_MS", "tiered.retry_interval_ms", Form::Trimmed),
     ("BUCKET_WRITE_QUEUE_CAPACITY", "tiered.queue_capacity", Form::Trimmed),
     ("BUCKET_POLICY_CACHE_TTL_MS", "tiered.policy_cache_ttl_ms", Form::Trimmed),
+    ("BUCKET_REFUSAL_CACHE_TTL_MS", "tiered.refusal_cache_ttl_ms", Form::Trimmed),
 ];
 
 /// Variables whose values are secret: an error about them never repeats the value.

@@ -67,6 +67,7 @@ impl Redacted<'_> {
             ("tiered.retry_interval_ms", ms(tiered.retry_interval)),
             ("tiered.queue_capacity", tiered.queue_capacity.to_string()),
             ("tiered.policy_cache_ttl_ms", ms(tiered.policy_cache_ttl)),
+            ("tiered.refusal_cache_ttl_ms", ms(tiered.refusal_cache_ttl)),
         ]
     }
 }

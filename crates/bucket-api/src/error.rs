@@ -111,6 +111,13 @@ impl ApiError {
     }
 }
 
+/// A key no store can hold is the caller's fault.
+impl From<bucket_store::KeyError> for ApiError {
+    fn from(e: bucket_store::KeyError) -> Self {
+        ApiError::InvalidKey(e.to_string())
+    }
+}
+
 /// Transient store failures are worth retrying (503); anything else is our fault (500).
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {

@@ -16,7 +16,7 @@ use utoipa::ToSchema;
 
 use crate::error::ApiError;
 
-/// Header naming the backend that decided (`memory`, `redis`, `postgres`, `new-user`, `fail-open`).
+/// Header naming the part that decided (`memory`, `redis`, `postgres`, `new-user`, `fail-open`, `refusal-cache`).
 pub const X_DATA_SOURCE: &str = "x-data-source";
 /// IETF draft header describing the quota: `"name";q=<capacity>;w=<seconds to refill from empty>`.
 pub const RATELIMIT_POLICY: &str = "ratelimit-policy";

@@ -18,6 +18,7 @@ pub mod openapi;
 pub mod routes;
 pub mod server;
 pub mod state;
+pub mod store_metrics;
 pub mod stores;
 
 pub use config::Config;

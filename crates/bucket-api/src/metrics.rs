@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use bucket_store::AnyStore;
+use prometheus::core::Collector;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
 /// Decision latencies span a memory lookup (µs) to a slow database round trip (up to the store timeouts).
@@ -28,20 +28,10 @@ pub struct Metrics {
     pub decision_duration: HistogramVec,
     /// Store calls that failed, by `store`.
     pub store_errors: IntCounterVec,
-    /// Decisions served by a fallback backend (`from`, `to`); the tiered store increments it.
-    pub fallbacks: IntCounterVec,
     /// Requests answered by the failure mode, by `mode`.
     pub failure_mode: IntCounterVec,
-    /// Writes waiting for PostgreSQL in the tiered store's write-behind queue.
-    pub write_queue_depth: IntGauge,
     /// Most writes that queue holds (`[tiered] queue_capacity`), so alerts compare depth with it, not a constant.
     pub write_queue_capacity: IntGauge,
-    /// Writes the tiered store dropped because its queue was full.
-    pub write_queue_dropped: IntCounter,
-    /// Keys deleted from Redis after an outage because PostgreSQL changed them meanwhile.
-    pub redis_invalidations: IntCounter,
-    /// 0 while the tiered store has marked a `dependency` down, else 1 (also for stores that never use it).
-    pub dependency_up: IntGaugeVec,
     /// HTTP requests by matched `route` pattern, `method` and `status`.
     pub http_requests: IntCounterVec,
     /// HTTP latency by matched `route` pattern.
@@ -65,30 +55,12 @@ impl Metrics {
         )?;
         let store_errors =
             IntCounterVec::new(Opts::new("bucket_store_errors_total", "Failed store calls, by store"), &["store"])?;
-        let fallbacks = IntCounterVec::new(
-            Opts::new("bucket_fallbacks_total", "Decisions served by a fallback backend"),
-            &["from", "to"],
-        )?;
         let failure_mode = IntCounterVec::new(
             Opts::new("bucket_failure_mode_total", "Requests answered by the configured failure mode"),
             &["mode"],
         )?;
-        let write_queue_depth =
-            IntGauge::new("bucket_write_queue_depth", "Writes queued for PostgreSQL by the tiered store")?;
         let write_queue_capacity =
             IntGauge::new("bucket_write_queue_capacity", "Most writes the tiered store's queue holds before dropping")?;
-        let write_queue_dropped = IntCounter::new(
-            "bucket_write_queue_dropped_total",
-            "Writes for PostgreSQL dropped because the tiered store's queue was full",
-        )?;
-        let redis_invalidations = IntCounter::new(
-            "bucket_redis_invalidations_total",
-            "Keys deleted from Redis after an outage because PostgreSQL changed them meanwhile",
-        )?;
-        let dependency_up = IntGaugeVec::new(
-            Opts::new("bucket_dependency_up", "0 while the tiered store has marked a dependency down, else 1"),
-            &["dependency"],
-        )?;
         let http_requests = IntCounterVec::new(
             Opts::new("http_requests_total", "HTTP requests by route pattern, method and status"),
             &["route", "method", "status"],
@@ -103,23 +75,10 @@ impl Metrics {
         registry.register(Box::new(requests_denied.clone()))?;
         registry.register(Box::new(decision_duration.clone()))?;
         registry.register(Box::new(store_errors.clone()))?;
-        registry.register(Box::new(fallbacks.clone()))?;
         registry.register(Box::new(failure_mode.clone()))?;
-        registry.register(Box::new(write_queue_depth.clone()))?;
         registry.register(Box::new(write_queue_capacity.clone()))?;
-        registry.register(Box::new(write_queue_dropped.clone()))?;
-        registry.register(Box::new(redis_invalidations.clone()))?;
-        registry.register(Box::new(dependency_up.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
-        // The tiered store's series exist from the start, for every store: a labelled family with no series is not
-        // exported at all, so alerts and panels on it would read "no data" (indistinguishable from a broken scrape)
-        // until the first outage. A dependency starts as up: only the tiered store ever marks one down, and a
-        // memory-store service must not fire "Redis down".
-        fallbacks.with_label_values(&["redis", "postgres"]);
-        fallbacks.with_label_values(&["postgres", "queue"]);
-        dependency_up.with_label_values(&["redis"]).set(1);
-        dependency_up.with_label_values(&["postgres"]).set(1);
         Ok(Self {
             registry,
             decisions,
@@ -127,13 +86,8 @@ impl Metrics {
             requests_denied,
             decision_duration,
             store_errors,
-            fallbacks,
             failure_mode,
-            write_queue_depth,
             write_queue_capacity,
-            write_queue_dropped,
-            redis_invalidations,
-            dependency_up,
             http_requests,
             http_duration,
         })
@@ -157,18 +111,9 @@ impl Metrics {
         self.http_duration.with_label_values(&[route]).observe(elapsed.as_secs_f64());
     }
 
-    /// Copies the tiered store's own counters into the registry, at scrape time (the store knows nothing of
-    /// Prometheus; counters advance by the difference, so `rate()` works).
-    pub fn observe_store(&self, store: &AnyStore) {
-        let Some(stats) = store.tiered_stats() else { return };
-        let advance = |counter: &IntCounter, total: u64| counter.inc_by(total.saturating_sub(counter.get()));
-        advance(&self.fallbacks.with_label_values(&["redis", "postgres"]), stats.fallbacks_to_postgres);
-        advance(&self.fallbacks.with_label_values(&["postgres", "queue"]), stats.writes_queued_while_postgres_down);
-        advance(&self.write_queue_dropped, stats.writes_dropped);
-        advance(&self.redis_invalidations, stats.keys_invalidated);
-        self.write_queue_depth.set(stats.queue_depth as i64);
-        self.dependency_up.with_label_values(&["redis"]).set(i64::from(stats.redis_up));
-        self.dependency_up.with_label_values(&["postgres"]).set(i64::from(stats.postgres_up));
+    /// Adds a collector read at every scrape (the store's own counters: `store_metrics.rs`).
+    pub fn register(&self, collector: Box<dyn Collector>) -> Result<(), prometheus::Error> {
+        self.registry.register(collector)
     }
 
     /// The Prometheus text exposition of every metric.

@@ -13,7 +13,8 @@ use crate::routes::{buckets, check, health, metrics, policies};
     description = "Allowed: the tokens were taken",
     headers(
         ("X-Data-Source" = String,
-            description = "Backend that decided: memory, redis, postgres, new-user or fail-open"),
+            description = "Part that decided: memory, redis, postgres, new-user, fail-open, or refusal-cache (a refusal \
+                this instance remembered answered; no store was asked)"),
         ("RateLimit-Policy" = String,
             description = "Quota and window, e.g. `\"default\";q=10;w=10` (window in whole seconds, rounded up)"),
         ("RateLimit" = String,
@@ -31,7 +32,9 @@ pub struct Allowed(pub DecisionBody);
     description = "Denied: not enough tokens; nothing was taken",
     headers(
         ("Retry-After" = u64, description = "Whole seconds until `cost` tokens are available, rounded up, at least 1"),
-        ("X-Data-Source" = String, description = "Backend that decided"),
+        ("X-Data-Source" = String,
+            description = "Part that decided; `refusal-cache` when a refusal this instance remembered answered and no \
+                store was asked"),
         ("RateLimit-Policy" = String, description = "Quota and window, e.g. `\"default\";q=10;w=10`"),
         ("RateLimit" = String,
             description = "Remaining tokens and whole seconds until `cost` tokens, e.g. `\"default\";r=0;t=1`"),

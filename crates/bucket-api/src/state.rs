@@ -1,9 +1,10 @@
 //! What every request shares, built once at start: configuration, resolved policies, the store, metrics, logger.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use bucket_core::Policy;
-use bucket_store::{AnyStore, Store};
+use bucket_store::{AnyStore, PolicyStore};
 use slog::Logger;
 
 use crate::config::Config;
@@ -11,6 +12,7 @@ use crate::error::ApiError;
 use crate::headers::AppliedPolicy;
 use crate::metrics::Metrics;
 use crate::server::StartError;
+use crate::store_metrics::StoreCollector;
 
 /// The application state behind `web::Data`; cloning the store or metrics shares them.
 pub struct AppState {
@@ -35,6 +37,8 @@ impl AppState {
         let default_policy = config.default_policy()?;
         let named_policies = config.named_policies()?;
         let metrics = Metrics::new()?;
+        let source = store.clone();
+        metrics.register(Box::new(StoreCollector::new(Arc::new(move || source.tiered_stats()))?))?;
         // Series that exist from the start read as 0 instead of "no data", so alerts on them work before the first
         // outage.
         metrics.store_errors.with_label_values(&[config.store.as_str()]);

@@ -4,9 +4,11 @@ use std::time::Duration;
 
 use bucket_store::postgres::{PostgresConfig, PostgresStore};
 use bucket_store::redis::{RedisConfig, RedisStore};
-use bucket_store::tiered::TieredStore;
-use bucket_store::{AnyStore, CachedPolicies, MemoryStore, RefusalCache};
-use slog::{info, warn, Logger};
+use std::sync::Arc;
+
+use bucket_store::tiered::{TieredEvent, TieredEvents, TieredStore};
+use bucket_store::{AnyStore, CacheSettings, MemoryStore};
+use slog::{error, info, o, warn, Logger};
 
 use crate::config::{Config, StoreKind};
 use crate::server::StartError;
@@ -21,7 +23,7 @@ const LONGEST_RETRY: Duration = Duration::from_secs(10);
 /// The store `config.store` names, connected and ready, with its background tasks (evictor, flusher, prober)
 /// running on the current tokio runtime.
 pub async fn build_store(config: &Config, log: &Logger) -> Result<AnyStore, StartError> {
-    let cache_ttl = config.tiered.policy_cache_ttl;
+    let caches = cache_settings(config.tiered.policy_cache_ttl, config.tiered.refusal_cache_ttl);
     let postgres = |url: &str| PostgresConfig { url: url.to_owned(), ..config.postgres.clone() };
     let redis = |url: &str| RedisConfig { url: url.to_owned(), ..config.redis.clone() };
     let store = match config.store {
@@ -33,16 +35,16 @@ pub async fn build_store(config: &Config, log: &Logger) -> Result<AnyStore, Star
         }
         StoreKind::Postgres => {
             let url = required(&config.database_url, "DATABASE_URL")?;
-            AnyStore::Postgres(cached(connect_postgres(postgres(url), log).await?, cache_ttl))
+            AnyStore::postgres(connect_postgres(postgres(url), log).await?, caches)
         }
         StoreKind::Redis => {
             let url = required(&config.redis_url, "REDIS_URL")?;
-            AnyStore::Redis(cached(connect_redis(&redis(url), log).await?, cache_ttl))
+            AnyStore::redis(connect_redis(&redis(url), log).await?, caches)
         }
         StoreKind::Tiered => {
             let pg = connect_postgres(postgres(required(&config.database_url, "DATABASE_URL")?), log).await?;
             let redis = connect_redis(&redis(required(&config.redis_url, "REDIS_URL")?), log).await?;
-            AnyStore::Tiered(cached(TieredStore::new(redis, pg, config.tiered.clone(), log.clone()).await, cache_ttl))
+            AnyStore::tiered(TieredStore::new(redis, pg, config.tiered.clone(), log_events(log)).await, caches)
         }
     };
     info!(log, "store ready"; "store" => store.kind());
@@ -53,8 +55,47 @@ pub async fn build_store(config: &Config, log: &Logger) -> Result<AnyStore, Star
 /// round trips of callers that keep sending while refused).
 const REFUSAL_CACHE_ENTRIES: usize = 100_000;
 
-fn cached<S>(store: S, ttl: Duration) -> CachedPolicies<RefusalCache<S>> {
-    CachedPolicies::new(RefusalCache::new(store, REFUSAL_CACHE_ENTRIES), ttl, POLICY_CACHE_ENTRIES)
+/// The in-process caches of the shared stores. A remembered refusal answers for at most `refusal_ttl`
+/// (the safety net when another instance's reset or policy change is not heard: see bucket_store::invalidation).
+fn cache_settings(policy_ttl: Duration, refusal_ttl: Duration) -> CacheSettings {
+    CacheSettings {
+        policy_ttl,
+        policy_entries: POLICY_CACHE_ENTRIES,
+        refusal_max_age: refusal_ttl,
+        refusal_entries: REFUSAL_CACHE_ENTRIES,
+    }
+}
+
+/// The tiered store's changes of state as log lines (one per change: connected, lost, recovered, queue full).
+fn log_events(log: &Logger) -> TieredEvents {
+    let log = log.new(o!("store" => "tiered"));
+    Arc::new(move |event| match event {
+        TieredEvent::RedisUnreachableAtStart { error } => {
+            warn!(log, "redis unreachable at start: PostgreSQL decides until it answers"; "error" => error)
+        }
+        TieredEvent::RedisLost { error } => {
+            warn!(log, "redis lost: postgres decides until it answers again"; "error" => error)
+        }
+        TieredEvent::RedisRecovered => info!(log, "redis recovered: it decides again"),
+        TieredEvent::RedisInvalidationFailed { error } => {
+            warn!(log, "redis answers but invalidation failed"; "error" => error)
+        }
+        TieredEvent::StaleKeysDeleted { keys } => {
+            info!(log, "deleted keys from redis that postgres changed during the outage"; "keys" => keys)
+        }
+        TieredEvent::PostgresLost { error, queue_capacity } => {
+            warn!(log, "postgres lost: redis decides, writes are queued";
+                                                                     "error" => error, "queue_capacity" => queue_capacity)
+        }
+        TieredEvent::PostgresRecovered { queued } => info!(log, "postgres recovered"; "queued" => queued),
+        TieredEvent::QueueFull { capacity } => {
+            error!(log, "postgres write queue full: further writes are dropped until it drains"; "capacity" => capacity)
+        }
+        TieredEvent::Flushed { keys } => info!(log, "flushed queued writes to postgres"; "keys" => keys),
+        TieredEvent::FlushFailed { keys, error } => {
+            error!(log, "could not flush queued writes to postgres"; "keys" => keys, "error" => error)
+        }
+    })
 }
 
 fn required<'a>(url: &'a Option<String>, var: &'static str) -> Result<&'a str, StartError> {

@@ -1,4 +1,4 @@
-//! The tiered service with its dependencies broken on purpose (DESIGN.md §2 points 4 to 6, issue 6): a fault
+//! The tiered service with its dependencies broken on purpose (README.md, "Stores: which to pick", tiered points 4 to 6): a fault
 //! proxy in front of Redis and one in front of PostgreSQL switch between working, slow, hung, resetting and gone.
 //! Every request must still be answered, in bounded time, never with a 5xx unless `fail_closed` says so, and no
 //! fault may let a key be granted more than its capacity.

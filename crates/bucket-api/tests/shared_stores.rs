@@ -1,5 +1,5 @@
 //! Two `bucket-api` instances sharing one store, hit concurrently over HTTP: the shared stores never grant more
-//! than the bucket holds, whichever instance a request reaches (DESIGN.md §2: exactly C of N).
+//! than the bucket holds, whichever instance a request reaches (exactly C of N).
 
 mod common;
 mod tiered_rig;

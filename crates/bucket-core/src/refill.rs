@@ -22,8 +22,8 @@
 //! A clock that reads earlier than `last_refill` (a skewed server) counts as no time passing: skew can delay
 //! tokens, never mint them.
 //!
-//! The same lines exist in `bucket-store`'s Lua script and SQL statement; `tests/cases.rs` there runs one table of
-//! cases against all three.
+//! The same lines exist in `bucket-store`'s Lua script and SQL statement; `tests/common/cases.rs` there holds one table
+//! of cases that `tests/cases_core.rs`, `cases_redis.rs` and `cases_postgres.rs` run against all three.
 
 use std::time::Duration;
 

@@ -1,4 +1,4 @@
-//! The invariants of DESIGN.md section 1, checked against a naive model over random request sequences.
+//! The invariants of the algorithm (README.md, "The exact algorithm"), checked against a naive model over random request sequences.
 
 use bucket_core::{decide, from_full_at, full_at, refill, BucketState, Policy, Wait};
 use proptest::prelude::*;

@@ -2,10 +2,11 @@
 
 use bucket_core::Policy;
 
-use crate::postgres::PostgresStore;
+use crate::invalidation::spawn_redis_listener;
+use crate::postgres::{self, PostgresStore};
 use crate::redis::RedisStore;
 use crate::tiered::{TieredStats, TieredStore};
-use crate::{CachedPolicies, DependencyHealth, MemoryStore, Outcome, RefusalCache, Store, StoreError};
+use crate::{CacheSettings, DependencyHealth, MemoryStore, Outcome, PolicyStore, Shared, Store, StoreError};
 
 /// One of the configured backends; `bucket-api` holds this.
 #[derive(Clone)]
@@ -13,11 +14,11 @@ pub enum AnyStore {
     /// In-process, one instance.
     Memory(MemoryStore),
     /// PostgreSQL decides every check (refusals answered locally until they can change).
-    Postgres(CachedPolicies<RefusalCache<PostgresStore>>),
+    Postgres(Shared<PostgresStore>),
     /// Redis decides every check; nothing durable.
-    Redis(CachedPolicies<RefusalCache<RedisStore>>),
+    Redis(Shared<RedisStore>),
     /// Redis decides, PostgreSQL keeps the truth.
-    Tiered(CachedPolicies<RefusalCache<TieredStore>>),
+    Tiered(Shared<TieredStore>),
 }
 
 macro_rules! dispatch {
@@ -32,6 +33,29 @@ macro_rules! dispatch {
 }
 
 impl AnyStore {
+    /// PostgreSQL behind the in-process caches, which listen for other instances' changes (`LISTEN`; spawns the
+    /// listener on the current tokio runtime).
+    pub fn postgres(store: PostgresStore, caches: CacheSettings) -> Self {
+        let shared = Shared::new(store.clone(), caches);
+        drop(postgres::spawn_listener(store, shared.invalidator()));
+        AnyStore::Postgres(shared)
+    }
+
+    /// Redis behind the in-process caches, which listen for other instances' changes on Redis (spawns the
+    /// listener on the current tokio runtime).
+    pub fn redis(store: RedisStore, caches: CacheSettings) -> Self {
+        let shared = Shared::new(store.clone(), caches);
+        drop(spawn_redis_listener(store, shared.invalidator()));
+        AnyStore::Redis(shared)
+    }
+
+    /// The tiered store behind the in-process caches, listening on its Redis tier as [`AnyStore::redis`] does.
+    pub fn tiered(store: TieredStore, caches: CacheSettings) -> Self {
+        let shared = Shared::new(store.clone(), caches);
+        drop(spawn_redis_listener(store.redis().clone(), shared.invalidator()));
+        AnyStore::Tiered(shared)
+    }
+
     /// The store's name as configured: the `store` label of metrics.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -45,7 +69,7 @@ impl AnyStore {
     /// The tiered store's fallback and queue counters, for `/metrics`; `None` for the other stores.
     pub fn tiered_stats(&self) -> Option<TieredStats> {
         match self {
-            AnyStore::Tiered(s) => Some(s.inner().inner().stats()),
+            AnyStore::Tiered(s) => Some(s.store().stats()),
             _ => None,
         }
     }
@@ -64,6 +88,16 @@ impl Store for AnyStore {
         dispatch!(self, s => s.reset(key).await)
     }
 
+    async fn health(&self) -> Vec<DependencyHealth> {
+        dispatch!(self, s => s.health().await)
+    }
+
+    async fn shutdown(&self) -> Result<(), StoreError> {
+        dispatch!(self, s => s.shutdown().await)
+    }
+}
+
+impl PolicyStore for AnyStore {
     async fn policy(&self, key: &str) -> Result<Option<Policy>, StoreError> {
         dispatch!(self, s => s.policy(key).await)
     }
@@ -82,13 +116,5 @@ impl Store for AnyStore {
 
     async fn all_policies(&self) -> Result<Vec<(String, Policy)>, StoreError> {
         dispatch!(self, s => s.all_policies().await)
-    }
-
-    async fn health(&self) -> Vec<DependencyHealth> {
-        dispatch!(self, s => s.health().await)
-    }
-
-    async fn shutdown(&self) -> Result<(), StoreError> {
-        dispatch!(self, s => s.shutdown().await)
     }
 }

@@ -14,7 +14,7 @@ use bucket_core::{decide, from_full_at, full_at, peek, BucketState, Clock, Decis
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 
-use crate::{DependencyHealth, Outcome, Source, Store, StoreError};
+use crate::{DependencyHealth, Outcome, PolicyStore, Source, Store, StoreError};
 
 /// The default store: exact and fast, for one instance; cloning shares the same buckets.
 #[derive(Clone)]
@@ -183,6 +183,12 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    async fn health(&self) -> Vec<DependencyHealth> {
+        vec![DependencyHealth { name: "memory", up: true, detail: format!("{} buckets", self.len()) }]
+    }
+}
+
+impl PolicyStore for MemoryStore {
     async fn policy(&self, key: &str) -> Result<Option<Policy>, StoreError> {
         Ok(self.inner.policies.get(key).map(|p| *p))
     }
@@ -205,9 +211,5 @@ impl Store for MemoryStore {
 
     async fn all_policies(&self) -> Result<Vec<(String, Policy)>, StoreError> {
         Ok(self.inner.policies.iter().map(|entry| (entry.key().to_string(), *entry.value())).collect())
-    }
-
-    async fn health(&self) -> Vec<DependencyHealth> {
-        vec![DependencyHealth { name: "memory", up: true, detail: format!("{} buckets", self.len()) }]
     }
 }

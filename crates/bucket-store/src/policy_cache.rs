@@ -7,21 +7,22 @@
 //! full load fails with a non-transient error, or no snapshot has loaded yet) the cache works **per key** instead,
 //! as it did before snapshots: each key's policy, or its absence, is cached for `ttl`.
 //!
-//! A change made through this process is seen at once; a change made through another instance within `ttl` (it
-//! bumps the version). Policies never reset tokens, so a stale answer only delays when new limits apply. When the
+//! A change made through this process is seen at once; a change made through another instance as soon as its
+//! invalidation arrives ([`CachedPolicies::expire`], from the store's listener: `invalidation.rs`), and within
+//! `ttl` even if it is lost (it bumps the version). Policies never reset tokens, so a stale answer only delays when new limits apply. When the
 //! store cannot answer (a transient error: PostgreSQL down while Redis keeps deciding), the last snapshot is kept,
 //! however old, and in per-key mode the last known policy of a key, while a key never looked up gets none (the
 //! default applies): an outage of the policy table must not turn into an outage of rate limiting.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
 use bucket_core::{Clock, MonotonicClock, Policy};
 use dashmap::DashMap;
 
-use crate::{DependencyHealth, Outcome, Store, StoreError};
+use crate::{PolicyStore, StoreError};
 
 /// A store whose policy look-ups are answered from an in-process snapshot refreshed at most once per TTL.
 #[derive(Clone)]
@@ -30,7 +31,7 @@ pub struct CachedPolicies<S> {
     cache: Arc<Cache>,
 }
 
-struct Cache {
+pub(crate) struct Cache {
     ttl_us: u64,
     max_entries: usize,
     clock: Arc<dyn Clock>,
@@ -40,6 +41,18 @@ struct Cache {
     state: RwLock<State>,
     /// Per-key mode: each key's policy or its absence, and when it was read (µs on `clock`).
     entries: DashMap<Box<str>, (Option<Policy>, u64)>,
+}
+
+impl Cache {
+    pub(crate) fn expire(&self, key: &str) {
+        self.entries.remove(key);
+        self.next_check_us.store(0, Ordering::Release);
+    }
+
+    pub(crate) fn expire_all(&self) {
+        self.entries.clear();
+        self.next_check_us.store(0, Ordering::Release);
+    }
 }
 
 /// What the last successful refresh found. Only ever locked for map operations, never across an await.
@@ -73,6 +86,16 @@ impl<S> CachedPolicies<S> {
     /// The wrapped store, for what the cache does not cover (stats, flush).
     pub fn inner(&self) -> &S {
         &self.store
+    }
+
+    /// Has the next look-up check the version, and forgets `key`'s per-key entry: a policy changed elsewhere.
+    pub fn expire(&self, key: &str) {
+        self.cache.expire(key);
+    }
+
+    /// A handle for a listener that must not keep the cache alive.
+    pub(crate) fn downgrade(&self) -> Weak<Cache> {
+        Arc::downgrade(&self.cache)
     }
 
     /// The snapshot's answer for `key`, or `None` in per-key mode.
@@ -120,7 +143,7 @@ impl<S> CachedPolicies<S> {
     }
 }
 
-impl<S: Store> CachedPolicies<S> {
+impl<S: PolicyStore> CachedPolicies<S> {
     /// Refreshes if the TTL has run out and no other look-up has claimed this refresh.
     async fn refresh_if_due(&self) {
         let now = self.cache.clock.now_us();
@@ -167,19 +190,7 @@ impl<S: Store> CachedPolicies<S> {
     }
 }
 
-impl<S: Store> Store for CachedPolicies<S> {
-    async fn check(&self, key: &str, policy: &Policy, cost: u64) -> Result<Outcome, StoreError> {
-        self.store.check(key, policy, cost).await
-    }
-
-    async fn peek(&self, key: &str, policy: &Policy) -> Result<Outcome, StoreError> {
-        self.store.peek(key, policy).await
-    }
-
-    async fn reset(&self, key: &str) -> Result<(), StoreError> {
-        self.store.reset(key).await
-    }
-
+impl<S: PolicyStore> PolicyStore for CachedPolicies<S> {
     async fn policy(&self, key: &str) -> Result<Option<Policy>, StoreError> {
         self.refresh_if_due().await;
         if let Some(policy) = self.snapshot_answer(key) {
@@ -217,14 +228,6 @@ impl<S: Store> Store for CachedPolicies<S> {
     async fn all_policies(&self) -> Result<Vec<(String, Policy)>, StoreError> {
         self.store.all_policies().await
     }
-
-    async fn health(&self) -> Vec<DependencyHealth> {
-        self.store.health().await
-    }
-
-    async fn shutdown(&self) -> Result<(), StoreError> {
-        self.store.shutdown().await
-    }
 }
 
 #[cfg(test)]
@@ -260,16 +263,7 @@ mod tests {
         }
     }
 
-    impl Store for Fake {
-        async fn check(&self, key: &str, policy: &Policy, cost: u64) -> Result<Outcome, StoreError> {
-            self.store.check(key, policy, cost).await
-        }
-        async fn peek(&self, key: &str, policy: &Policy) -> Result<Outcome, StoreError> {
-            self.store.peek(key, policy).await
-        }
-        async fn reset(&self, key: &str) -> Result<(), StoreError> {
-            self.store.reset(key).await
-        }
+    impl PolicyStore for Fake {
         async fn policy(&self, key: &str) -> Result<Option<Policy>, StoreError> {
             self.per_key_reads.fetch_add(1, Ordering::SeqCst);
             self.unreachable()?;
@@ -290,9 +284,6 @@ mod tests {
             self.full_loads.fetch_add(1, Ordering::SeqCst);
             self.unreachable()?;
             self.store.all_policies().await
-        }
-        async fn health(&self) -> Vec<DependencyHealth> {
-            self.store.health().await
         }
     }
 

@@ -15,6 +15,7 @@
 
 mod config;
 mod errors;
+mod notify;
 mod session;
 mod tls;
 
@@ -31,8 +32,9 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 
 pub use config::PostgresConfig;
+pub use notify::spawn_listener;
 
-use crate::{Decided, DependencyHealth, Outcome, Source, Store, StoreError, VersionedState};
+use crate::{Decided, DependencyHealth, Outcome, PolicyStore, Source, Store, StoreError, VersionedState};
 
 /// The atomic check; see the file for why it is atomic and how it matches `bucket_core::refill`.
 const DECIDE_SQL: &str = include_str!("postgres/decide.sql");
@@ -40,6 +42,20 @@ const DECIDE_SQL: &str = include_str!("postgres/decide.sql");
 const READ_SQL: &str = include_str!("postgres/read.sql");
 /// Version-guarded upsert of many buckets in one statement.
 const SAVE_BATCH_SQL: &str = include_str!("postgres/save_batch.sql");
+/// Tells the other instances that a key changed.
+const ANNOUNCE_SQL: &str = include_str!("postgres/announce.sql");
+/// Forgets a bucket.
+const RESET_SQL: &str = include_str!("postgres/reset.sql");
+/// One key's policy.
+const POLICY_GET_SQL: &str = include_str!("postgres/policy_get.sql");
+/// Removes one key's policy.
+const POLICY_DELETE_SQL: &str = include_str!("postgres/policy_delete.sql");
+/// The policy version.
+const POLICY_VERSION_SQL: &str = include_str!("postgres/policy_version.sql");
+/// Every policy.
+const POLICY_ALL_SQL: &str = include_str!("postgres/policy_all.sql");
+/// Sets one key's policy.
+const POLICY_SET_SQL: &str = include_str!("postgres/policy_set.sql");
 
 /// A pooled PostgreSQL store; cloning shares the pool.
 #[derive(Clone)]
@@ -47,6 +63,8 @@ pub struct PostgresStore {
     pool: Pool<AsyncPgConnection>,
     connect_timeout: Duration,
     statement_timeout: Duration,
+    /// Where resets and policy changes are announced to the other instances.
+    channel: Arc<notify::Channel>,
 }
 
 /// Shows the pool's state and bounds (never the URL, which may hold a password).
@@ -154,6 +172,7 @@ impl PostgresStore {
         }
         let tls = Arc::new(tls::Tls::prepare(&config.url, config.tls_ca_file.as_deref())?);
         let setup = session::SessionSetup::for_pool(&config, tls.clone())?;
+        let channel = Arc::new(notify::Channel::new(&config, tls.clone())?);
         session::migrate(&config, tls.clone()).await?;
 
         let mut manager_config = ManagerConfig::<AsyncPgConnection>::default();
@@ -172,7 +191,7 @@ impl PostgresStore {
             .max_size(config.pool_size)
             .build()
             .map_err(|e| errors::backend(format!("cannot build the connection pool: {e}")))?;
-        Ok(Self { pool, connect_timeout: config.connect_timeout, statement_timeout: config.statement_timeout })
+        Ok(Self { pool, connect_timeout: config.connect_timeout, statement_timeout: config.statement_timeout, channel })
     }
 
     /// The atomic check at `now_us` (µs since the epoch), or on the server's clock when `None` (production).
@@ -278,6 +297,13 @@ impl PostgresStore {
         }
     }
 
+    /// Tells every instance listening that `key` changed; best effort (their caches' lifetimes cover a miss).
+    async fn announce(&self, key: &str) {
+        let query =
+            diesel::sql_query(ANNOUNCE_SQL).bind::<Text, _>(self.channel.name.clone()).bind::<Text, _>(key.to_owned());
+        let _ = self.statement(move |conn| query.execute(conn).boxed()).await;
+    }
+
     /// Runs one statement on a pooled connection: `connect_timeout` for the connection, `statement_timeout` for
     /// the statement. A connection whose statement timed out or lost its socket is taken out of the pool instead
     /// of returned: it may still owe the answer to the abandoned statement, which would delay the next one.
@@ -323,59 +349,10 @@ impl Store for PostgresStore {
     }
 
     async fn reset(&self, key: &str) -> Result<(), StoreError> {
-        let query = diesel::sql_query("DELETE FROM rate_limits WHERE user_id = $1").bind::<Text, _>(key.to_owned());
+        let query = diesel::sql_query(RESET_SQL).bind::<Text, _>(key.to_owned());
         self.statement(move |conn| query.execute(conn).boxed()).await?;
+        self.announce(key).await;
         Ok(())
-    }
-
-    async fn policy(&self, key: &str) -> Result<Option<Policy>, StoreError> {
-        let query = diesel::sql_query("SELECT capacity, interval_us FROM policies WHERE key = $1")
-            .bind::<Text, _>(key.to_owned());
-        let row = self
-            .statement(move |conn| async move { query.get_result::<PolicyRow>(conn).await.optional() }.boxed())
-            .await?;
-        let Some(row) = row else { return Ok(None) };
-        let policy =
-            Policy::from_interval_us(unsigned(row.capacity, "capacity")?, unsigned(row.interval_us, "interval")?)?;
-        Ok(Some(policy))
-    }
-
-    async fn set_policy(&self, key: &str, policy: &Policy) -> Result<(), StoreError> {
-        // Only `policies` is written: the bucket keeps its tokens and is judged by the new limits from its next check.
-        let query = diesel::sql_query(
-            "INSERT INTO policies (key, capacity, interval_us, updated_at) VALUES ($1, $2, $3, clock_timestamp()) \
-             ON CONFLICT (key) DO UPDATE \
-             SET capacity = EXCLUDED.capacity, interval_us = EXCLUDED.interval_us, updated_at = EXCLUDED.updated_at",
-        )
-        .bind::<Text, _>(key.to_owned())
-        .bind::<BigInt, _>(signed(policy.capacity(), "capacity")?)
-        .bind::<BigInt, _>(signed(policy.interval_us(), "interval")?);
-        self.statement(move |conn| query.execute(conn).boxed()).await?;
-        Ok(())
-    }
-
-    async fn delete_policy(&self, key: &str) -> Result<bool, StoreError> {
-        let query = diesel::sql_query("DELETE FROM policies WHERE key = $1").bind::<Text, _>(key.to_owned());
-        let deleted = self.statement(move |conn| query.execute(conn).boxed()).await?;
-        Ok(deleted > 0)
-    }
-
-    async fn policy_version(&self) -> Result<u64, StoreError> {
-        let query = diesel::sql_query("SELECT version FROM policy_version");
-        let row = self.statement(move |conn| query.get_result::<VersionRow>(conn).boxed()).await?;
-        // Negative only if edited by hand; the cache needs "changed", so the bits are kept as they are.
-        Ok(row.version as u64)
-    }
-
-    async fn all_policies(&self) -> Result<Vec<(String, Policy)>, StoreError> {
-        let query = diesel::sql_query("SELECT key, capacity, interval_us FROM policies");
-        let rows = self.statement(move |conn| query.load::<KeyedPolicyRow>(conn).boxed()).await?;
-        rows.into_iter()
-            .map(|row| {
-                let capacity = unsigned(row.capacity, "capacity")?;
-                Ok((row.key, Policy::from_interval_us(capacity, unsigned(row.interval_us, "interval")?)?))
-            })
-            .collect()
     }
 
     async fn health(&self) -> Vec<DependencyHealth> {
@@ -388,6 +365,55 @@ impl Store for PostgresStore {
             Err(e) => (false, e.to_string()),
         };
         vec![DependencyHealth { name: errors::BACKEND, up, detail }]
+    }
+}
+
+impl PolicyStore for PostgresStore {
+    async fn policy(&self, key: &str) -> Result<Option<Policy>, StoreError> {
+        let query = diesel::sql_query(POLICY_GET_SQL).bind::<Text, _>(key.to_owned());
+        let row = self
+            .statement(move |conn| async move { query.get_result::<PolicyRow>(conn).await.optional() }.boxed())
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let policy =
+            Policy::from_interval_us(unsigned(row.capacity, "capacity")?, unsigned(row.interval_us, "interval")?)?;
+        Ok(Some(policy))
+    }
+
+    async fn set_policy(&self, key: &str, policy: &Policy) -> Result<(), StoreError> {
+        // Only `policies` is written: the bucket keeps its tokens and is judged by the new limits from its next check.
+        let query = diesel::sql_query(POLICY_SET_SQL)
+            .bind::<Text, _>(key.to_owned())
+            .bind::<BigInt, _>(signed(policy.capacity(), "capacity")?)
+            .bind::<BigInt, _>(signed(policy.interval_us(), "interval")?);
+        self.statement(move |conn| query.execute(conn).boxed()).await?;
+        self.announce(key).await;
+        Ok(())
+    }
+
+    async fn delete_policy(&self, key: &str) -> Result<bool, StoreError> {
+        let query = diesel::sql_query(POLICY_DELETE_SQL).bind::<Text, _>(key.to_owned());
+        let deleted = self.statement(move |conn| query.execute(conn).boxed()).await?;
+        self.announce(key).await;
+        Ok(deleted > 0)
+    }
+
+    async fn policy_version(&self) -> Result<u64, StoreError> {
+        let query = diesel::sql_query(POLICY_VERSION_SQL);
+        let row = self.statement(move |conn| query.get_result::<VersionRow>(conn).boxed()).await?;
+        // Negative only if edited by hand; the cache needs "changed", so the bits are kept as they are.
+        Ok(row.version as u64)
+    }
+
+    async fn all_policies(&self) -> Result<Vec<(String, Policy)>, StoreError> {
+        let query = diesel::sql_query(POLICY_ALL_SQL);
+        let rows = self.statement(move |conn| query.load::<KeyedPolicyRow>(conn).boxed()).await?;
+        rows.into_iter()
+            .map(|row| {
+                let capacity = unsigned(row.capacity, "capacity")?;
+                Ok((row.key, Policy::from_interval_us(capacity, unsigned(row.interval_us, "interval")?)?))
+            })
+            .collect()
     }
 }
 

@@ -20,30 +20,27 @@
 //! connections) instead of hanging, so the tiered store can fall back to PostgreSQL. A connection that timed out or
 //! broke is removed from the pool rather than handed to the next caller with a reply still in flight.
 
+mod policies;
+mod pool;
+mod pubsub;
+mod script;
+
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use bucket_core::{decide, BucketState, Policy};
-use deadpool::managed::{self, Metrics, RecycleResult};
-use deadpool_redis::redis::aio::MultiplexedConnection;
-use deadpool_redis::redis::{self, AsyncConnectionConfig, ErrorKind, FromRedisValue, RedisError, ServerErrorKind};
+use bucket_core::Policy;
+use deadpool_redis::redis::{self, AsyncConnectionConfig, RedisError};
 use deadpool_redis::{Runtime, Status};
 use serde::Deserialize;
-use tokio::time::{timeout_at, Instant};
 
-use crate::{Decided, DependencyHealth, Outcome, Source, Store, StoreError, VersionedState};
+pub use script::OnMiss;
+
+use crate::{DependencyHealth, Outcome, Source, Store, StoreError};
+use pool::{Manager, Op, Pool};
 
 const BACKEND: &str = "redis";
-
-/// The script's source; Redis identifies it by its SHA1, which `SCRIPT LOAD` returns.
-const SCRIPT: &str = include_str!("redis/token_bucket.lua");
-
-/// What the script answers when `report` mode finds no key.
-const CODE_MISS: i64 = -1;
-const CODE_ALLOWED: i64 = 1;
-const CODE_REFUSED: i64 = 0;
 
 /// Where Redis is and how long a request may wait for it; the `[redis]` section of the service's configuration
 /// (every field optional, unknown keys refused, timeouts in whole milliseconds).
@@ -130,47 +127,6 @@ fn redact(url: &str) -> String {
     crate::redact::redact_url(url)
 }
 
-/// What a key that Redis does not hold means to [`RedisStore::decide_at`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnMiss {
-    /// A full bucket: Redis is the only store (the plain `redis` backend).
-    Full,
-    /// Report it (`None`) and write nothing, so the tiered store can load the bucket from PostgreSQL.
-    Report,
-}
-
-/// A pooled connection that has been idle at least this long is probed (`PING`) before reuse: the server or a
-/// proxy may have closed it meanwhile.
-const IDLE_PROBE: Duration = Duration::from_secs(1);
-
-/// deadpool-redis's manager without its `UNWATCH`+`PING` round trip on every checkout, which doubled the round trips
-/// of every check (measured with `INFO commandstats` in `cargo xtask bench`). The probe is redundant on a busy
-/// pool: `exec` discards every connection that saw an I/O error or a timeout, so one that came back to the pool
-/// had just worked. Connections idle for [`IDLE_PROBE`] or longer are still probed.
-struct Manager {
-    inner: deadpool_redis::Manager,
-}
-
-impl managed::Manager for Manager {
-    type Type = MultiplexedConnection;
-    type Error = RedisError;
-
-    async fn create(&self) -> Result<MultiplexedConnection, RedisError> {
-        managed::Manager::create(&self.inner).await
-    }
-
-    async fn recycle(&self, conn: &mut MultiplexedConnection, metrics: &Metrics) -> RecycleResult<RedisError> {
-        if metrics.last_used() < IDLE_PROBE {
-            return Ok(());
-        }
-        managed::Manager::recycle(&self.inner, conn, metrics).await
-    }
-}
-
-type Pool = managed::Pool<Manager>;
-type PoolError = managed::PoolError<RedisError>;
-type Connection = managed::Object<Manager>;
-
 /// The Redis backend; cloning shares one connection pool.
 #[derive(Clone)]
 pub struct RedisStore {
@@ -179,19 +135,14 @@ pub struct RedisStore {
 
 struct Inner {
     pool: Pool,
+    /// For the invalidation listener's own connection (subscribed connections cannot serve the pool).
+    client: redis::Client,
     prefix: String,
     command_timeout: Duration,
     /// `ping`'s bound: long enough to establish a connection as well as to get an answer.
     probe_timeout: Duration,
     /// The script's SHA1 once Redis has told us (the same for every server, so it never needs resetting).
     sha: OnceLock<String>,
-}
-
-/// One unit of work on a pooled connection, so that checkout, deadline and error handling live in one place.
-enum Op<'a> {
-    Cmd(&'a redis::Cmd),
-    Pipe(&'a redis::Pipeline),
-    Script { key: &'a str, args: &'a [String] },
 }
 
 impl RedisStore {
@@ -210,18 +161,18 @@ impl RedisStore {
             // one this build compiles in. An `Err` means one is already installed, which is as good.
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
-        let manager = match &config.tls_ca_file {
-            None => deadpool_redis::Manager::new_with_config(config.url.as_str(), connection),
+        let client = match &config.tls_ca_file {
+            None => redis::Client::open(config.url.as_str()).map_err(invalid_url)?,
             Some(path) => {
                 let pem = std::fs::read(path)
                     .map_err(|e| invalid(format!("cannot read tls_ca_file {}: {e}", path.display())))?;
                 // Only these roots are trusted (not the system's); the crate refuses a non-`rediss://` URL here.
                 let certificates = redis::TlsCertificates { client_tls: None, root_cert: Some(pem) };
-                let client = redis::Client::build_with_tls(config.url.as_str(), certificates).map_err(invalid_url)?;
-                deadpool_redis::Manager::new_with_config(client.get_connection_info().clone(), connection)
+                redis::Client::build_with_tls(config.url.as_str(), certificates).map_err(invalid_url)?
             }
-        }
-        .map_err(invalid_url)?;
+        };
+        let manager = deadpool_redis::Manager::new_with_config(client.get_connection_info().clone(), connection)
+            .map_err(invalid_url)?;
         let manager = Manager { inner: manager };
         let pool = Pool::builder(manager)
             .max_size(config.pool_size)
@@ -234,6 +185,7 @@ impl RedisStore {
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
+                client,
                 prefix: config.key_prefix,
                 command_timeout: config.command_timeout,
                 probe_timeout: config.command_timeout.max(config.connect_timeout),
@@ -245,56 +197,6 @@ impl RedisStore {
     /// The Redis key of a bucket, `<prefix>{<key>}`: documented layout, for operators and tests.
     pub fn bucket_key(&self, key: &str) -> String {
         format!("{}{{{key}}}", self.inner.prefix)
-    }
-
-    /// The Redis key of a per-key policy, `<prefix>policy:{<key>}`: same hash slot as the bucket.
-    pub fn policy_key(&self, key: &str) -> String {
-        format!("{}policy:{{{key}}}", self.inner.prefix)
-    }
-
-    /// The Redis key of the policy version, `<prefix>policy_version`, bumped by every policy write: documented
-    /// layout, for operators and tests.
-    pub fn policy_version_key(&self) -> String {
-        format!("{}policy_version", self.inner.prefix)
-    }
-
-    /// The Redis set of every key with a policy, `<prefix>policy_keys`, read by `all_policies`.
-    pub fn policy_index_key(&self) -> String {
-        format!("{}policy_keys", self.inner.prefix)
-    }
-
-    /// The Redis key marking that policies written before `<prefix>policy_keys` existed have been added to it.
-    fn policy_indexed_key(&self) -> String {
-        format!("{}policy_keys_indexed", self.inner.prefix)
-    }
-
-    /// Adds every policy hash under the prefix to `<prefix>policy_keys` (a `SCAN`, in steps), marks that done and
-    /// bumps the version: an upgrade from a release without the index must not lose the policies set before it.
-    /// Runs until one instance has finished it; instances doing it at once only repeat idempotent `SADD`s.
-    async fn index_existing_policies(&self) -> Result<u64, StoreError> {
-        let head = format!("{}policy:{{", self.inner.prefix);
-        let pattern = format!("{}*", glob_escape(&head));
-        let mut cursor: u64 = 0;
-        loop {
-            let mut scan = redis::cmd("SCAN");
-            scan.arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(POLICY_READ_CHUNK);
-            let (next, names): (u64, Vec<String>) = self.exec(Op::Cmd(&scan), self.inner.command_timeout).await?;
-            let keys: Vec<&str> = names.iter().filter_map(|name| name.strip_prefix(&head)?.strip_suffix('}')).collect();
-            if !keys.is_empty() {
-                let mut add = redis::cmd("SADD");
-                add.arg(self.policy_index_key()).arg(&keys);
-                self.exec::<()>(Op::Cmd(&add), self.inner.command_timeout).await?;
-            }
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
-        let mut pipe = redis::pipe();
-        pipe.cmd("SET").arg(self.policy_indexed_key()).arg(1).ignore();
-        pipe.cmd("INCR").arg(self.policy_version_key());
-        let (version,): (u64,) = self.exec(Op::Pipe(&pipe), self.inner.command_timeout).await?;
-        Ok(version)
     }
 
     /// Open, idle and awaited connections, for metrics and `/readyz` detail.
@@ -312,39 +214,6 @@ impl RedisStore {
         }
     }
 
-    /// Decides `cost` tokens on `key` atomically at `now_us` (`None`: Redis's clock). `None` only for
-    /// [`OnMiss::Report`] on a key Redis does not hold, in which case nothing was written.
-    pub async fn decide_at(
-        &self,
-        key: &str,
-        policy: &Policy,
-        cost: u64,
-        now_us: Option<u64>,
-        on_miss: OnMiss,
-    ) -> Result<Option<Decided>, StoreError> {
-        let mode = match on_miss {
-            OnMiss::Full => "full",
-            OnMiss::Report => "report",
-        };
-        self.run_script(key, policy, cost, now_us, mode, None).await
-    }
-
-    /// Decides against the key's state, or against `seed` if Redis does not hold the key, as one atomic step: of
-    /// concurrent seeders the first wins and the others decide against its result. `created` tells whether the
-    /// seed was used; like every refusal, a refused seeded check writes nothing.
-    pub async fn seed_and_decide(
-        &self,
-        key: &str,
-        policy: &Policy,
-        cost: u64,
-        seed: &VersionedState,
-        now_us: Option<u64>,
-    ) -> Result<Decided, StoreError> {
-        self.run_script(key, policy, cost, now_us, "seed", Some(seed))
-            .await?
-            .ok_or_else(|| corrupt("the script reported a miss in seed mode"))
-    }
-
     /// Deletes these buckets (not their policies), so PostgreSQL's state is loaded again on their next check.
     /// One pipelined `DEL` per key: a multi-key `DEL` would cross hash slots on a cluster.
     pub async fn invalidate(&self, keys: &[String]) -> Result<(), StoreError> {
@@ -357,191 +226,10 @@ impl RedisStore {
         }
         self.exec::<()>(Op::Pipe(&pipe), self.inner.command_timeout).await
     }
-
-    async fn run_script(
-        &self,
-        key: &str,
-        policy: &Policy,
-        cost: u64,
-        now_us: Option<u64>,
-        mode: &str,
-        seed: Option<&VersionedState>,
-    ) -> Result<Option<Decided>, StoreError> {
-        let mut args = vec![
-            policy.capacity().to_string(),
-            policy.interval_us().to_string(),
-            cost.to_string(),
-            now_us.map(|now| now.to_string()).unwrap_or_default(),
-            mode.to_owned(),
-        ];
-        if let Some(seed) = seed {
-            args.push(seed.state.tokens.to_string());
-            args.push(seed.state.last_refill_us.to_string());
-            args.push(seed.version.to_string());
-        }
-        let bucket = self.bucket_key(key);
-        let reply: Vec<i64> = self.exec(Op::Script { key: &bucket, args: &args }, self.inner.command_timeout).await?;
-        interpret(policy, cost, &reply)
-    }
-
-    /// Checks out a connection and runs `op`, all before `budget` runs out.
-    async fn exec<T: FromRedisValue>(&self, op: Op<'_>, budget: Duration) -> Result<T, StoreError> {
-        let deadline = Instant::now() + budget;
-        let timeout = StoreError::Timeout { backend: BACKEND, after: budget };
-        let mut conn = match timeout_at(deadline, self.inner.pool.get()).await {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(PoolError::Timeout(_))) | Err(_) => return Err(timeout),
-            Ok(Err(PoolError::Backend(e))) => return Err(classify(&e, budget)),
-            Ok(Err(PoolError::Closed)) => {
-                return Err(StoreError::Unavailable { backend: BACKEND, detail: "connection pool closed".into() })
-            }
-            Ok(Err(e)) => return Err(StoreError::Backend { backend: BACKEND, detail: e.to_string() }),
-        };
-        let result = timeout_at(deadline, async {
-            match op {
-                Op::Cmd(cmd) => cmd.query_async(&mut *conn).await,
-                Op::Pipe(pipe) => pipe.query_async(&mut *conn).await,
-                Op::Script { key, args } => self.eval(&mut conn, key, args).await,
-            }
-        })
-        .await;
-        match result {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => {
-                // A broken or timed-out connection is replaced; one that carried a server error reply (BUSY,
-                // LOADING, a script error) is in sync and goes back to the pool.
-                if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
-                    discard(conn);
-                }
-                Err(classify(&e, budget))
-            }
-            Err(_) => {
-                // A reply may still be on its way: this connection must not serve another caller.
-                discard(conn);
-                Err(timeout)
-            }
-        }
-    }
-
-    /// `EVALSHA`, loading the script first if this process has not yet, and again if Redis lost it (`NOSCRIPT`).
-    async fn eval<T: FromRedisValue>(
-        &self,
-        conn: &mut MultiplexedConnection,
-        key: &str,
-        args: &[String],
-    ) -> Result<T, RedisError> {
-        let sha = match self.inner.sha.get() {
-            Some(sha) => sha.clone(),
-            None => self.load(conn).await?,
-        };
-        match evalsha(&sha, key, args).query_async(conn).await {
-            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                let sha = self.load(conn).await?;
-                evalsha(&sha, key, args).query_async(conn).await
-            }
-            other => other,
-        }
-    }
-
-    async fn load(&self, conn: &mut MultiplexedConnection) -> Result<String, RedisError> {
-        let sha: String = redis::cmd("SCRIPT").arg("LOAD").arg(SCRIPT).query_async(conn).await?;
-        // Racing loaders all get the same SHA, so losing the `set` race is fine.
-        let _ = self.inner.sha.set(sha.clone());
-        Ok(sha)
-    }
-}
-
-/// `text` as a `SCAN MATCH` pattern matching exactly itself: the prefix is configuration and may hold glob characters.
-fn glob_escape(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len());
-    for c in text.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            escaped.push('\\');
-        }
-        escaped.push(c);
-    }
-    escaped
-}
-
-/// Policies read per pipelined call by `all_policies`, and keys asked for per `SCAN` step.
-const POLICY_READ_CHUNK: usize = 1_000;
-
-fn evalsha(sha: &str, key: &str, args: &[String]) -> redis::Cmd {
-    let mut cmd = redis::cmd("EVALSHA");
-    cmd.arg(sha).arg(1).arg(key).arg(args);
-    cmd
-}
-
-/// Takes the connection out of the pool for good (dropping it closes the socket).
-fn discard(conn: Connection) {
-    drop(Connection::take(conn));
-}
-
-/// Splits driver errors into "Redis is away, fall back" and "Redis answered something wrong".
-fn classify(e: &RedisError, budget: Duration) -> StoreError {
-    if e.is_timeout() {
-        return StoreError::Timeout { backend: BACKEND, after: budget };
-    }
-    let transient_server = matches!(
-        e.kind(),
-        ErrorKind::Server(
-            ServerErrorKind::BusyLoading
-                | ServerErrorKind::TryAgain
-                | ServerErrorKind::ClusterDown
-                | ServerErrorKind::MasterDown
-                | ServerErrorKind::ReadOnly
-        )
-    );
-    // BUSY: another script is running too long; OOM: maxmemory reached. Both pass without our doing anything.
-    let transient_code = matches!(e.code(), Some("BUSY" | "OOM"));
-    if e.is_io_error()
-        || e.is_connection_dropped()
-        || e.is_connection_refusal()
-        || e.kind() == ErrorKind::ClusterConnectionNotFound
-        || transient_server
-        || transient_code
-    {
-        StoreError::Unavailable { backend: BACKEND, detail: e.to_string() }
-    } else {
-        StoreError::Backend { backend: BACKEND, detail: e.to_string() }
-    }
 }
 
 fn corrupt(detail: impl Into<String>) -> StoreError {
     StoreError::Backend { backend: BACKEND, detail: detail.into() }
-}
-
-/// Turns the script's reply into a [`Decided`], re-deriving the decision with bucket-core from the state the script
-/// decided against, and refusing to answer if the script's result differs from bucket-core's.
-fn interpret(policy: &Policy, cost: u64, reply: &[i64]) -> Result<Option<Decided>, StoreError> {
-    let &[code, seeded, now, before_t, before_l, after_t, after_l, version] = reply else {
-        return Err(corrupt(format!("the script returned {} values instead of 8", reply.len())));
-    };
-    if code == CODE_MISS {
-        return Ok(None);
-    }
-    let unsigned = |n: i64| u64::try_from(n).map_err(|_| corrupt(format!("the script returned a negative {n}")));
-    let before = BucketState { tokens: unsigned(before_t)?, last_refill_us: unsigned(before_l)? };
-    let now = unsigned(now)?;
-    let (decision, after) = decide(policy, before, now, cost);
-    let script_after = BucketState { tokens: unsigned(after_t)?, last_refill_us: unsigned(after_l)? };
-    let allowed = match code {
-        CODE_ALLOWED => true,
-        CODE_REFUSED => false,
-        other => return Err(corrupt(format!("the script returned the unknown code {other}"))),
-    };
-    if allowed != decision.allowed || script_after != after {
-        return Err(corrupt(format!(
-            "the script and bucket-core disagree on {before:?} at {now} for cost {cost}: script {allowed} \
-             {script_after:?}, core {} {after:?}",
-            decision.allowed
-        )));
-    }
-    Ok(Some(Decided {
-        decision,
-        after: VersionedState { state: after, version: unsigned(version)? },
-        created: seeded == 1,
-    }))
 }
 
 impl Store for RedisStore {
@@ -562,81 +250,10 @@ impl Store for RedisStore {
     }
 
     async fn reset(&self, key: &str) -> Result<(), StoreError> {
-        let mut cmd = redis::cmd("DEL");
-        cmd.arg(self.bucket_key(key));
-        self.exec::<()>(Op::Cmd(&cmd), self.inner.command_timeout).await
-    }
-
-    async fn policy(&self, key: &str) -> Result<Option<Policy>, StoreError> {
-        let mut cmd = redis::cmd("HMGET");
-        cmd.arg(self.policy_key(key)).arg("c").arg("i");
-        let (capacity, interval): (Option<u64>, Option<u64>) =
-            self.exec(Op::Cmd(&cmd), self.inner.command_timeout).await?;
-        match (capacity, interval) {
-            (None, None) => Ok(None),
-            (Some(capacity), Some(interval_us)) => Ok(Some(Policy::from_interval_us(capacity, interval_us)?)),
-            _ => Err(corrupt(format!("policy hash {} lacks its c or i field", self.policy_key(key)))),
-        }
-    }
-
-    async fn set_policy(&self, key: &str, policy: &Policy) -> Result<(), StoreError> {
-        // Only the policy hash is written: the bucket keeps its tokens and refills at the new rate from now on. The
-        // key joins the index and the version is bumped last, so a reader that sees the new version (and then reads
-        // the index) sees the new policy. A plain pipeline, not MULTI: the three keys are in different cluster slots.
         let mut pipe = redis::pipe();
-        pipe.cmd("HSET").arg(self.policy_key(key)).arg("c").arg(policy.capacity()).arg("i").arg(policy.interval_us());
-        pipe.ignore();
-        pipe.cmd("SADD").arg(self.policy_index_key()).arg(key).ignore();
-        pipe.cmd("INCR").arg(self.policy_version_key()).ignore();
+        pipe.cmd("DEL").arg(self.bucket_key(key)).ignore();
+        pipe.cmd("PUBLISH").arg(self.invalidation_channel()).arg(key).ignore();
         self.exec::<()>(Op::Pipe(&pipe), self.inner.command_timeout).await
-    }
-
-    async fn delete_policy(&self, key: &str) -> Result<bool, StoreError> {
-        let mut pipe = redis::pipe();
-        pipe.cmd("DEL").arg(self.policy_key(key));
-        pipe.cmd("SREM").arg(self.policy_index_key()).arg(key).ignore();
-        pipe.cmd("INCR").arg(self.policy_version_key()).ignore();
-        let (deleted,): (u64,) = self.exec(Op::Pipe(&pipe), self.inner.command_timeout).await?;
-        Ok(deleted > 0)
-    }
-
-    async fn policy_version(&self) -> Result<u64, StoreError> {
-        let mut pipe = redis::pipe();
-        pipe.cmd("GET").arg(self.policy_version_key());
-        pipe.cmd("EXISTS").arg(self.policy_indexed_key());
-        let (version, indexed): (Option<u64>, bool) = self.exec(Op::Pipe(&pipe), self.inner.command_timeout).await?;
-        if !indexed {
-            return self.index_existing_policies().await;
-        }
-        // Missing until the first policy write: version 0.
-        Ok(version.unwrap_or(0))
-    }
-
-    async fn all_policies(&self) -> Result<Vec<(String, Policy)>, StoreError> {
-        let mut cmd = redis::cmd("SMEMBERS");
-        cmd.arg(self.policy_index_key());
-        let keys: Vec<String> = self.exec(Op::Cmd(&cmd), self.inner.command_timeout).await?;
-        let mut all = Vec::with_capacity(keys.len());
-        // Pipelined in chunks so each call stays well inside `command_timeout` however many policies there are.
-        for chunk in keys.chunks(POLICY_READ_CHUNK) {
-            let mut pipe = redis::pipe();
-            for key in chunk {
-                pipe.cmd("HMGET").arg(self.policy_key(key)).arg("c").arg("i");
-            }
-            let fields: Vec<(Option<u64>, Option<u64>)> =
-                self.exec(Op::Pipe(&pipe), self.inner.command_timeout).await?;
-            for (key, fields) in chunk.iter().zip(fields) {
-                match fields {
-                    // Deleted between SMEMBERS and HMGET: the version has moved too, so the next refresh agrees.
-                    (None, None) => {}
-                    (Some(capacity), Some(interval_us)) => {
-                        all.push((key.clone(), Policy::from_interval_us(capacity, interval_us)?))
-                    }
-                    _ => return Err(corrupt(format!("policy hash {} lacks its c or i field", self.policy_key(key)))),
-                }
-            }
-        }
-        Ok(all)
     }
 
     async fn health(&self) -> Vec<DependencyHealth> {
@@ -693,35 +310,11 @@ mod tests {
     }
 
     #[test]
-    fn glob_characters_in_the_prefix_match_only_themselves() {
-        assert_eq!(glob_escape("a*b?[c]\\d{e}:"), "a\\*b\\?\\[c\\]\\\\d{e}:");
-    }
-
-    #[test]
     fn keys_share_one_hash_tag() {
         let mut config = RedisConfig::new("redis://127.0.0.1");
         config.key_prefix = "rl:".into();
         let store = RedisStore::connect(config).unwrap();
         assert_eq!(store.bucket_key("alice"), "rl:{alice}");
         assert_eq!(store.policy_key("alice"), "rl:policy:{alice}");
-    }
-
-    #[test]
-    fn a_reply_that_disagrees_with_the_core_is_an_error() {
-        let policy = Policy::from_interval_us(10, 1_000_000).unwrap();
-        // Stored (0, 0) at 2 s: the core allows one token, leaving (1, 2 s).
-        let good = [1, 0, 2_000_000, 0, 0, 1, 2_000_000, 4];
-        let decided = interpret(&policy, 1, &good).unwrap().unwrap();
-        assert!(decided.decision.allowed);
-        assert_eq!(
-            decided.after,
-            VersionedState { state: BucketState { tokens: 1, last_refill_us: 2_000_000 }, version: 4 }
-        );
-        let wrong_tokens = [1, 0, 2_000_000, 0, 0, 2, 2_000_000, 4];
-        assert!(matches!(interpret(&policy, 1, &wrong_tokens), Err(StoreError::Backend { .. })));
-        let wrong_code = [0, 0, 2_000_000, 0, 0, 0, 0, 4];
-        assert!(matches!(interpret(&policy, 1, &wrong_code), Err(StoreError::Backend { .. })));
-        assert!(interpret(&policy, 1, &[CODE_MISS, 0, 0, 0, 0, 0, 0, 0]).unwrap().is_none());
-        assert!(interpret(&policy, 1, &[1, 0]).is_err());
     }
 }

@@ -4,21 +4,24 @@
 //! Exact, not an approximation: a refusal that left `remaining == 0` means no check of any cost can be allowed
 //! before `next_token_after` has passed, because tokens only arrive by refill and no request can speed refill up.
 //! Only a reset or a different policy can change that, and both bypass the entry: a reset through this process
-//! removes it, and an entry answers only checks under the policy it was refused with. A reset through another
-//! instance is seen when the entry expires, at most one token interval later; the error is then a refusal that
-//! could have been an allowance, never an allowance too many. A refusal with tokens left (a cost above them) is not
-//! remembered: a smaller cost could still pass.
+//! removes it, and an entry answers only checks under the policy it was refused with. A reset or a policy change
+//! through another instance arrives as an invalidation ([`RefusalCache::forget`], sent by the store's listener:
+//! `invalidation.rs`); should one be lost (the listener was disconnected), no entry lives longer than `max_age`,
+//! whatever its refusal said, so the error is bounded: a refusal that could have been an allowance, for at most
+//! `max_age`, never an allowance too many. A refusal with tokens left (a cost above them) is not remembered: a
+//! smaller cost could still pass.
 //!
 //! The answer is the stored refusal aged by the time since: `next_token_after`, `reset_after` and `retry_after`
-//! shrink by exactly the elapsed time, which is what the store itself would have said.
+//! shrink by exactly the elapsed time, which is what the store itself would have said. Its source is
+//! [`Source::RefusalCache`]: no store was asked.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bucket_core::{Clock, Decision, MonotonicClock, Policy, Wait};
 use dashmap::DashMap;
 
-use crate::{DependencyHealth, Outcome, Store, StoreError};
+use crate::{DependencyHealth, Outcome, Source, Store, StoreError};
 
 /// A store whose refusals are answered locally until they can change.
 #[derive(Clone)]
@@ -27,34 +30,63 @@ pub struct RefusalCache<S> {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     entries: DashMap<Box<str>, Refusal>,
     max_entries: usize,
+    /// The longest any entry answers (µs): the safety net for an invalidation that never arrived.
+    max_age_us: u64,
     clock: Arc<dyn Clock>,
+}
+
+impl Inner {
+    pub(crate) fn forget(&self, key: &str) {
+        self.entries.remove(key);
+    }
+
+    pub(crate) fn forget_all(&self) {
+        self.entries.clear();
+    }
 }
 
 #[derive(Clone, Copy)]
 struct Refusal {
     policy: Policy,
-    outcome: Outcome,
+    decision: Decision,
     at_us: u64,
     until_us: u64,
 }
 
 impl<S> RefusalCache<S> {
-    /// Wraps `store`, remembering at most `max_entries` refused keys at once, on the process's monotonic clock.
-    pub fn new(store: S, max_entries: usize) -> Self {
-        Self::with_clock(store, max_entries, Arc::new(MonotonicClock::new()))
+    /// Wraps `store`, remembering at most `max_entries` refused keys at once, each for at most `max_age`, on the
+    /// process's monotonic clock.
+    pub fn new(store: S, max_entries: usize, max_age: Duration) -> Self {
+        Self::with_clock(store, max_entries, max_age, Arc::new(MonotonicClock::new()))
     }
 
     /// As [`RefusalCache::new`] on a given clock (a `ManualClock` in tests).
-    pub fn with_clock(store: S, max_entries: usize, clock: Arc<dyn Clock>) -> Self {
-        Self { store, inner: Arc::new(Inner { entries: DashMap::new(), max_entries, clock }) }
+    pub fn with_clock(store: S, max_entries: usize, max_age: Duration, clock: Arc<dyn Clock>) -> Self {
+        let max_age_us = u64::try_from(max_age.as_micros()).unwrap_or(u64::MAX);
+        Self { store, inner: Arc::new(Inner { entries: DashMap::new(), max_entries, max_age_us, clock }) }
     }
 
     /// The wrapped store, for what the cache does not cover (stats).
     pub fn inner(&self) -> &S {
         &self.store
+    }
+
+    /// Drops the refusal remembered for `key`: its bucket was reset or its policy changed, maybe elsewhere.
+    pub fn forget(&self, key: &str) {
+        self.inner.forget(key);
+    }
+
+    /// Drops every refusal: invalidations may have been lost (the listener reconnected).
+    pub fn forget_all(&self) {
+        self.inner.forget_all();
+    }
+
+    /// A handle for a listener that must not keep the cache alive.
+    pub(crate) fn downgrade(&self) -> Weak<Inner> {
+        Arc::downgrade(&self.inner)
     }
 
     /// Keys with a refusal remembered (expired ones not yet swept included).
@@ -75,7 +107,7 @@ impl<S> RefusalCache<S> {
             return None;
         }
         let elapsed = Duration::from_micros(now_us - r.at_us);
-        let d = r.outcome.decision;
+        let d = r.decision;
         let next_token_after = d.next_token_after.saturating_sub(elapsed);
         let retry_after = if cost > policy.capacity() {
             Wait::Never
@@ -88,7 +120,7 @@ impl<S> RefusalCache<S> {
             retry_after: Some(retry_after),
             ..d
         };
-        Some(Outcome { decision, ..r.outcome })
+        Some(Outcome { decision, source: Source::RefusalCache })
     }
 
     fn remember(&self, key: &str, policy: &Policy, outcome: Outcome, now_us: u64) {
@@ -103,7 +135,8 @@ impl<S> RefusalCache<S> {
                 return;
             }
         }
-        let refusal = Refusal { policy: *policy, outcome, at_us: now_us, until_us: now_us.saturating_add(wait) };
+        let until_us = now_us.saturating_add(wait.min(self.inner.max_age_us));
+        let refusal = Refusal { policy: *policy, decision: outcome.decision, at_us: now_us, until_us };
         self.inner.entries.insert(Box::from(key), refusal);
     }
 }
@@ -127,29 +160,6 @@ impl<S: Store> Store for RefusalCache<S> {
     async fn reset(&self, key: &str) -> Result<(), StoreError> {
         self.inner.entries.remove(key);
         self.store.reset(key).await
-    }
-
-    async fn policy(&self, key: &str) -> Result<Option<Policy>, StoreError> {
-        self.store.policy(key).await
-    }
-
-    async fn set_policy(&self, key: &str, policy: &Policy) -> Result<(), StoreError> {
-        // Entries are matched by policy already; dropping it here also frees the slot at once.
-        self.inner.entries.remove(key);
-        self.store.set_policy(key, policy).await
-    }
-
-    async fn delete_policy(&self, key: &str) -> Result<bool, StoreError> {
-        self.inner.entries.remove(key);
-        self.store.delete_policy(key).await
-    }
-
-    async fn policy_version(&self) -> Result<u64, StoreError> {
-        self.store.policy_version().await
-    }
-
-    async fn all_policies(&self) -> Result<Vec<(String, Policy)>, StoreError> {
-        self.store.all_policies().await
     }
 
     async fn health(&self) -> Vec<DependencyHealth> {
@@ -188,21 +198,6 @@ mod tests {
         async fn reset(&self, key: &str) -> Result<(), StoreError> {
             self.store.reset(key).await
         }
-        async fn policy(&self, key: &str) -> Result<Option<Policy>, StoreError> {
-            self.store.policy(key).await
-        }
-        async fn set_policy(&self, key: &str, policy: &Policy) -> Result<(), StoreError> {
-            self.store.set_policy(key, policy).await
-        }
-        async fn delete_policy(&self, key: &str) -> Result<bool, StoreError> {
-            self.store.delete_policy(key).await
-        }
-        async fn policy_version(&self) -> Result<u64, StoreError> {
-            self.store.policy_version().await
-        }
-        async fn all_policies(&self) -> Result<Vec<(String, Policy)>, StoreError> {
-            self.store.all_policies().await
-        }
         async fn health(&self) -> Vec<DependencyHealth> {
             self.store.health().await
         }
@@ -211,7 +206,7 @@ mod tests {
     fn setup() -> (ManualClock, RefusalCache<Counting>, Counting, Policy) {
         let clock = ManualClock::new(1_000_000);
         let inner = Counting { store: MemoryStore::with_clock(Arc::new(clock.clone())), checks: Arc::default() };
-        let cache = RefusalCache::with_clock(inner.clone(), 1_000, Arc::new(clock.clone()));
+        let cache = RefusalCache::with_clock(inner.clone(), 1_000, Duration::from_secs(3600), Arc::new(clock.clone()));
         (clock, cache, inner, Policy::from_rate(3, 1.0).unwrap())
     }
 
@@ -233,7 +228,8 @@ mod tests {
             for cost in [1, 2, 3] {
                 let local = check(&cache, "k", &policy, cost);
                 let truth = futures::executor::block_on(inner.store.check("k", &policy, cost)).unwrap();
-                assert_eq!(local, truth, "cost {cost} after {step} µs");
+                assert_eq!(local.decision, truth.decision, "cost {cost} after {step} µs");
+                assert_eq!(local.source, Source::RefusalCache, "no store was asked, and the header says so");
             }
         }
         assert_eq!(inner.checks.load(Ordering::SeqCst), reached, "refusals reached the store");
@@ -268,5 +264,25 @@ mod tests {
         assert!(check(&cache, "k", &policy, 1).decision.allowed);
         assert_eq!(inner.checks.load(Ordering::SeqCst), 3);
         assert_eq!(check(&cache, "k", &policy, 1).source, Source::Memory);
+    }
+
+    #[test]
+    fn no_refusal_answers_longer_than_max_age_or_after_it_is_forgotten() {
+        let clock = ManualClock::new(1_000_000);
+        let inner = Counting { store: MemoryStore::with_clock(Arc::new(clock.clone())), checks: Arc::default() };
+        let max_age = Duration::from_millis(500);
+        let cache = RefusalCache::with_clock(inner.clone(), 1_000, max_age, Arc::new(clock.clone()));
+        let hourly = Policy::from_rate(1, 1.0 / 3600.0).unwrap();
+        assert!(check(&cache, "k", &hourly, 1).decision.allowed);
+        assert!(!check(&cache, "k", &hourly, 1).decision.allowed);
+        clock.advance_us(499_999);
+        assert_eq!(check(&cache, "k", &hourly, 1).source, Source::RefusalCache, "within max_age");
+        clock.advance_us(1);
+        assert_eq!(check(&cache, "k", &hourly, 1).source, Source::Memory, "max_age reached: the store is asked");
+        assert_eq!(check(&cache, "k", &hourly, 1).source, Source::RefusalCache, "and remembered again");
+        cache.forget("k");
+        assert_eq!(check(&cache, "k", &hourly, 1).source, Source::Memory, "forgotten: the store is asked");
+        cache.forget_all();
+        assert!(cache.is_empty());
     }
 }

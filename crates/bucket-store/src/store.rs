@@ -19,6 +19,8 @@ pub enum Source {
     NewUser,
     /// Every backend was down and the configured failure mode (`fail_open`) allowed the request undecided.
     FailOpen,
+    /// A refusal this process remembered answered, and no store was asked ([`RefusalCache`](crate::RefusalCache)).
+    RefusalCache,
 }
 
 impl Source {
@@ -30,6 +32,7 @@ impl Source {
             Source::Postgres => "postgres",
             Source::NewUser => "new-user",
             Source::FailOpen => "fail-open",
+            Source::RefusalCache => "refusal-cache",
         }
     }
 }
@@ -54,10 +57,11 @@ pub struct DependencyHealth {
     pub detail: String,
 }
 
-/// A place that keeps buckets and decides checks on them atomically.
+/// A place that keeps buckets and decides checks on them atomically: what deciding needs.
 ///
 /// Methods return `Send` futures so stores can be used from any runtime thread; the set is kept narrow so that a
-/// later "several keys, all or nothing" call can replace `check` without reshaping every adapter.
+/// later "several keys, all or nothing" call can replace `check` without reshaping every adapter. Policy
+/// administration is the separate [`PolicyStore`], so a cache of one never has to pass the other through.
 pub trait Store: Send + Sync {
     /// Refills, and takes `cost` tokens if they are there, as one atomic step. A refused check writes nothing.
     fn check(&self, key: &str, policy: &Policy, cost: u64) -> impl Future<Output = Result<Outcome, StoreError>> + Send;
@@ -68,6 +72,17 @@ pub trait Store: Send + Sync {
     /// Forgets the bucket, which is the same as filling it.
     fn reset(&self, key: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// Reachability of each dependency, for `/readyz`.
+    fn health(&self) -> impl Future<Output = Vec<DependencyHealth>> + Send;
+
+    /// Flushes anything buffered (write-behind queues) before the process exits.
+    fn shutdown(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
+        async { Ok(()) }
+    }
+}
+
+/// Where operators' per-key policies live: what policy administration (and the policy cache) needs.
+pub trait PolicyStore: Send + Sync {
     /// The per-key policy set by an operator, if any.
     fn policy(&self, key: &str) -> impl Future<Output = Result<Option<Policy>, StoreError>> + Send;
 
@@ -78,17 +93,9 @@ pub trait Store: Send + Sync {
     fn delete_policy(&self, key: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// A number that changes whenever any per-key policy is set or deleted, so a cache can tell in one cheap read
-    /// whether its copy of [`all_policies`](Store::all_policies) is still current.
+    /// whether its copy of [`all_policies`](PolicyStore::all_policies) is still current.
     fn policy_version(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     /// Every per-key policy, for a cache that answers look-ups from memory; read the version first, then this.
     fn all_policies(&self) -> impl Future<Output = Result<Vec<(String, Policy)>, StoreError>> + Send;
-
-    /// Reachability of each dependency, for `/readyz`.
-    fn health(&self) -> impl Future<Output = Vec<DependencyHealth>> + Send;
-
-    /// Flushes anything buffered (write-behind queues) before the process exits.
-    fn shutdown(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
-        async { Ok(()) }
-    }
 }

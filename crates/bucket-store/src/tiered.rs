@@ -1,4 +1,4 @@
-//! The seed architecture made exact: Redis decides, PostgreSQL is the source of truth (DESIGN.md §2, points 1–6).
+//! The seed architecture made exact: Redis decides, PostgreSQL is the source of truth (README.md, "Stores: which to pick", points 1–6).
 //!
 //! Request by request:
 //! 1. Redis holds the key: the Lua script decides atomically; an allowed decision's new state is written to
@@ -18,17 +18,25 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bucket_core::{BucketState, Policy};
 use serde::Deserialize;
-use slog::{error, info, o, warn, Logger};
 
 use crate::postgres::PostgresStore;
 use crate::redis::{OnMiss, RedisStore};
 use crate::write_queue::{Enqueued, WriteQueue};
+
+mod events;
+mod loops;
+mod policies;
+
+pub use events::{no_events, TieredEvent, TieredEvents};
+
 use crate::{Decided, DependencyHealth, Outcome, Source, Store, StoreError, VersionedState};
+use loops::{flush_loop, probe_loop};
+use policies::postgres_marked_down;
 
 /// When an allowed decision reaches PostgreSQL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -75,6 +83,11 @@ pub struct TieredConfig {
     /// `[tiered] policy_cache_ttl_ms`.
     #[serde(rename = "policy_cache_ttl_ms", deserialize_with = "crate::millis::deserialize")]
     pub policy_cache_ttl: Duration,
+    /// Longest a refusal is answered from the process's refusal cache without asking the store: the safety net
+    /// for a reset or policy change made through another instance whose notification was lost. Read by the
+    /// service for every shared store; `[tiered] refusal_cache_ttl_ms`.
+    #[serde(rename = "refusal_cache_ttl_ms", deserialize_with = "crate::millis::deserialize")]
+    pub refusal_cache_ttl: Duration,
 }
 
 impl Default for TieredConfig {
@@ -86,6 +99,7 @@ impl Default for TieredConfig {
             queue_capacity: 100_000,
             batch_size: 1_000,
             policy_cache_ttl: Duration::from_secs(1),
+            refusal_cache_ttl: Duration::from_secs(1),
         }
     }
 }
@@ -122,7 +136,7 @@ struct Inner {
     redis: RedisStore,
     pg: PostgresStore,
     config: TieredConfig,
-    log: Logger,
+    events: TieredEvents,
     redis_up: AtomicBool,
     pg_up: AtomicBool,
     /// Keys PostgreSQL decided while Redis was down: deleted from Redis before it is used again.
@@ -140,13 +154,13 @@ struct Inner {
 }
 
 impl TieredStore {
-    /// Wires the two adapters and starts the background flusher and prober on the current tokio runtime.
-    pub async fn new(redis: RedisStore, pg: PostgresStore, config: TieredConfig, log: Logger) -> Self {
-        let log = log.new(o!("store" => "tiered"));
+    /// Wires the two adapters and starts the background flusher and prober on the current tokio runtime; changes
+    /// of state are reported to `events`.
+    pub async fn new(redis: RedisStore, pg: PostgresStore, config: TieredConfig, events: TieredEvents) -> Self {
         let redis_up = match redis.ping().await {
             Ok(()) => true,
             Err(e) => {
-                warn!(log, "redis unreachable at start: PostgreSQL decides until it answers"; "error" => %e);
+                events(TieredEvent::RedisUnreachableAtStart { error: e.to_string() });
                 false
             }
         };
@@ -156,7 +170,7 @@ impl TieredStore {
             redis,
             pg,
             config,
-            log,
+            events,
             redis_up: AtomicBool::new(redis_up),
             pg_up: AtomicBool::new(true),
             stale: tokio::sync::Mutex::new(HashSet::new()),
@@ -185,6 +199,11 @@ impl TieredStore {
             redis_up: i.redis_up.load(Ordering::Acquire),
             postgres_up: i.pg_up.load(Ordering::Acquire),
         }
+    }
+
+    /// The Redis tier, whose channel carries this store's invalidations.
+    pub fn redis(&self) -> &RedisStore {
+        &self.inner.redis
     }
 
     /// Sends every queued write now; used by shutdown and by tests that compare PostgreSQL with Redis.
@@ -221,7 +240,7 @@ impl Inner {
         stale.clear();
         self.stale_count.store(0, Ordering::Release);
         self.invalidated.fetch_add(keys.len() as u64, Ordering::Relaxed);
-        info!(self.log, "deleted keys from redis that postgres changed during the outage"; "keys" => keys.len());
+        (self.events)(TieredEvent::StaleKeysDeleted { keys: keys.len() });
         Ok(())
     }
 
@@ -234,20 +253,19 @@ impl Inner {
 
     fn redis_lost(&self, e: &StoreError) {
         if self.redis_up.swap(false, Ordering::AcqRel) {
-            warn!(self.log, "redis lost: postgres decides until it answers again"; "error" => %e);
+            (self.events)(TieredEvent::RedisLost { error: e.to_string() });
         }
     }
 
     fn pg_lost(&self, e: &StoreError) {
         if self.pg_up.swap(false, Ordering::AcqRel) {
-            warn!(self.log, "postgres lost: redis decides, writes are queued"; "error" => %e,
-                  "queue_capacity" => self.queue.capacity());
+            (self.events)(TieredEvent::PostgresLost { error: e.to_string(), queue_capacity: self.queue.capacity() });
         }
     }
 
     fn pg_recovered(&self) {
         if !self.pg_up.swap(true, Ordering::AcqRel) {
-            info!(self.log, "postgres recovered"; "queued" => self.queue.len());
+            (self.events)(TieredEvent::PostgresRecovered { queued: self.queue.len() });
         }
     }
 
@@ -300,8 +318,7 @@ impl Inner {
         }
         if self.queue.push(key, decided.after) == Enqueued::Full && !self.queue_full_logged.swap(true, Ordering::AcqRel)
         {
-            error!(self.log, "postgres write queue full: further writes are dropped until it drains";
-                   "capacity" => self.queue.capacity());
+            (self.events)(TieredEvent::QueueFull { capacity: self.queue.capacity() });
         }
     }
 
@@ -378,57 +395,6 @@ impl Inner {
     }
 }
 
-/// The error for a call not even tried because PostgreSQL failed recently: transient, so callers fall back.
-fn postgres_marked_down() -> StoreError {
-    StoreError::Unavailable {
-        backend: "postgres",
-        detail: "marked down after a failure; probed every retry_interval".into(),
-    }
-}
-
-/// Write-behind batches, and replay of writes queued while PostgreSQL was down.
-async fn flush_loop(inner: Weak<Inner>) {
-    loop {
-        let pause = {
-            let Some(inner) = inner.upgrade() else { return };
-            match inner.flush_batch().await {
-                Ok(true) if !inner.queue.is_empty() => Duration::ZERO,
-                Ok(_) if inner.config.write_mode == WriteMode::WriteBehind => inner.config.flush_interval,
-                Ok(_) => inner.config.flush_interval.max(Duration::from_millis(50)),
-                Err(_) => inner.config.retry_interval,
-            }
-        };
-        if pause.is_zero() {
-            tokio::task::yield_now().await;
-        } else {
-            tokio::time::sleep(pause).await;
-        }
-    }
-}
-
-/// Brings dependencies marked down back: Redis only after the keys PostgreSQL changed are deleted from it.
-async fn probe_loop(inner: Weak<Inner>) {
-    loop {
-        let every = {
-            let Some(inner) = inner.upgrade() else { return };
-            if !inner.redis_up.load(Ordering::Acquire) && inner.redis.ping().await.is_ok() {
-                match inner.invalidate_stale().await {
-                    Ok(()) => {
-                        inner.redis_up.store(true, Ordering::Release);
-                        info!(inner.log, "redis recovered: it decides again");
-                    }
-                    Err(e) => warn!(inner.log, "redis answers but invalidation failed"; "error" => %e),
-                }
-            }
-            if !inner.pg_up.load(Ordering::Acquire) && inner.pg.health().await.iter().all(|h| h.up) {
-                inner.pg_recovered();
-            }
-            inner.config.retry_interval
-        };
-        tokio::time::sleep(every).await;
-    }
-}
-
 impl Store for TieredStore {
     async fn check(&self, key: &str, policy: &Policy, cost: u64) -> Result<Outcome, StoreError> {
         let inner = &self.inner;
@@ -454,61 +420,21 @@ impl Store for TieredStore {
     }
 
     async fn reset(&self, key: &str) -> Result<(), StoreError> {
-        self.inner.pg.reset(key).await?;
-        if let Err(e) = self.inner.redis.invalidate(&[key.to_owned()]).await {
+        {
+            // A write queued for this key (write-behind, or PostgreSQL down) must not land after the reset and
+            // bring the spent tokens back: it is dropped, with no batch in flight meanwhile.
+            let _flushing = self.inner.flushing.lock().await;
+            if self.inner.queue.take_key(key).is_some() {
+                self.inner.queue.written(1);
+            }
+            self.inner.pg.reset(key).await?;
+        }
+        // Deletes the cached bucket and tells the other instances (their refusal caches).
+        if let Err(e) = self.inner.redis.reset(key).await {
             self.inner.redis_lost(&e);
             self.inner.mark_stale(key).await;
         }
         Ok(())
-    }
-
-    async fn policy(&self, key: &str) -> Result<Option<Policy>, StoreError> {
-        // Every check looks its key's policy up first, so a PostgreSQL outage must not stall it: while PostgreSQL
-        // is marked down the look-up fails at once, as a transient error, and `CachedPolicies` answers with the
-        // last known policy of the key (or none: the default applies), so Redis keeps deciding (DESIGN.md §2,
-        // point 5).
-        let inner = &self.inner;
-        if !inner.pg_up.load(Ordering::Acquire) {
-            return Err(postgres_marked_down());
-        }
-        inner.pg.policy(key).await.inspect_err(|e| {
-            if e.is_transient() {
-                inner.pg_lost(e);
-            }
-        })
-    }
-
-    async fn set_policy(&self, key: &str, policy: &Policy) -> Result<(), StoreError> {
-        self.inner.pg.set_policy(key, policy).await
-    }
-
-    async fn delete_policy(&self, key: &str) -> Result<bool, StoreError> {
-        self.inner.pg.delete_policy(key).await
-    }
-
-    async fn policy_version(&self) -> Result<u64, StoreError> {
-        // As `policy`: fail at once while PostgreSQL is marked down, and `CachedPolicies` keeps its last snapshot.
-        let inner = &self.inner;
-        if !inner.pg_up.load(Ordering::Acquire) {
-            return Err(postgres_marked_down());
-        }
-        inner.pg.policy_version().await.inspect_err(|e| {
-            if e.is_transient() {
-                inner.pg_lost(e);
-            }
-        })
-    }
-
-    async fn all_policies(&self) -> Result<Vec<(String, Policy)>, StoreError> {
-        let inner = &self.inner;
-        if !inner.pg_up.load(Ordering::Acquire) {
-            return Err(postgres_marked_down());
-        }
-        inner.pg.all_policies().await.inspect_err(|e| {
-            if e.is_transient() {
-                inner.pg_lost(e);
-            }
-        })
     }
 
     async fn health(&self) -> Vec<DependencyHealth> {
@@ -528,9 +454,11 @@ impl Store for TieredStore {
         let waiting = self.inner.queue.unwritten();
         let result = self.inner.flush_all().await;
         match &result {
-            Ok(()) => info!(self.inner.log, "flushed queued writes to postgres"; "keys" => waiting),
-            Err(e) => error!(self.inner.log, "could not flush queued writes to postgres";
-                             "keys" => self.inner.queue.unwritten(), "error" => %e),
+            Ok(()) => (self.inner.events)(TieredEvent::Flushed { keys: waiting }),
+            Err(e) => (self.inner.events)(TieredEvent::FlushFailed {
+                keys: self.inner.queue.unwritten(),
+                error: e.to_string(),
+            }),
         }
         result
     }

@@ -8,7 +8,7 @@ use bucket_core::Policy;
 use bucket_store::postgres::PostgresStore;
 use bucket_store::redis::RedisStore;
 use bucket_store::tiered::{TieredConfig, TieredStore};
-use bucket_store::{CachedPolicies, MemoryStore, Store};
+use bucket_store::{CachedPolicies, MemoryStore, PolicyStore};
 use bucket_testkit::{database_url, pg, redis, redis_server, Fault, FaultProxy, RedisPrefix, Shared, TestSchema};
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 
@@ -19,7 +19,7 @@ fn sorted(mut all: Vec<(String, Policy)>) -> Vec<(String, Policy)> {
 
 /// Sets, replaces and deletes policies through `store`, asserting after each write that the version moved and the
 /// full list matches.
-async fn writes_move_the_version<S: Store>(store: &S) {
+async fn writes_move_the_version<S: PolicyStore>(store: &S) {
     let (gold, silver) = (Policy::per_minute(1000).unwrap(), Policy::per_minute(100).unwrap());
     let v0 = store.policy_version().await.unwrap();
     assert_eq!(store.all_policies().await.unwrap(), vec![]);
@@ -144,9 +144,8 @@ async fn tiered_reads_postgres_and_an_outage_keeps_the_snapshot() {
     pg_config.statement_timeout = Duration::from_millis(500);
     let pg = PostgresStore::connect(pg_config).await.unwrap();
     let redis = RedisStore::connect(keys.config(&keys.url)).unwrap();
-    let log = slog::Logger::root(slog::Discard, slog::o!());
     let config = TieredConfig { retry_interval: Duration::from_secs(60), ..TieredConfig::default() };
-    let tiered = TieredStore::new(redis, pg, config, log).await;
+    let tiered = TieredStore::new(redis, pg, config, bucket_store::tiered::no_events()).await;
     writes_move_the_version(&tiered).await;
 
     // A zero TTL: every look-up reads the version, so only the outage path can answer from the snapshot.

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bucket_core::{BucketState, Policy};
 use bucket_store::postgres::{PostgresConfig, PostgresStore};
-use bucket_store::{Source, Store, StoreError, VersionedState};
+use bucket_store::{PolicyStore, Source, Store, StoreError, VersionedState};
 use bucket_testkit::{database_url, redirect, Fault, FaultProxy, TestSchema};
 use common::cases::T0;
 use diesel_async::SimpleAsyncConnection;
@@ -165,7 +165,7 @@ async fn migrations_are_idempotent_and_keep_the_seed_table() {
     let first = schema.store().await;
     first.check("kept", &Policy::from_interval_us(3, 1_000_000).unwrap(), 1).await.unwrap();
     let _second = schema.store().await;
-    assert_eq!(schema.count("__diesel_schema_migrations").await, 5);
+    assert_eq!(schema.count("__diesel_schema_migrations").await, 6);
     assert_eq!(schema.row("kept").await.unwrap().tokens, 2, "a second start keeps the data");
 
     let columns: Vec<_> = schema

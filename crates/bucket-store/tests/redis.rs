@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bucket_core::{BucketState, Policy, Wait};
 use bucket_store::redis::{OnMiss, RedisConfig, RedisStore};
-use bucket_store::{Source, Store, StoreError, VersionedState};
+use bucket_store::{PolicyStore, Source, Store, StoreError, VersionedState};
 use bucket_testkit::redis_server::{config, raw};
 use bucket_testkit::{free_port, PrivateRedis, Shared};
 use common::redis_proxy::ReplyTrap;
@@ -33,39 +33,6 @@ async fn pttl(conn: &mut MultiplexedConnection, key: &str) -> i64 {
 
 async fn exists(conn: &mut MultiplexedConnection, key: &str) -> bool {
     redis::cmd("EXISTS").arg(key).query_async(conn).await.unwrap()
-}
-
-/// Fires `per_store` concurrent checks of one token through each store and counts the allowed ones.
-async fn concurrent_checks(stores: &[RedisStore], key: &str, policy: Policy, per_store: usize) -> usize {
-    let mut tasks = Vec::new();
-    for store in stores {
-        for _ in 0..per_store {
-            let store = store.clone();
-            let key = key.to_owned();
-            tasks.push(tokio::spawn(async move { store.check(&key, &policy, 1).await }));
-        }
-    }
-    let mut allowed = 0;
-    for task in tasks {
-        if task.await.unwrap().unwrap().decision.allowed {
-            allowed += 1;
-        }
-    }
-    allowed
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_instances_never_over_admit() {
-    let shared = Shared::new();
-    // Two pools on one key space, as two API processes would have.
-    let mut second_config = config(&shared.url);
-    second_config.key_prefix = shared.prefix.clone();
-    let stores = [shared.store.clone(), RedisStore::connect(second_config).unwrap()];
-    for key in ["hot-a", "hot-b", "hot-c"] {
-        assert_eq!(concurrent_checks(&stores, key, fifty_per_hour(), 200).await, 50, "key {key}");
-        let after = stores[0].peek(key, &fifty_per_hour()).await.unwrap();
-        assert_eq!(after.decision.remaining, 0, "key {key}");
-    }
 }
 
 #[tokio::test]

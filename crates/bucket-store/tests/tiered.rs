@@ -44,8 +44,7 @@ impl Rig {
         pg_config.connect_timeout = Duration::from_millis(500);
         pg_config.statement_timeout = Duration::from_millis(500);
         let pg = PostgresStore::connect(pg_config).await.unwrap();
-        let log = slog::Logger::root(slog::Discard, slog::o!());
-        let store = TieredStore::new(redis.clone(), pg, config, log).await;
+        let store = TieredStore::new(redis.clone(), pg, config, bucket_store::tiered::no_events()).await;
         Self { schema, keys, redis_proxy, _pg_proxy: pg_proxy, redis, store }
     }
 
@@ -208,4 +207,19 @@ async fn redis_back_with_stale_data_never_regrants_what_postgres_spent() {
     assert_eq!(rig.check("stale", &policy).await, (false, Source::Postgres, 0), "reloaded from PostgreSQL");
     assert_eq!(rig.check("stale", &policy).await, (false, Source::Redis, 0), "then served by Redis again");
     assert!(rig.stats().keys_invalidated >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_drops_the_keys_queued_write_so_spent_tokens_never_come_back() {
+    // A flush interval far longer than the test: the write of the spending check is still queued at the reset.
+    let rig = Rig::new(write_behind(Duration::from_secs(60))).await;
+    let policy = per_hour(3);
+    for _ in 0..3 {
+        assert!(rig.check("spent", &policy).await.0);
+    }
+    assert_eq!(rig.stats().queue_depth, 1);
+    rig.store.reset("spent").await.unwrap();
+    rig.store.flush().await.unwrap();
+    assert!(rig.schema.row("spent").await.is_none(), "the queued write landed after the reset");
+    assert_eq!(rig.check("spent", &policy).await, (true, Source::NewUser, 2));
 }

@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use bucket_store::{Store, StoreError};
+use bucket_store::{Key, Store, StoreError};
 use serde::Deserialize;
 use slog::{debug, warn};
 use utoipa::ToSchema;
@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use crate::error::{ApiError, ErrorBody};
 use crate::failure_mode::on_store_error;
 use crate::headers::{cost_exceeds, decision_response, AppliedPolicy};
-use crate::identity::{caller_key, validate_key, IdentitySettings};
+use crate::identity::{caller_key, IdentitySettings};
 use crate::routes::fields;
 use crate::state::AppState;
 
@@ -87,7 +87,7 @@ pub async fn index(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpR
 )]
 pub async fn check(state: web::Data<AppState>, body: web::Json<CheckRequest>) -> Result<HttpResponse, ApiError> {
     let CheckRequest { key, cost, policy } = body.into_inner();
-    validate_key(&key)?;
+    Key::new(&key)?;
     decide(&state, &key, cost, policy.as_deref()).await
 }
 

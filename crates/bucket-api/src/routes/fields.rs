@@ -8,7 +8,7 @@ use std::fmt;
 
 use serde::de::{self, Deserializer, Visitor};
 
-/// `key`: a string (its length and characters are checked by `identity::validate_key`).
+/// `key`: a string (its length and characters are checked by `bucket_store::Key`).
 pub fn key<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     struct KeyVisitor;
     impl Visitor<'_> for KeyVisitor {

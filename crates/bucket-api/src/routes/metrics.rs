@@ -17,7 +17,6 @@ use crate::state::AppState;
     )
 )]
 pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    state.metrics.observe_store(&state.store);
     let text = state.metrics.render().map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(HttpResponse::Ok().insert_header((header::CONTENT_TYPE, prometheus::TEXT_FORMAT)).body(text))
 }

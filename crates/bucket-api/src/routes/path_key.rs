@@ -9,9 +9,9 @@ use std::future::{ready, Ready};
 
 use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpRequest};
+use bucket_store::Key;
 
 use crate::error::ApiError;
-use crate::identity::validate_key;
 
 /// A validated bucket key taken from the path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,7 +37,7 @@ impl FromRequest for PathKey {
 pub fn key_of_path(path: &str) -> Result<String, ApiError> {
     let raw = path.splitn(4, '/').nth(3).unwrap_or_default();
     let key = percent_decode(raw)?;
-    validate_key(&key)?;
+    Key::new(&key)?;
     Ok(key)
 }
 

@@ -2,7 +2,7 @@
 
 use actix_web::{web, HttpResponse};
 use bucket_core::Policy;
-use bucket_store::Store;
+use bucket_store::PolicyStore;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 

@@ -9,12 +9,14 @@
 -- concurrent writer to finish. Every bucket value below is read from the row itself (b.tokens, b.last_refill_time),
 -- never from an earlier SELECT or CTE, whose snapshot would be stale: two concurrent checks therefore serialise
 -- on the row lock and the second one re-decides on what the first one left. (A CTE that reads the bucket and an
--- UPDATE that writes it over-admits: it was measured granting 11 to 15 of a capacity of 10, DESIGN.md §2.) A key
+-- UPDATE that writes it over-admits: it was measured granting 11 to 15 of a capacity of 10 under 30 parallel sessions.)
+-- A key
 -- that does not exist yet is created by the INSERT in the same statement, and the primary key makes two creators
 -- of one key conflict, so the loser takes the DO UPDATE path against the winner's row.
 --
 -- The math is bucket_core's src/refill.rs, in integer µs (bigint; every value stays below 2^53, see
--- bucket_core::MAX_FILL_TIME_US, so the µs ⇄ timestamptz conversions are exact):
+-- bucket_core::MAX_FILL_TIME_US, so the µs ⇄ timestamptz conversions are exact; they are the functions
+-- bucket_us, bucket_clock and bucket_elapsed_us of the migration refill_functions, inlined by the planner):
 --   elapsed  E = greatest(now - last_refill, 0)            -- a clock behind the row mints nothing
 --   added      = E / interval                              -- integer division: whole tokens only
 --   full       ⇔ tokens + added >= capacity               -- (also when tokens >= capacity: a lowered policy)
@@ -29,7 +31,7 @@
 -- The `clock` CTE reads no table, and the INSERT sits in a WITH only so that the statement can return that clock
 -- reading too; the outer SELECT reads nothing but the INSERT's RETURNING rows.
 WITH clock AS (
-    SELECT coalesce(TIMESTAMPTZ 'epoch' + $5::bigint * INTERVAL '1 microsecond', clock_timestamp()) AS at
+    SELECT bucket_clock($5::bigint) AS at
 ),
 decided AS (
     INSERT INTO rate_limits AS b (user_id, tokens, last_refill_time, version)
@@ -38,48 +40,28 @@ decided AS (
     FROM clock
     WHERE $4::bigint <= $2::bigint
     ON CONFLICT (user_id) DO UPDATE
-    -- E (elapsed µs) is written out in full wherever it is used, rather than named in a sub-select, so that every
-    -- reference is plainly to this row's own columns.
+    -- E (elapsed µs) is the migrations' bucket_elapsed_us over this row's own columns, wherever it is used, rather
+    -- than named in a sub-select, so that every reference is plainly to the locked row.
     SET tokens = least(
             $2::bigint,
-            b.tokens + greatest(
-                floor(extract(epoch FROM EXCLUDED.last_refill_time) * 1000000)::bigint
-                    - floor(extract(epoch FROM b.last_refill_time) * 1000000)::bigint,
-                0
-            ) / $3::bigint
+            b.tokens + bucket_elapsed_us(b.last_refill_time, EXCLUDED.last_refill_time) / $3::bigint
         ) - $4::bigint,
         last_refill_time = b.last_refill_time + INTERVAL '1 microsecond' * CASE
-            WHEN b.tokens + greatest(
-                    floor(extract(epoch FROM EXCLUDED.last_refill_time) * 1000000)::bigint
-                        - floor(extract(epoch FROM b.last_refill_time) * 1000000)::bigint,
-                    0
-                ) / $3::bigint >= $2::bigint
-            THEN greatest(
-                    floor(extract(epoch FROM EXCLUDED.last_refill_time) * 1000000)::bigint
-                        - floor(extract(epoch FROM b.last_refill_time) * 1000000)::bigint,
-                    0
-                )
-            ELSE greatest(
-                    floor(extract(epoch FROM EXCLUDED.last_refill_time) * 1000000)::bigint
-                        - floor(extract(epoch FROM b.last_refill_time) * 1000000)::bigint,
-                    0
-                ) / $3::bigint * $3::bigint
+            WHEN b.tokens + bucket_elapsed_us(b.last_refill_time, EXCLUDED.last_refill_time) / $3::bigint >= $2::bigint
+            THEN bucket_elapsed_us(b.last_refill_time, EXCLUDED.last_refill_time)
+            ELSE bucket_elapsed_us(b.last_refill_time, EXCLUDED.last_refill_time) / $3::bigint * $3::bigint
         END,
         version = b.version + 1
     WHERE least(
             $2::bigint,
-            b.tokens + greatest(
-                floor(extract(epoch FROM EXCLUDED.last_refill_time) * 1000000)::bigint
-                    - floor(extract(epoch FROM b.last_refill_time) * 1000000)::bigint,
-                0
-            ) / $3::bigint
+            b.tokens + bucket_elapsed_us(b.last_refill_time, EXCLUDED.last_refill_time) / $3::bigint
         ) >= $4::bigint
     RETURNING
         b.tokens::bigint AS tokens,
-        floor(extract(epoch FROM b.last_refill_time) * 1000000)::bigint AS last_refill_us,
+        bucket_us(b.last_refill_time) AS last_refill_us,
         b.version AS version,
         (b.xmax = 0) AS created
 )
 SELECT decided.tokens, decided.last_refill_us, decided.version, decided.created,
-       floor(extract(epoch FROM clock.at) * 1000000)::bigint AS now_us
+       bucket_us(clock.at) AS now_us
 FROM decided, clock

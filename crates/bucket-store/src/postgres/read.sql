@@ -4,8 +4,8 @@
 -- decision uses). Always one row; the bucket's columns are NULL when the key has no row (a full bucket).
 -- This statement decides nothing: a refused check was already decided, atomically, by decide.sql.
 SELECT b.tokens::bigint AS tokens,
-       floor(extract(epoch FROM b.last_refill_time) * 1000000)::bigint AS last_refill_us,
+       bucket_us(b.last_refill_time) AS last_refill_us,
        b.version AS version,
-       floor(extract(epoch FROM clock.at) * 1000000)::bigint AS now_us
-FROM (SELECT coalesce(TIMESTAMPTZ 'epoch' + $2::bigint * INTERVAL '1 microsecond', clock_timestamp()) AS at) AS clock
+       bucket_us(clock.at) AS now_us
+FROM (SELECT bucket_clock($2::bigint) AS at) AS clock
 LEFT JOIN rate_limits AS b ON b.user_id = $1

@@ -42,7 +42,7 @@ impl SessionSetup {
 }
 
 /// `"name"` with inner quotes doubled, so any schema name is one identifier and never SQL.
-fn quote_identifier(name: &str) -> Result<String, StoreError> {
+pub(super) fn quote_identifier(name: &str) -> Result<String, StoreError> {
     // 63 bytes is PostgreSQL's NAMEDATALEN - 1; a longer name would be silently truncated and could collide.
     if name.is_empty() || name.len() > 63 || name.contains('\0') {
         return Err(errors::backend(format!("invalid schema name {name:?}: 1 to 63 bytes, no NUL")));

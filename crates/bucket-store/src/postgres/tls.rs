@@ -122,6 +122,11 @@ impl Tls {
         Ok(Self { driver_url, connector: Some(MakeRustlsConnect::new(config)) })
     }
 
+    /// The rustls connector, `None` when `sslmode=disable`.
+    pub(super) fn connector(&self) -> Option<&MakeRustlsConnect> {
+        self.connector.as_ref()
+    }
+
     /// The URL handed to tokio-postgres (`sslmode` rewritten to a value it knows).
     pub(super) fn driver_url(&self) -> &str {
         &self.driver_url

@@ -1,4 +1,4 @@
-//! One table of cases that the core, the Lua script and the SQL statement must all agree on (DESIGN.md §2).
+//! One table of cases that the core, the Lua script and the SQL statement must all agree on (README.md, "The exact algorithm").
 //!
 //! Each row is a policy, a stored state, the instant of the check and its cost, and the expected decision and
 //! stored state after it. Times are µs since the Unix epoch, as Redis `TIME` and PostgreSQL timestamps give them.

@@ -1,0 +1,170 @@
+//! The tiered store's own counters exported as Prometheus metrics, read from the store at each scrape.
+//!
+//! The store counts in atomics and knows nothing of Prometheus. A collector reads them when the registry is
+//! gathered and reports them as they are, so the exported value is always exactly the store's total: there is no
+//! second counter to keep in step (copying by difference let two concurrent scrapes add the same difference twice,
+//! and the copy overshot for good).
+
+use std::sync::Arc;
+
+use bucket_store::tiered::TieredStats;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts};
+
+/// Where the collector reads the totals: the tiered store's stats, `None` for a store without them.
+pub type StatsSource = Arc<dyn Fn() -> Option<TieredStats> + Send + Sync>;
+
+/// Collects the tiered store's counters and gauges at scrape time.
+pub struct StoreCollector {
+    source: StatsSource,
+    descs: Vec<Desc>,
+}
+
+/// The series this collector exports, built fresh for each scrape from one reading of the stats.
+struct Series {
+    fallbacks: IntCounterVec,
+    write_queue_dropped: IntCounter,
+    redis_invalidations: IntCounter,
+    write_queue_depth: IntGauge,
+    dependency_up: IntGaugeVec,
+}
+
+impl Series {
+    fn new() -> Result<Self, prometheus::Error> {
+        Ok(Self {
+            fallbacks: IntCounterVec::new(
+                Opts::new("bucket_fallbacks_total", "Decisions served by a fallback backend"),
+                &["from", "to"],
+            )?,
+            write_queue_dropped: IntCounter::new(
+                "bucket_write_queue_dropped_total",
+                "Writes for PostgreSQL dropped because the tiered store's queue was full",
+            )?,
+            redis_invalidations: IntCounter::new(
+                "bucket_redis_invalidations_total",
+                "Keys deleted from Redis after an outage because PostgreSQL changed them meanwhile",
+            )?,
+            write_queue_depth: IntGauge::new(
+                "bucket_write_queue_depth",
+                "Writes queued for PostgreSQL by the tiered store",
+            )?,
+            dependency_up: IntGaugeVec::new(
+                Opts::new("bucket_dependency_up", "0 while the tiered store has marked a dependency down, else 1"),
+                &["dependency"],
+            )?,
+        })
+    }
+
+    /// Sets every series from `stats`. The series exist for every store (a labelled family without series is not
+    /// exported at all, so alerts would read "no data" until the first outage); a store without stats reads as
+    /// zero counts and both dependencies up, so a memory-store service never fires "Redis down".
+    fn fill(&self, stats: Option<TieredStats>) {
+        let s = stats.unwrap_or(TieredStats { redis_up: true, postgres_up: true, ..TieredStats::default() });
+        self.fallbacks.with_label_values(&["redis", "postgres"]).inc_by(s.fallbacks_to_postgres);
+        self.fallbacks.with_label_values(&["postgres", "queue"]).inc_by(s.writes_queued_while_postgres_down);
+        self.write_queue_dropped.inc_by(s.writes_dropped);
+        self.redis_invalidations.inc_by(s.keys_invalidated);
+        self.write_queue_depth.set(i64::try_from(s.queue_depth).unwrap_or(i64::MAX));
+        self.dependency_up.with_label_values(&["redis"]).set(i64::from(s.redis_up));
+        self.dependency_up.with_label_values(&["postgres"]).set(i64::from(s.postgres_up));
+    }
+
+    fn collectors(&self) -> [&dyn Collector; 5] {
+        [
+            &self.fallbacks,
+            &self.write_queue_dropped,
+            &self.redis_invalidations,
+            &self.write_queue_depth,
+            &self.dependency_up,
+        ]
+    }
+}
+
+impl StoreCollector {
+    /// A collector reading `source` at every scrape; fails only if a metric name were invalid.
+    pub fn new(source: StatsSource) -> Result<Self, prometheus::Error> {
+        let series = Series::new()?;
+        let descs = series.collectors().iter().flat_map(|c| c.desc().into_iter().cloned()).collect();
+        Ok(Self { source, descs })
+    }
+}
+
+impl Collector for StoreCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        // Names and labels were validated in `new`, so building them again cannot fail; if it somehow did, the
+        // scrape goes on without these series rather than failing.
+        let Ok(series) = Series::new() else { return Vec::new() };
+        series.fill((self.source)());
+        series.collectors().iter().flat_map(|c| c.collect()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::*;
+    use crate::metrics::Metrics;
+
+    fn exported(text: &str, series: &str) -> u64 {
+        let line = text.lines().find(|l| l.starts_with(series)).unwrap_or_else(|| panic!("{series} missing"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn concurrent_scrapes_under_load_always_export_the_stores_totals() {
+        let total = Arc::new(AtomicU64::new(0));
+        let source: StatsSource = {
+            let total = total.clone();
+            Arc::new(move || {
+                let n = total.load(Ordering::SeqCst);
+                Some(TieredStats { fallbacks_to_postgres: n, keys_invalidated: n, ..TieredStats::default() })
+            })
+        };
+        let metrics = Metrics::new().unwrap();
+        metrics.register(Box::new(StoreCollector::new(source).unwrap())).unwrap();
+        let scrapers_left = AtomicU64::new(4);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                while scrapers_left.load(Ordering::SeqCst) > 0 {
+                    total.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+            for _ in 0..4 {
+                s.spawn(|| {
+                    let mut last = 0;
+                    for _ in 0..300 {
+                        let before = total.load(Ordering::SeqCst);
+                        let text = metrics.render().unwrap();
+                        let after = total.load(Ordering::SeqCst);
+                        let value = exported(&text, r#"bucket_fallbacks_total{from="redis",to="postgres"}"#);
+                        assert!(before <= value && value <= after, "{value} outside [{before}, {after}]");
+                        assert!(value >= last, "a counter went backwards");
+                        last = value;
+                    }
+                    scrapers_left.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        let text = metrics.render().unwrap();
+        let end = total.load(Ordering::SeqCst);
+        assert!(end > 0);
+        assert_eq!(exported(&text, r#"bucket_fallbacks_total{from="redis",to="postgres"}"#), end);
+        assert_eq!(exported(&text, "bucket_redis_invalidations_total"), end);
+    }
+
+    #[test]
+    fn a_store_without_stats_exports_zeros_and_both_dependencies_up() {
+        let metrics = Metrics::new().unwrap();
+        metrics.register(Box::new(StoreCollector::new(Arc::new(|| None)).unwrap())).unwrap();
+        let text = metrics.render().unwrap();
+        assert_eq!(exported(&text, r#"bucket_fallbacks_total{from="postgres",to="queue"}"#), 0);
+        assert_eq!(exported(&text, r#"bucket_dependency_up{dependency="redis"}"#), 1);
+        assert_eq!(exported(&text, "bucket_write_queue_depth"), 0);
+    }
+}

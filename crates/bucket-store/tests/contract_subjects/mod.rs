@@ -1,0 +1,101 @@
+//! The stores the contract suite runs against, each as two instances on one fresh backing store.
+
+use std::any::Any;
+use std::time::Duration;
+
+use bucket_store::postgres::PostgresStore;
+use bucket_store::redis::RedisStore;
+use bucket_store::tiered::{no_events, TieredConfig, TieredStore, WriteMode};
+use bucket_store::{AnyStore, CacheSettings, MemoryStore};
+use bucket_testkit::redis_server::shared_url;
+use bucket_testkit::{RedisPrefix, TestSchema};
+
+/// PostgreSQL text cannot hold NUL. The API refuses control characters before any store sees them
+/// (`bucket_store::Key`), so only what a store does when handed one anyway differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NulKeys {
+    /// Stored like any other key.
+    Held,
+    /// A clean, non-transient error (never mistaken for an outage, so never fail-open).
+    Refused,
+    /// Not part of the contract: the tiered store decides in Redis and cannot write the row.
+    Unspecified,
+}
+
+/// Two instances of one store and what keeps its backing alive (a schema, a key prefix) until the test ends.
+pub struct Subject<S> {
+    /// Named in every failure message.
+    pub name: &'static str,
+    /// The first instance.
+    pub a: S,
+    /// The second, sharing `a`'s buckets as another process would.
+    pub b: S,
+    /// What the store does with keys holding NUL.
+    pub nul_keys: NulKeys,
+    _guards: Vec<Box<dyn Any + Send>>,
+}
+
+pub async fn memory() -> Subject<MemoryStore> {
+    let store = MemoryStore::new();
+    Subject { name: "memory", a: store.clone(), b: store, nul_keys: NulKeys::Held, _guards: Vec::new() }
+}
+
+pub async fn postgres() -> Subject<PostgresStore> {
+    let schema = TestSchema::new();
+    let (a, b) = (schema.store().await, schema.store().await);
+    Subject { name: "postgres", a, b, nul_keys: NulKeys::Refused, _guards: vec![Box::new(schema)] }
+}
+
+pub async fn redis() -> Subject<RedisStore> {
+    let keys = RedisPrefix::shared();
+    let connect = || RedisStore::connect(keys.config(&shared_url())).expect("valid configuration");
+    let (a, b) = (connect(), connect());
+    Subject { name: "redis", a, b, nul_keys: NulKeys::Held, _guards: vec![Box::new(keys)] }
+}
+
+async fn tiered(name: &'static str, config: TieredConfig) -> Subject<TieredStore> {
+    let schema = TestSchema::new();
+    let keys = RedisPrefix::shared();
+    let instance = || async {
+        let redis = RedisStore::connect(keys.config(&shared_url())).expect("valid configuration");
+        TieredStore::new(redis, schema.store().await, config.clone(), no_events()).await
+    };
+    let (a, b) = (instance().await, instance().await);
+    Subject { name, a, b, nul_keys: NulKeys::Unspecified, _guards: vec![Box::new(schema), Box::new(keys)] }
+}
+
+pub async fn tiered_sync() -> Subject<TieredStore> {
+    tiered("tiered sync", TieredConfig::default()).await
+}
+
+pub async fn tiered_write_behind() -> Subject<TieredStore> {
+    let config = TieredConfig {
+        write_mode: WriteMode::WriteBehind,
+        flush_interval: Duration::from_millis(5),
+        ..Default::default()
+    };
+    tiered("tiered write-behind", config).await
+}
+
+/// The caches as the service sets them up (a refusal remembered for at most the policy TTL).
+fn caches() -> CacheSettings {
+    CacheSettings::default()
+}
+
+pub async fn api_postgres() -> Subject<AnyStore> {
+    let s = postgres().await;
+    let (a, b) = (AnyStore::postgres(s.a, caches()), AnyStore::postgres(s.b, caches()));
+    Subject { name: "api postgres", a, b, nul_keys: s.nul_keys, _guards: s._guards }
+}
+
+pub async fn api_redis() -> Subject<AnyStore> {
+    let s = redis().await;
+    let (a, b) = (AnyStore::redis(s.a, caches()), AnyStore::redis(s.b, caches()));
+    Subject { name: "api redis", a, b, nul_keys: s.nul_keys, _guards: s._guards }
+}
+
+pub async fn api_tiered() -> Subject<AnyStore> {
+    let s = tiered_sync().await;
+    let (a, b) = (AnyStore::tiered(s.a, caches()), AnyStore::tiered(s.b, caches()));
+    Subject { name: "api tiered", a, b, nul_keys: s.nul_keys, _guards: s._guards }
+}
