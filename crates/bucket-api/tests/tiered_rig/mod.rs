@@ -53,6 +53,9 @@ impl Backends {
         config.redis.connect_timeout = Duration::from_millis(200);
         config.tiered.retry_interval = Duration::from_millis(50);
         config.tiered.policy_cache_ttl = Duration::from_millis(1);
+        // The fault tests want the store to decide each request; a refusal answered from the process's cache would
+        // hide which tier served it.
+        config.tiered.refusal_cache_ttl = Duration::from_millis(1);
         config
     }
 
