@@ -37,12 +37,13 @@ pub struct AuthQuery {
 
 /// Decide for a proxied request (forward auth)
 ///
-/// For nginx `auth_request`, Caddy `forward_auth`, Traefik `ForwardAuth`; answers any method. The caller is found
-/// as for `GET /`. Allowed: 200 with the rate-limit headers for the proxy to copy to its client. Refused: 429 (or
+/// For nginx `auth_request`, Caddy `forward_auth`, Traefik `ForwardAuth`. Every method is answered alike (nginx
+/// keeps the client's; only GET is listed here, as operation ids must be unique). The caller is found as for
+/// `GET /`. Allowed: 200 with the rate-limit headers for the proxy to copy to its client. Refused: 429 (or
 /// `deny_status`) with `Retry-After`, the same headers and an error body. The original request
 /// (`X-Forwarded-Method`, `X-Forwarded-Uri` or `X-Original-URI`) is logged with the decision.
 #[utoipa::path(
-    method(get, post, put, patch, delete),
+    get,
     path = "/v1/auth",
     operation_id = "forward_auth",
     tag = "decisions",
