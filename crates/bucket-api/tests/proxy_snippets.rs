@@ -3,8 +3,6 @@
 //! `deploy/proxies/bucket.toml`, so a snippet naming a policy the configuration lacks fails here and not in
 //! production.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
