@@ -1,6 +1,7 @@
 //! The PostgreSQL and Redis that the tests talk to: used as they are when they answer, otherwise started here from
 //! the installed binaries (installed first when missing and we are root), so `cargo xtask test` works on a fresh
-//! machine as well as on one whose servers run already.
+//! machine as well as on one whose servers run already. nginx and Caddy, which the forward-auth tests start
+//! themselves, are only installed here.
 
 use std::time::Duration;
 
@@ -47,6 +48,7 @@ pub fn ensure() -> Result<TestServices> {
         .with_context(|| format!("PostgreSQL is not reachable at {} and could not be started", database.redacted()))?;
     let redis = ensure_redis(&cache)
         .with_context(|| format!("Redis is not reachable at {} and could not be started", cache.redacted()))?;
+    ensure_proxies()?;
     Ok(TestServices { database_url, redis_url, postgres, redis })
 }
 
@@ -113,6 +115,21 @@ fn ensure_redis(url: &ServiceUrl) -> Result<Option<redis::PrivateServer>> {
     let server = redis::PrivateServer::start(&dir, listen_host(url), url.port)?;
     println!("  Redis: answering at {}", url.redacted());
     Ok(Some(server))
+}
+
+/// The real nginx and Caddy the forward-auth tests start (bucket-testkit's launchers, on free ports, unprivileged):
+/// installed from Debian when missing, since those tests fail rather than skip without them.
+fn ensure_proxies() -> Result<()> {
+    for (program, package) in [("nginx", "nginx"), ("caddy", "caddy")] {
+        // nginx lives in /usr/sbin, which a non-root PATH often lacks; the test kit looks there too.
+        let found = process::find_program(program)
+            .or_else(|| Some(std::path::Path::new("/usr/sbin").join(program)).filter(|p| process::is_executable(p)));
+        match found {
+            Some(path) => println!("  {program}: {}", path.display()),
+            None => apt::install(program, &[package])?,
+        }
+    }
+    Ok(())
 }
 
 /// Servers are only ever started on this machine; a remote URL that does not answer is the user's to fix.
