@@ -123,3 +123,32 @@ async fn every_snippet_query_is_one_bucket_toml_accepts() {
         assert_eq!(status, StatusCode::OK, "{file}: /v1/auth{query} is refused by bucket.toml's bucket");
     }
 }
+
+/// A snippet as the README shows it: without its comment lines, blank runs squeezed.
+fn without_comments(text: &str) -> String {
+    let mut lines: Vec<&str> = Vec::new();
+    for line in text.lines().filter(|l| !l.trim_start().starts_with('#')) {
+        if line.trim().is_empty() && lines.last().is_none_or(|last| last.trim().is_empty()) {
+            continue;
+        }
+        lines.push(line);
+    }
+    while lines.last().is_some_and(|l| l.trim().is_empty()) {
+        lines.pop();
+    }
+    lines.join("\n")
+}
+
+#[test]
+fn the_readme_shows_the_tested_snippets() {
+    let readme_path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../README.md");
+    let readme = std::fs::read_to_string(readme_path).expect("README.md");
+    for name in ["bucket.toml", "nginx.conf", "Caddyfile"] {
+        let shown = without_comments(&snippet(name));
+        assert!(readme.contains(&format!("\n{shown}\n```")), "README.md does not show deploy/proxies/{name} as it is");
+    }
+    // Traefik's `bucket` middleware: the file's first lines up to the second middleware.
+    let traefik = without_comments(&snippet("traefik.yml"));
+    let shown = traefik.split("\n    bucket-search:").next().unwrap_or_default();
+    assert!(readme.contains(&format!("\n{shown}\n```")), "README.md does not show traefik.yml's bucket middleware");
+}
