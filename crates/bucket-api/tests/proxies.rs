@@ -80,11 +80,7 @@ impl Rig {
 /// A client connecting from `from` (any 127.0.0.0/8 address works on Linux), so tests keyed by address differ.
 fn client_from(from: &str) -> reqwest::Client {
     let addr: IpAddr = from.parse().expect("a loopback address");
-    reqwest::Client::builder()
-        .local_address(addr)
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client")
+    reqwest::Client::builder().local_address(addr).timeout(Duration::from_secs(10)).build().expect("client")
 }
 
 fn client() -> reqwest::Client {

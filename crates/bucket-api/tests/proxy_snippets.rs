@@ -15,8 +15,14 @@ use bucket_testkit::snippets::snippet;
 use serde_norway::Value;
 
 /// The headers bucket sets on a decision; a proxy must hand each of them on.
-const RATE_LIMIT_HEADERS: [&str; 6] =
-    ["X-Data-Source", "RateLimit", "RateLimit-Policy", "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"];
+const RATE_LIMIT_HEADERS: [&str; 6] = [
+    "X-Data-Source",
+    "RateLimit",
+    "RateLimit-Policy",
+    "X-RateLimit-Limit",
+    "X-RateLimit-Remaining",
+    "X-RateLimit-Reset",
+];
 
 fn traefik() -> Value {
     serde_norway::from_str(&snippet("traefik.yml")).expect("deploy/proxies/traefik.yml is YAML")

@@ -40,8 +40,10 @@ pub fn caddy_site(addrs: SnippetAddrs) -> String {
 /// the tests know must fail here, not test something else.
 fn rewrite(name: &str, listen: &[(&str, String)], addrs: SnippetAddrs) -> String {
     let mut text = snippet(name);
-    let replacements =
-        listen.iter().cloned().chain([("127.0.0.1:8080", addrs.bucket.to_string()), ("127.0.0.1:3000", addrs.app.to_string())]);
+    let replacements = listen
+        .iter()
+        .cloned()
+        .chain([("127.0.0.1:8080", addrs.bucket.to_string()), ("127.0.0.1:3000", addrs.app.to_string())]);
     for (from, to) in replacements {
         assert!(text.contains(from), "deploy/proxies/{name} no longer contains {from:?}: update the test kit");
         text = text.replace(from, &to);

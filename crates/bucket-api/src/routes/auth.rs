@@ -91,9 +91,9 @@ pub async fn forward_auth(
 fn parse_cost(raw: Option<&str>) -> Result<u64, ApiError> {
     match raw {
         None => Ok(1),
-        Some(raw) => raw
-            .parse()
-            .map_err(|_| ApiError::InvalidCost(format!("cost {raw:?} is not a whole number of tokens"))),
+        Some(raw) => {
+            raw.parse().map_err(|_| ApiError::InvalidCost(format!("cost {raw:?} is not a whole number of tokens")))
+        }
     }
 }
 
@@ -119,10 +119,8 @@ fn original_request(headers: &HeaderMap) -> (String, String) {
 /// short error body instead of the decision (the client did not ask bucket anything, so its key stays private).
 fn refusal(decided: &HttpResponse, status: StatusCode) -> HttpResponse {
     let retry_after = decided.headers().get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()).unwrap_or("1");
-    let body = ErrorBody {
-        error: "rate_limited".into(),
-        detail: format!("too many requests: retry after {retry_after} s"),
-    };
+    let body =
+        ErrorBody { error: "rate_limited".into(), detail: format!("too many requests: retry after {retry_after} s") };
     let mut response = HttpResponse::build(status);
     for (name, value) in decided.headers() {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
