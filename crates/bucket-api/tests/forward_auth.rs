@@ -216,6 +216,7 @@ async fn the_original_method_and_uri_are_logged_with_the_decision() {
         assert!(decisions[0].contains(part), "{part} missing from {}", decisions[0]);
     }
     assert!(decisions[1].contains("uri=/search/q"), "{}", decisions[1]);
+    assert!(decisions[1].contains("method=GET"), "the request's own method without a header: {}", decisions[1]);
 }
 
 /// A real server on a Redis store whose Redis is gone: the failure mode answers `/v1/auth` as it answers `GET /`.

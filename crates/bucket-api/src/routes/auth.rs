@@ -7,7 +7,7 @@
 //! nginx turns any other status into a 500), bad input is a 4xx, a store outage in `fail_closed` a 503. All three
 //! proxies treat any non-2xx as "do not forward", so a mistake in bucket or in the proxy's URL closes the gate.
 
-use actix_web::http::header::{self, HeaderMap};
+use actix_web::http::header;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
@@ -78,7 +78,7 @@ pub async fn forward_auth(
         ipv6_prefix: config.ipv6_prefix,
     };
     let key = caller_key(&req, settings, &state.log)?;
-    let (method, uri) = original_request(req.headers());
+    let (method, uri) = original_request(&req);
     let log = state.log.new(slog::o!("method" => method, "uri" => uri));
     let decided = decide_logged(&state, &log, &key, cost, policy.as_deref()).await?;
     if decided.status() == StatusCode::TOO_MANY_REQUESTS {
@@ -107,10 +107,12 @@ fn parse_deny_status(raw: Option<&str>) -> Result<StatusCode, ApiError> {
     }
 }
 
-/// The method and URI of the request the proxy is deciding on, as each proxy names them (for the log only).
-fn original_request(headers: &HeaderMap) -> (String, String) {
-    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
-    let method = text("x-forwarded-method").or_else(|| text("x-original-method")).unwrap_or_default();
+/// The method and URI of the request the proxy is deciding on, as each proxy names them (for the log only). nginx's
+/// subrequest keeps the client's method, so without a header the request's own is the original.
+fn original_request(req: &HttpRequest) -> (String, String) {
+    let text = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let method = text("x-forwarded-method").or_else(|| text("x-original-method"));
+    let method = method.unwrap_or_else(|| req.method().to_string());
     let uri = text("x-forwarded-uri").or_else(|| text("x-original-uri")).unwrap_or_default();
     (method, uri)
 }
