@@ -1,6 +1,7 @@
 //! The PostgreSQL and Redis that the tests talk to: used as they are when they answer, otherwise started here from
 //! the installed binaries (installed first when missing and we are root), so `cargo xtask test` works on a fresh
-//! machine as well as on one whose servers run already.
+//! machine as well as on one whose servers run already. nginx and Caddy, which the forward-auth tests start
+//! themselves, are only installed here.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -59,14 +60,16 @@ impl Drop for TestServices {
 }
 
 /// Other programs the tests start themselves, as `(program, Debian package)`: installed with apt-get when missing
-/// (as root; anyone else is told the command). One line per program.
-const TEST_PROGRAMS: &[(&str, &str)] = &[];
+/// (as root; anyone else is told the command). One line per program. nginx and Caddy: the forward-auth tests start
+/// real ones (bucket-testkit's launchers, on free ports, unprivileged) and fail rather than skip without them.
+const TEST_PROGRAMS: &[(&str, &str)] = &[("nginx", "nginx"), ("caddy", "caddy")];
 
 /// Makes sure both servers answer at their URLs, starting them when they do not, and that the other programs the
 /// tests start are installed.
 pub fn ensure() -> Result<TestServices> {
     for (program, package) in TEST_PROGRAMS {
-        if which::which(program).is_err() {
+        // nginx lives in /usr/sbin, which a non-root PATH often lacks; the test kit looks there too.
+        if which::which(program).is_err() && !std::path::Path::new("/usr/sbin").join(program).exists() {
             apt::install(program, &[package])?;
         }
     }

@@ -67,7 +67,7 @@ fn run_steps(options: &Args) -> Result<()> {
     steps.push(("cargo xtask compose --check".to_string(), Step::ComposeCheck));
     let total = steps.len() + 1;
 
-    banner_start(1, total, "services: PostgreSQL and Redis");
+    banner_start(1, total, "services: PostgreSQL, Redis, nginx and Caddy");
     let clock = Instant::now();
     let mut services = match services::ensure() {
         Ok(services) => services,

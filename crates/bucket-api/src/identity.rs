@@ -4,9 +4,9 @@
 //! Precedence, first match wins:
 //! 1. the user header (`X-User-ID` by default), when present: the caller names itself;
 //! 2. when the TCP peer is a trusted proxy (`trusted_proxies`): the client address from `Forwarded` (RFC 7239
-//!    `for=`), or when that header is absent from `X-Forwarded-For`, read right to left, skipping trusted
-//!    proxies: the first untrusted address is the client. Everything left of it was written by the client and may
-//!    be forged, so it is never read. A malformed chain falls back to the peer;
+//!    `for=`), or when that header is absent from `X-Forwarded-For` (else `X-Real-IP`, nginx's `$remote_addr`),
+//!    read right to left, skipping trusted proxies: the first untrusted address is the client. Everything left of
+//!    it was written by the client and may be forged, so it is never read. A malformed chain falls back to the peer;
 //! 3. the peer address. An untrusted peer's forwarding headers are ignored: anyone can send them.
 //!
 //! An IPv6 client is keyed by its network (`ipv6_prefix`, /64 by default), as one host is routinely handed a whole
@@ -287,12 +287,12 @@ pub fn caller_key(req: &HttpRequest, settings: IdentitySettings<'_>, log: &Logge
     let peer = req
         .peer_addr()
         .ok_or_else(|| ApiError::MissingIdentity(format!("no {header} header and no peer address to fall back on")))?;
-    let (client, source) = client_ip(
-        peer.ip(),
-        &header_lines(req.headers(), "forwarded"),
-        &header_lines(req.headers(), "x-forwarded-for"),
-        settings.trusted_proxies,
-    );
+    let mut x_forwarded_for = header_lines(req.headers(), "x-forwarded-for");
+    if x_forwarded_for.is_empty() {
+        x_forwarded_for = header_lines(req.headers(), "x-real-ip");
+    }
+    let (client, source) =
+        client_ip(peer.ip(), &header_lines(req.headers(), "forwarded"), &x_forwarded_for, settings.trusted_proxies);
     if let ClientSource::PeerAfterMalformed(reason) = &source {
         debug!(log, "ignoring a trusted proxy's forwarding header"; "peer" => %peer.ip(), "reason" => reason);
     }

@@ -5,7 +5,7 @@ use utoipa::{Modify, OpenApi, ToResponse};
 
 use crate::error::ErrorBody;
 use crate::headers::{DecisionBody, PolicyBody};
-use crate::routes::{buckets, check, health, metrics, policies};
+use crate::routes::{auth, buckets, check, health, metrics, policies};
 
 /// A decision that took the tokens (or a peek), with every rate-limit header.
 #[derive(ToResponse)]
@@ -45,6 +45,23 @@ pub struct Allowed(pub DecisionBody);
 )]
 pub struct Denied(pub DecisionBody);
 
+/// A forward-auth refusal (`/v1/auth`): the decision's headers for the proxy to hand on, and a short error body.
+#[derive(ToResponse)]
+#[response(
+    description = "Refused: not enough tokens; nothing was taken. 429, or 403 with `deny_status=403`",
+    headers(
+        ("Retry-After" = u64, description = "Whole seconds until `cost` tokens are available, rounded up, at least 1"),
+        ("X-Data-Source" = String, description = "Backend that decided"),
+        ("RateLimit-Policy" = String, description = "Quota and window, e.g. `\"default\";q=10;w=10`"),
+        ("RateLimit" = String,
+            description = "Remaining tokens and whole seconds until `cost` tokens, e.g. `\"default\";r=0;t=1`"),
+        ("X-RateLimit-Limit" = u64, description = "Capacity"),
+        ("X-RateLimit-Remaining" = u64, description = "Tokens left"),
+        ("X-RateLimit-Reset" = u64, description = "Whole seconds until the bucket is full, rounded up"),
+    )
+)]
+pub struct Refused(pub ErrorBody);
+
 /// Declares the bearer scheme the admin routes' `security(("bearer" = []))` refers to.
 struct BearerScheme;
 
@@ -69,6 +86,7 @@ impl Modify for BearerScheme {
     paths(
         check::index,
         check::check,
+        auth::forward_auth,
         buckets::peek,
         buckets::reset,
         policies::get,
@@ -78,7 +96,7 @@ impl Modify for BearerScheme {
         health::readyz,
         metrics::metrics,
     ),
-    components(schemas(DecisionBody, PolicyBody, ErrorBody), responses(Allowed, Denied)),
+    components(schemas(DecisionBody, PolicyBody, ErrorBody), responses(Allowed, Denied, Refused)),
     modifiers(&BearerScheme),
     tags(
         (name = "decisions", description = "Take tokens"),

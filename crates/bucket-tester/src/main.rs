@@ -11,7 +11,7 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Cli {
-    /// Base URL of the server to test.
+    /// Base URL of the server to test: bucket-api, or a proxy in front of it that asks /v1/auth (nginx, Caddy...).
     #[arg(long, env = "BUCKET_TESTER_TARGET", default_value = "http://localhost:8080")]
     target: String,
 

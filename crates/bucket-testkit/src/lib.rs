@@ -9,7 +9,11 @@
 //! too, without the `stores` feature (on by default) that brings the store crates and their clients.
 
 #[cfg(feature = "stores")]
+pub mod caddy;
+#[cfg(feature = "stores")]
 pub mod fault_proxy;
+#[cfg(feature = "stores")]
+pub mod nginx;
 #[cfg(feature = "stores")]
 pub mod pg;
 pub mod ports;
@@ -17,9 +21,15 @@ pub mod private_postgres;
 pub mod private_redis;
 pub mod process;
 #[cfg(feature = "stores")]
+pub mod proxy_process;
+#[cfg(feature = "stores")]
 pub mod redis_server;
 #[cfg(feature = "stores")]
+pub mod snippets;
+#[cfg(feature = "stores")]
 pub mod tls;
+#[cfg(feature = "stores")]
+pub mod upstream;
 
 #[cfg(feature = "stores")]
 pub use fault_proxy::{Fault, FaultProxy};
@@ -31,6 +41,14 @@ pub use private_redis::{PrivateRedis, RedisOptions, RedisTls};
 pub use process::LaunchError;
 #[cfg(feature = "stores")]
 pub use redis_server::{unique_prefix, RedisPrefix, Shared};
+#[cfg(feature = "stores")]
+pub use caddy::Caddy;
+#[cfg(feature = "stores")]
+pub use nginx::Nginx;
+#[cfg(feature = "stores")]
+pub use snippets::SnippetAddrs;
+#[cfg(feature = "stores")]
+pub use upstream::CountingUpstream;
 
 /// The Redis client the kit uses, so suites can talk to Redis without a dependency of their own.
 #[cfg(feature = "stores")]

@@ -5,7 +5,7 @@ use std::time::Instant;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bucket_store::{Key, Store, StoreError};
 use serde::Deserialize;
-use slog::{debug, warn};
+use slog::{debug, warn, Logger};
 use utoipa::ToSchema;
 
 use crate::error::{ApiError, ErrorBody};
@@ -91,15 +91,31 @@ pub async fn check(state: web::Data<AppState>, body: web::Json<CheckRequest>) ->
     decide(&state, &key, cost, policy.as_deref()).await
 }
 
-/// One decision, from validation to response, shared by both routes.
-async fn decide(state: &AppState, key: &str, cost: u64, policy: Option<&str>) -> Result<HttpResponse, ApiError> {
+/// One decision, from validation to response, shared by every decision route (`/v1/auth` too).
+pub(crate) async fn decide(
+    state: &AppState,
+    key: &str,
+    cost: u64,
+    policy: Option<&str>,
+) -> Result<HttpResponse, ApiError> {
+    decide_logged(state, &state.log, key, cost, policy).await
+}
+
+/// [`decide`], logging the decision on `log` (a logger carrying the route's own context, e.g. the proxied URI).
+pub(crate) async fn decide_logged(
+    state: &AppState,
+    log: &Logger,
+    key: &str,
+    cost: u64,
+    policy: Option<&str>,
+) -> Result<HttpResponse, ApiError> {
     if cost == 0 {
         return Err(ApiError::InvalidCost("cost must be at least 1".into()));
     }
     let requested = state.requested_policy(policy)?;
     let applied = match state.effective_policy(key, requested.clone()).await {
         Ok(applied) => applied,
-        Err(e) => return store_failed(state, key, cost, &requested, e),
+        Err(e) => return store_failed(state, log, key, cost, &requested, e),
     };
     // Checked before the store is asked: a cost above capacity can never be allowed, so it is the caller's error.
     if cost > applied.policy.capacity() {
@@ -112,18 +128,19 @@ async fn decide(state: &AppState, key: &str, cost: u64, policy: Option<&str>) ->
         Ok(outcome) => {
             let d = &outcome.decision;
             state.metrics.record_decision(d.allowed, outcome.source.as_str(), cost, state.store_label(), elapsed);
-            debug!(state.log, "decision";
+            debug!(log, "decision";
                 "user_id" => key, "source" => outcome.source.as_str(), "allowed" => d.allowed,
                 "remaining" => d.remaining, "cost" => cost, "policy" => &applied.name);
             decision_response(&outcome, key, cost, &applied)
         }
-        Err(e) => store_failed(state, key, cost, &applied, e),
+        Err(e) => store_failed(state, log, key, cost, &applied, e),
     }
 }
 
 /// Applies the failure mode, counting and logging it, so an outage is visible even when callers are let through.
 fn store_failed(
     state: &AppState,
+    log: &Logger,
     key: &str,
     cost: u64,
     applied: &AppliedPolicy,
@@ -132,7 +149,7 @@ fn store_failed(
     let mode = state.config.failure_mode;
     state.metrics.store_errors.with_label_values(&[state.store_label()]).inc();
     state.metrics.failure_mode.with_label_values(&[mode.as_str()]).inc();
-    warn!(state.log, "store failed; answering with the failure mode";
+    warn!(log, "store failed; answering with the failure mode";
         "user_id" => key, "mode" => mode.as_str(), "error" => %error);
     if cost > applied.policy.capacity() {
         return Err(cost_exceeds(cost, applied));

@@ -1,5 +1,6 @@
 //! The routing table: every route, the JSON error handlers for extractors, and the HTTP metrics middleware.
 
+pub mod auth;
 pub mod buckets;
 pub mod check;
 pub mod fields;
@@ -65,6 +66,8 @@ pub fn build_app(
         })
         .service(resource("/", "GET").route(web::get().to(check::index)))
         .service(resource("/v1/check", "POST").route(web::post().to(check::check)))
+        // Any method: nginx's auth_request keeps the client's method, Caddy and Traefik send GET.
+        .service(web::resource("/v1/auth").route(web::route().to(auth::forward_auth)))
         .service(
             resource("/v1/buckets/{key:.+}", "GET, DELETE")
                 .route(web::get().to(buckets::peek))
