@@ -41,10 +41,8 @@ fn strings(value: &Value, context: &str) -> Vec<String> {
 /// `(name, forwardAuth)` of every forward-auth middleware.
 fn forward_auths(doc: &Value) -> Vec<(String, Value)> {
     let middlewares = doc["http"]["middlewares"].as_object().expect("http.middlewares");
-    let found: Vec<(String, Value)> = middlewares
-        .iter()
-        .filter_map(|(name, m)| Some((name.clone(), m.get("forwardAuth")?.clone())))
-        .collect();
+    let found: Vec<(String, Value)> =
+        middlewares.iter().filter_map(|(name, m)| Some((name.clone(), m.get("forwardAuth")?.clone()))).collect();
     assert!(!found.is_empty(), "no forwardAuth middleware in traefik.yml");
     found
 }

@@ -32,7 +32,11 @@ pub mod tls;
 pub mod upstream;
 
 #[cfg(feature = "stores")]
+pub use caddy::Caddy;
+#[cfg(feature = "stores")]
 pub use fault_proxy::{Fault, FaultProxy};
+#[cfg(feature = "stores")]
+pub use nginx::Nginx;
 #[cfg(feature = "stores")]
 pub use pg::{database_url, redirect, RawRow, TestSchema};
 pub use ports::free_port;
@@ -41,10 +45,6 @@ pub use private_redis::{PrivateRedis, RedisOptions, RedisTls};
 pub use process::LaunchError;
 #[cfg(feature = "stores")]
 pub use redis_server::{unique_prefix, RedisPrefix, Shared};
-#[cfg(feature = "stores")]
-pub use caddy::Caddy;
-#[cfg(feature = "stores")]
-pub use nginx::Nginx;
 #[cfg(feature = "stores")]
 pub use snippets::SnippetAddrs;
 #[cfg(feature = "stores")]
