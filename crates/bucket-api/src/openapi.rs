@@ -51,7 +51,9 @@ pub struct Denied(pub DecisionBody);
     description = "Refused: not enough tokens; nothing was taken. 429, or 403 with `deny_status=403`",
     headers(
         ("Retry-After" = u64, description = "Whole seconds until `cost` tokens are available, rounded up, at least 1"),
-        ("X-Data-Source" = String, description = "Backend that decided"),
+        ("X-Data-Source" = String,
+            description = "Part that decided; `refusal-cache` when a refusal this instance remembered answered and no \
+                store was asked"),
         ("RateLimit-Policy" = String, description = "Quota and window, e.g. `\"default\";q=10;w=10`"),
         ("RateLimit" = String,
             description = "Remaining tokens and whole seconds until `cost` tokens, e.g. `\"default\";r=0;t=1`"),

@@ -10,6 +10,7 @@ use slog::Logger;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::headers::AppliedPolicy;
+use crate::identity::{caller_key, IdentitySettings};
 use crate::metrics::Metrics;
 use crate::server::StartError;
 use crate::store_metrics::StoreCollector;
@@ -45,6 +46,19 @@ impl AppState {
         metrics.failure_mode.with_label_values(&[config.failure_mode.as_str()]);
         metrics.write_queue_capacity.set(i64::try_from(config.tiered.queue_capacity).unwrap_or(i64::MAX));
         Ok(Self { config, default_policy, named_policies, store, metrics, log })
+    }
+
+    /// Who a request without an explicit key is for (`GET /`, `/v1/auth`), by the configured identity rules, so
+    /// every route that keys by caller keys alike.
+    pub fn caller(&self, req: &actix_web::HttpRequest) -> Result<String, ApiError> {
+        let config = &self.config;
+        let settings = IdentitySettings {
+            user_header: &config.user_header,
+            peer_fallback: config.peer_fallback,
+            trusted_proxies: &config.trusted_proxies,
+            ipv6_prefix: config.ipv6_prefix,
+        };
+        caller_key(req, settings, &self.log)
     }
 
     /// The `store` metric label.

@@ -14,7 +14,6 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use crate::error::{ApiError, ErrorBody};
-use crate::identity::{caller_key, IdentitySettings};
 use crate::routes::check::decide_logged;
 use crate::state::AppState;
 
@@ -70,14 +69,7 @@ pub async fn forward_auth(
     let AuthQuery { policy, cost, deny_status } = query.into_inner();
     let cost = parse_cost(cost.as_deref())?;
     let deny_status = parse_deny_status(deny_status.as_deref())?;
-    let config = &state.config;
-    let settings = IdentitySettings {
-        user_header: &config.user_header,
-        peer_fallback: config.peer_fallback,
-        trusted_proxies: &config.trusted_proxies,
-        ipv6_prefix: config.ipv6_prefix,
-    };
-    let key = caller_key(&req, settings, &state.log)?;
+    let key = state.caller(&req)?;
     let (method, uri) = original_request(&req);
     let log = state.log.new(slog::o!("method" => method, "uri" => uri));
     let decided = decide_logged(&state, &log, &key, cost, policy.as_deref()).await?;

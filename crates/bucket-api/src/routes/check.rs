@@ -11,7 +11,6 @@ use utoipa::ToSchema;
 use crate::error::{ApiError, ErrorBody};
 use crate::failure_mode::on_store_error;
 use crate::headers::{cost_exceeds, decision_response, AppliedPolicy};
-use crate::identity::{caller_key, IdentitySettings};
 use crate::routes::fields;
 use crate::state::AppState;
 
@@ -56,14 +55,7 @@ fn one() -> u64 {
     )
 )]
 pub async fn index(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let config = &state.config;
-    let settings = IdentitySettings {
-        user_header: &config.user_header,
-        peer_fallback: config.peer_fallback,
-        trusted_proxies: &config.trusted_proxies,
-        ipv6_prefix: config.ipv6_prefix,
-    };
-    let key = caller_key(&req, settings, &state.log)?;
+    let key = state.caller(&req)?;
     decide(&state, &key, 1, None).await
 }
 
