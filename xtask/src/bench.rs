@@ -11,17 +11,9 @@
 //! loadtest/README.md, and `docs/http-bench.svg` is drawn by the `http-chart` binary (xtask's `chart` feature, so
 //! the drawing crate stays out of CI's build).
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
-use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 
 use crate::{apt, interrupt, paths, process, services};

@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
-use super::{GROUPS, SHAPES};
+use super::SHAPES;
 use crate::{paths, process};
 
 fn f(v: &Value) -> f64 {

@@ -13,7 +13,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 
-use super::{target_dir, Args, CAPACITY, REFILL_PER_SEC, SHAPES};
+use super::{load_average, tagged_json, target_dir, Args, CAPACITY, REFILL_PER_SEC, SHAPES};
 use crate::{interrupt, paths, process};
 
 pub(super) fn build_release() -> Result<()> {
