@@ -42,6 +42,7 @@ const SAMPLES: &[(&str, &str)] = &[
     ("BUCKET_RETRY_INTERVAL_MS", "900"),
     ("BUCKET_WRITE_QUEUE_CAPACITY", "77"),
     ("BUCKET_POLICY_CACHE_TTL_MS", "2500"),
+    ("BUCKET_REFUSAL_CACHE_TTL_MS", "750"),
 ];
 
 /// (TOML key as `section.key`, variable) for every row of the README's configuration table that has a variable.
