@@ -11,6 +11,7 @@ use actix_web::http::header;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
+use slog::Drain as _;
 use utoipa::IntoParams;
 
 use crate::error::{ApiError, ErrorBody};
@@ -70,8 +71,14 @@ pub async fn forward_auth(
     let cost = parse_cost(cost.as_deref())?;
     let deny_status = parse_deny_status(deny_status.as_deref())?;
     let key = state.caller(&req)?;
-    let (method, uri) = original_request(&req);
-    let log = state.log.new(slog::o!("method" => method, "uri" => uri));
+    // The proxied method and URI go on the decision's debug line; copying two headers into a child logger is
+    // skipped when that line would be filtered out anyway, so the common path allocates nothing for logging.
+    let log = if state.log.is_debug_enabled() {
+        let (method, uri) = original_request(&req);
+        state.log.new(slog::o!("method" => method, "uri" => uri))
+    } else {
+        state.log.clone()
+    };
     let decided = decide_logged(&state, &log, &key, cost, policy.as_deref()).await?;
     if decided.status() == StatusCode::TOO_MANY_REQUESTS {
         return Ok(refusal(&decided, deny_status));
