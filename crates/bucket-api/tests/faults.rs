@@ -11,7 +11,7 @@ use std::time::Duration;
 use bucket_api::config::FailureMode;
 use bucket_api::config::WriteMode::{Sync, WriteBehind};
 use bucket_testkit::Fault;
-use tiered_rig::{tiered, Api, Backends, CapturedLog, Reply};
+use tiered_rig::{patient_postgres, patient_redis, tiered, Api, Backends, CapturedLog, Reply};
 
 const FALLBACKS: &str = "bucket_fallbacks_total";
 const UP: &str = "bucket_dependency_up";
@@ -30,7 +30,8 @@ fn source(reply: &Reply) -> &str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_outage_is_answered_from_postgres_and_stale_redis_data_never_regrants() {
     let backends = Backends::new().await;
-    let api = Api::quiet(tiered(&backends, 5, Sync)).await;
+    let log = CapturedLog::default();
+    let api = Api::start(patient_postgres(tiered(&backends, 5, Sync)), log.logger()).await;
     let keys = ["a", "b", "c", "d"];
     for key in keys.iter().chain(&["untouched"]) {
         assert_eq!(source(&api.get(key).await), "new-user");
@@ -51,6 +52,9 @@ async fn redis_outage_is_answered_from_postgres_and_stale_redis_data_never_regra
     // from the API's refusal cache after recovery, and this test wants the store to decide.)
     for _ in 0..3 {
         let reply = api.get("drained").await;
+        if (reply.status, source(&reply)) != (200, "postgres") {
+            log.dump();
+        }
         assert_eq!((reply.status, source(&reply)), (200, "postgres"));
     }
     assert!(api.metric(FALLBACKS, &REDIS_TO_PG).await >= 19.0);
@@ -76,7 +80,7 @@ async fn redis_outage_is_answered_from_postgres_and_stale_redis_data_never_regra
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_outage_is_decided_in_redis_queued_and_replayed() {
     let backends = Backends::new().await;
-    let api = Api::quiet(tiered(&backends, 10, Sync)).await;
+    let api = Api::quiet(patient_redis(tiered(&backends, 10, Sync))).await;
     for key in ["q1", "q2"] {
         assert_eq!(api.get(key).await.status, 200);
     }
@@ -140,7 +144,7 @@ async fn both_down_fail_closed_answers_503_with_retry_after_promptly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_redis_falls_back_within_its_timeout_and_returns_without_over_admitting() {
     let backends = Backends::new().await;
-    let api = Api::quiet(tiered(&backends, 5, Sync)).await;
+    let api = Api::quiet(patient_postgres(tiered(&backends, 5, Sync))).await;
     let mut granted = 0;
     for _ in 0..2 {
         granted += usize::from(api.get("slow").await.status == 200);
@@ -174,7 +178,7 @@ async fn slow_redis_falls_back_within_its_timeout_and_returns_without_over_admit
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_resetting_connections_under_load_costs_no_errors_and_recovers_in_seconds() {
     let backends = Backends::new().await;
-    let api = Api::quiet(tiered(&backends, 50, Sync)).await;
+    let api = Api::quiet(patient_postgres(tiered(&backends, 50, Sync))).await;
     let keys = ["r1", "r2", "r3", "r4"];
     let warm = burst(&api, &keys, 2).await;
     assert!(warm.iter().all(|r| r.status == 200), "{warm:?}");
@@ -216,7 +220,7 @@ async fn redis_resetting_connections_under_load_costs_no_errors_and_recovers_in_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_stall_fills_the_bounded_queue_reports_drops_then_drains() {
     let backends = Backends::new().await;
-    let mut config = tiered(&backends, 10, WriteBehind);
+    let mut config = patient_redis(tiered(&backends, 10, WriteBehind));
     config.tiered.queue_capacity = 3;
     let log = CapturedLog::default();
     let api = Api::start(config, log.logger()).await;

@@ -154,6 +154,22 @@ pub fn tiered(backends: &Backends, capacity: u64, mode: WriteMode) -> Config {
     config
 }
 
+/// Timeouts a loaded machine never reaches, for the dependency a test does not break: with 300 ms, one slow
+/// statement while the test suite runs beside it marked PostgreSQL down and turned a Redis-outage test's answers
+/// into fail-open ones (seen in CI). The broken dependency keeps the short timeouts that bound the answers.
+pub fn patient_postgres(mut config: Config) -> Config {
+    config.postgres.connect_timeout = Duration::from_secs(5);
+    config.postgres.statement_timeout = Duration::from_secs(5);
+    config
+}
+
+/// As [`patient_postgres`], for Redis.
+pub fn patient_redis(mut config: Config) -> Config {
+    config.redis.command_timeout = Duration::from_secs(5);
+    config.redis.connect_timeout = Duration::from_secs(5);
+    config
+}
+
 /// A logger that keeps every message, so a test can assert that something was logged.
 #[derive(Clone, Default)]
 pub struct CapturedLog(Arc<Mutex<Vec<String>>>);
