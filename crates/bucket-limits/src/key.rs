@@ -77,10 +77,7 @@ mod tests {
     fn readable_key_spells_out_every_part() {
         assert_eq!(key("messaging", &[("to_number", "2061111111")]), "rl:9:messaging/9:to_number=10:2061111111");
         assert_eq!(key("d", &[("k", "")]), "rl:1:d/1:k=0:");
-        assert_eq!(
-            bucket_key("test", [("files", Part::Shared("files/*"))].into_iter()),
-            "rl:4:test/5:files*7:files/*"
-        );
+        assert_eq!(bucket_key("test", [("files", Part::Shared("files/*"))].into_iter()), "rl:4:test/5:files*7:files/*");
     }
 
     #[test]
