@@ -107,6 +107,38 @@ mod tests {
         assert_ne!(control, key("d", &[("k", "a\rb")]));
     }
 
+    /// Reads a readable key back into its parts: if this always recovers the input, the encoding is injective.
+    fn decode(key: &str) -> Option<(String, Vec<(String, bool, String)>)> {
+        fn take(s: &str) -> Option<(String, &str)> {
+            let (len, rest) = s.split_once(':')?;
+            let len: usize = len.parse().ok()?;
+            Some((rest.get(..len)?.to_owned(), rest.get(len..)?))
+        }
+        let (domain, mut rest) = take(key.strip_prefix("rl:")?)?;
+        let mut entries = Vec::new();
+        while let Some(r) = rest.strip_prefix('/') {
+            let (k, r) = take(r)?;
+            let shared = r.starts_with('*');
+            let (v, r) = take(r.get(1..)?)?;
+            entries.push((k, shared, v));
+            rest = r;
+        }
+        rest.is_empty().then_some((domain, entries))
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn readable_keys_decode_to_their_parts(
+            domain in "[a-z_/=:*0-9]{0,6}",
+            entries in proptest::collection::vec(("[a-z_/=:*0-9]{0,5}", proptest::bool::ANY, "[a-z_/=:*0-9]{0,5}"), 0..4),
+        ) {
+            let k = bucket_key(&domain, entries.iter().map(|(k, shared, v)| {
+                (k.as_str(), if *shared { Part::Shared(v.as_str()) } else { Part::Value(v.as_str()) })
+            }));
+            proptest::prop_assert_eq!(decode(&k), Some((domain.clone(), entries.clone())));
+        }
+    }
+
     #[test]
     fn every_key_is_a_valid_store_key() {
         for k in [key("d", &[("k", "v")]), key("d", &[("k", &"é".repeat(200))]), key("d", &[("k", "\0")])] {
