@@ -107,8 +107,11 @@ mod tests {
         assert_ne!(control, key("d", &[("k", "a\rb")]));
     }
 
+    /// A key's parts: the domain and each entry's (key, shared, value).
+    type Decoded = (String, Vec<(String, bool, String)>);
+
     /// Reads a readable key back into its parts: if this always recovers the input, the encoding is injective.
-    fn decode(key: &str) -> Option<(String, Vec<(String, bool, String)>)> {
+    fn decode(key: &str) -> Option<Decoded> {
         fn take(s: &str) -> Option<(String, &str)> {
             let (len, rest) = s.split_once(':')?;
             let len: usize = len.parse().ok()?;
