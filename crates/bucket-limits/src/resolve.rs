@@ -19,6 +19,15 @@ impl Descriptor {
     }
 }
 
+impl Descriptor {
+    /// The bucket key of this descriptor taken literally (every value its own bucket, no pattern), for a request
+    /// that carries its own limit (the protocol's per-descriptor `limit` override, which upstream applies without
+    /// consulting the file once the domain is known). Same encoding as [`Matched::key`].
+    pub fn literal_key(&self, domain: &str) -> String {
+        bucket_key(domain, self.entries.iter().map(|(k, v)| (k.as_str(), Part::Value(v.as_str()))))
+    }
+}
+
 /// A descriptor that matched a rule.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Matched<'a> {

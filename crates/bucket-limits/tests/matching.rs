@@ -354,3 +354,12 @@ fn hostile_values_still_give_valid_store_keys() {
         assert!(!m.key.chars().any(char::is_control), "{value:?}");
     }
 }
+
+#[test]
+fn a_literal_key_equals_the_matched_key_of_a_per_value_rule() {
+    let l = limits(BASIC);
+    let desc = d(&[("key1", "value1"), ("subkey1", "x")]);
+    let matched = l.find("test-domain", &desc).expect("match");
+    assert_eq!(desc.literal_key("test-domain"), matched.key);
+    assert_ne!(desc.literal_key("other"), matched.key);
+}

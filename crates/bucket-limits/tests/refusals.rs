@@ -185,3 +185,17 @@ descriptors:
     assert_eq!((limits.domain_count(), limits.rule_count()), (1, 4));
     assert!(limits.warnings().is_empty());
 }
+
+#[test]
+fn a_key_written_twice_in_one_block_is_refused() {
+    assert!(message("domain: d\ndomain: e\n").starts_with("limits.yaml:2:1: duplicate mapping key: domain"));
+    assert!(message("domain: d\ndescriptors:\n  - key: a\n    key: b\n").starts_with("limits.yaml:4:5: "));
+}
+
+#[test]
+fn anchors_aliases_and_merge_keys_work_as_in_yaml() {
+    let text = "domain: d\ndescriptors:\n  - key: a\n    rate_limit: &r { unit: second, requests_per_unit: 1 }\n  - key: b\n    rate_limit: *r\n  - key: c\n    rate_limit:\n      <<: *r\n      requests_per_unit: 2\n";
+    let limits = Limits::from_yaml("limits.yaml", text).expect("valid");
+    let c = limits.find("d", &bucket_limits::Descriptor::new([("c", "x")])).expect("c");
+    assert_eq!((limits.rule_count(), c.rule.requests_per_unit), (3, 2));
+}
