@@ -77,10 +77,7 @@ mod tests {
     fn readable_key_spells_out_every_part() {
         assert_eq!(key("messaging", &[("to_number", "2061111111")]), "rl:9:messaging/9:to_number=10:2061111111");
         assert_eq!(key("d", &[("k", "")]), "rl:1:d/1:k=0:");
-        assert_eq!(
-            bucket_key("test", [("files", Part::Shared("files/*"))].into_iter()),
-            "rl:4:test/5:files*7:files/*"
-        );
+        assert_eq!(bucket_key("test", [("files", Part::Shared("files/*"))].into_iter()), "rl:4:test/5:files*7:files/*");
     }
 
     #[test]
@@ -108,6 +105,41 @@ mod tests {
         let control = key("d", &[("k", "a\nb")]);
         assert!(control.starts_with("rl#"));
         assert_ne!(control, key("d", &[("k", "a\rb")]));
+    }
+
+    /// A key's parts: the domain and each entry's (key, shared, value).
+    type Decoded = (String, Vec<(String, bool, String)>);
+
+    /// Reads a readable key back into its parts: if this always recovers the input, the encoding is injective.
+    fn decode(key: &str) -> Option<Decoded> {
+        fn take(s: &str) -> Option<(String, &str)> {
+            let (len, rest) = s.split_once(':')?;
+            let len: usize = len.parse().ok()?;
+            Some((rest.get(..len)?.to_owned(), rest.get(len..)?))
+        }
+        let (domain, mut rest) = take(key.strip_prefix("rl:")?)?;
+        let mut entries = Vec::new();
+        while let Some(r) = rest.strip_prefix('/') {
+            let (k, r) = take(r)?;
+            let shared = r.starts_with('*');
+            let (v, r) = take(r.get(1..)?)?;
+            entries.push((k, shared, v));
+            rest = r;
+        }
+        rest.is_empty().then_some((domain, entries))
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn readable_keys_decode_to_their_parts(
+            domain in "[a-z_/=:*0-9]{0,6}",
+            entries in proptest::collection::vec(("[a-z_/=:*0-9]{0,5}", proptest::bool::ANY, "[a-z_/=:*0-9]{0,5}"), 0..4),
+        ) {
+            let k = bucket_key(&domain, entries.iter().map(|(k, shared, v)| {
+                (k.as_str(), if *shared { Part::Shared(v.as_str()) } else { Part::Value(v.as_str()) })
+            }));
+            proptest::prop_assert_eq!(decode(&k), Some((domain.clone(), entries.clone())));
+        }
     }
 
     #[test]

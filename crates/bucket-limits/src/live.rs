@@ -69,7 +69,10 @@ enum Msg {
 impl LiveLimits {
     /// Loads `path` (an error here is for the process to exit with), then watches it; `report` is told the outcome
     /// of every reload, from the watcher's thread or from [`LiveLimits::reload_now`].
-    pub fn watch(path: &Path, report: impl Fn(ReloadOutcome) + Send + Sync + 'static) -> Result<LiveLimits, LimitsError> {
+    pub fn watch(
+        path: &Path,
+        report: impl Fn(ReloadOutcome) + Send + Sync + 'static,
+    ) -> Result<LiveLimits, LimitsError> {
         let (tx, rx) = mpsc::channel();
         let events = tx.clone();
         let watch_error = |e: notify::Error| LimitsError::Io {
@@ -98,10 +101,11 @@ impl LiveLimits {
             .name("bucket-limits-watch".into())
             .spawn(move || {
                 while wait_for_quiet_change(&rx) {
+                    // The path may be a symlink to a directory that was just swapped: watch the new target before
+                    // reading it, so an edit made after this read is seen by the new watch.
+                    rewatch(&mut watcher, &owned_path, &mut target);
                     let outcome = worker.reload();
                     (worker.report)(outcome);
-                    // The path may be a symlink to a directory that was just swapped: follow it.
-                    rewatch(&mut watcher, &owned_path, &mut target);
                 }
             })
             .map_err(|e| LimitsError::Io { path: path.display().to_string(), message: e.to_string() })?;

@@ -19,6 +19,15 @@ impl Descriptor {
     }
 }
 
+impl Descriptor {
+    /// The bucket key of this descriptor taken literally (every value its own bucket, no pattern), for a request
+    /// that carries its own limit (the protocol's per-descriptor `limit` override, which upstream applies without
+    /// consulting the file once the domain is known). Same encoding as [`Matched::key`].
+    pub fn literal_key(&self, domain: &str) -> String {
+        bucket_key(domain, self.entries.iter().map(|(k, v)| (k.as_str(), Part::Value(v.as_str()))))
+    }
+}
+
 /// A descriptor that matched a rule.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Matched<'a> {
@@ -41,8 +50,7 @@ impl Limits {
         let Some(tree) = self.domains.get(domain) else {
             return vec![None; descriptors.len()];
         };
-        let mut out: Vec<Option<Matched<'_>>> =
-            descriptors.iter().map(|d| match_one(domain, &tree.root, d)).collect();
+        let mut out: Vec<Option<Matched<'_>>> = descriptors.iter().map(|d| match_one(domain, &tree.root, d)).collect();
         apply_replaces(&mut out);
         out
     }
@@ -65,7 +73,10 @@ fn match_one<'a>(domain: &str, root: &'a Level, descriptor: &Descriptor) -> Opti
         path.push((via, node.value_to_metric));
         if i == last {
             let rule = node.rule.as_ref()?;
-            let key = bucket_key(domain, descriptor.entries.iter().zip(&path).map(|((k, v), (via, _))| (k.as_str(), part(*via, v))));
+            let key = bucket_key(
+                domain,
+                descriptor.entries.iter().zip(&path).map(|((k, v), (via, _))| (k.as_str(), part(*via, v))),
+            );
             let metric_rule = metric_label(domain, rule, descriptor, &path);
             return Some(Matched { rule, key, metric_rule });
         }
@@ -135,9 +146,9 @@ fn apply_replaces<'a>(out: &mut [Option<Matched<'a>>]) {
         return;
     }
     for slot in out.iter_mut() {
-        let drop = slot.as_ref().is_some_and(|m| {
-            !m.rule.unlimited && m.rule.name.as_ref().is_some_and(|n| replaced.contains(&n.as_str()))
-        });
+        let drop = slot
+            .as_ref()
+            .is_some_and(|m| !m.rule.unlimited && m.rule.name.as_ref().is_some_and(|n| replaced.contains(&n.as_str())));
         if drop {
             *slot = None;
         }

@@ -76,7 +76,10 @@ fn a_descriptor_matches_only_a_rule_at_its_own_depth() {
 #[test]
 fn key_and_value_win_over_the_key_alone() {
     let l = limits(BASIC);
-    assert_eq!(rate(&one(&l, "test-domain", &[("key1", "value1"), ("subkey1", "subvalue1")])), Some((10, Unit::Second)));
+    assert_eq!(
+        rate(&one(&l, "test-domain", &[("key1", "value1"), ("subkey1", "subvalue1")])),
+        Some((10, Unit::Second))
+    );
     let default = one(&l, "test-domain", &[("key2", "something")]);
     assert_eq!(rate(&default), Some((20, Unit::Minute)));
     assert_eq!(default.as_ref().map(|m| m.rule.path.as_str()), Some("test-domain.key2"));
@@ -186,7 +189,10 @@ fn wildcards_match_anywhere_in_the_value_and_label_with_the_pattern() {
     assert_eq!(path(&[("wild", "foo")]).as_deref(), Some("test-domain.wild_foo*"));
     assert_eq!(path(&[("wild", "bar")]), None);
     assert_eq!(path(&[("noWild", "foo1")]), None, "a plain value is not a prefix");
-    assert_eq!(path(&[("nestedWild", "val1"), ("wild", "goo2")]).as_deref(), Some("test-domain.nestedWild_val1.wild_goo*"));
+    assert_eq!(
+        path(&[("nestedWild", "val1"), ("wild", "goo2")]).as_deref(),
+        Some("test-domain.nestedWild_val1.wild_goo*")
+    );
     for v in ["barab", "bar123b", "barb"] {
         assert_eq!(path(&[("midWild", v)]).as_deref(), Some("test-domain.midWild_bar*b"), "{v}");
     }
@@ -301,14 +307,20 @@ descriptors:
 #[test]
 fn replaces_switches_off_the_named_rule_when_both_match_one_request() {
     let l = limits(REPLACES);
-    let n = |all: Vec<Option<Matched<'_>>>| all.iter().map(|m| m.as_ref().map(|m| m.rule.requests_per_unit)).collect::<Vec<_>>();
+    let n = |all: Vec<Option<Matched<'_>>>| {
+        all.iter().map(|m| m.as_ref().map(|m| m.rule.requests_per_unit)).collect::<Vec<_>>()
+    };
     let first = d(&[("key_1", "value_1"), ("user", "bkthomps")]);
     let second = d(&[("key_2", "value_2"), ("user", "bkthomps")]);
     assert_eq!(n(l.resolve("example7", std::slice::from_ref(&first))), [Some(5)]);
     assert_eq!(n(l.resolve("example7", std::slice::from_ref(&second))), [Some(10)]);
     assert_eq!(n(l.resolve("example7", &[first.clone(), second.clone()])), [None, Some(10)]);
     assert_eq!(n(l.resolve("example7", &[second, first.clone()])), [Some(10), None], "order does not matter");
-    assert_eq!(n(l.resolve("example7", &[first.clone(), d(&[("free", "x")])])), [None, Some(0)], "an unlimited rule replaces too");
+    assert_eq!(
+        n(l.resolve("example7", &[first.clone(), d(&[("free", "x")])])),
+        [None, Some(0)],
+        "an unlimited rule replaces too"
+    );
     let kept = l.resolve("example7", &[d(&[("unlimited_named", "x")]), d(&[("free", "x")])]);
     assert!(kept[0].as_ref().is_some_and(|m| m.rule.unlimited), "an unlimited rule is never replaced");
     assert!(l.find("example7", &first).is_some(), "find ignores replaces");
@@ -341,4 +353,13 @@ fn hostile_values_still_give_valid_store_keys() {
         assert!(!m.key.is_empty() && m.key.len() <= bucket_limits::MAX_KEY_BYTES, "{value:?}: {}", m.key);
         assert!(!m.key.chars().any(char::is_control), "{value:?}");
     }
+}
+
+#[test]
+fn a_literal_key_equals_the_matched_key_of_a_per_value_rule() {
+    let l = limits(BASIC);
+    let desc = d(&[("key1", "value1"), ("subkey1", "x")]);
+    let matched = l.find("test-domain", &desc).expect("match");
+    assert_eq!(desc.literal_key("test-domain"), matched.key);
+    assert_ne!(desc.literal_key("other"), matched.key);
 }

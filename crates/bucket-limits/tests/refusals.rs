@@ -46,7 +46,10 @@ fn the_same_key_and_value_twice_at_one_level_is_refused() {
         "limits.yaml: d.p.k_v: duplicate descriptor composite key"
     );
     assert_eq!(message(&twice("      - key: k\n")), "limits.yaml: d.p.k: duplicate descriptor composite key");
-    assert_eq!(message(&twice("      - key: k\n        value: v*\n")), "limits.yaml: d.p.k_v*: duplicate descriptor composite key");
+    assert_eq!(
+        message(&twice("      - key: k\n        value: v*\n")),
+        "limits.yaml: d.p.k_v*: duplicate descriptor composite key"
+    );
     // The same entry at different levels, or the key alone next to key + value, is fine.
     Limits::from_yaml("ok.yaml", "domain: d\ndescriptors:\n  - key: k\n  - key: k\n    value: v\n    descriptors:\n      - key: k\n        value: v\n")
         .expect("no duplicates");
@@ -57,7 +60,10 @@ fn a_bad_or_missing_unit_is_refused() {
     let rule = |body: &str| format!("domain: d\ndescriptors:\n  - key: a\n    rate_limit: {{ {body} }}\n");
     assert_eq!(message(&rule("unit: foo, requests_per_unit: 1")), "limits.yaml: d.a: invalid rate limit unit 'foo'");
     assert_eq!(message(&rule("requests_per_unit: 1")), "limits.yaml: d.a: invalid rate limit unit ''");
-    assert_eq!(message(&rule("unit: unknown, requests_per_unit: 1")), "limits.yaml: d.a: invalid rate limit unit 'unknown'");
+    assert_eq!(
+        message(&rule("unit: unknown, requests_per_unit: 1")),
+        "limits.yaml: d.a: invalid rate limit unit 'unknown'"
+    );
 }
 
 #[test]
@@ -83,20 +89,29 @@ fn a_rate_that_cannot_be_a_bucket_is_refused() {
         "limits.yaml: d.a: 1 per SECOND with burst 0 cannot be a bucket: capacity must be at least 1"
     );
     assert!(message(&rule("unit: day, requests_per_unit: 4294967295")).contains("capacity must be at most"));
-    assert!(message(&rule("unit: second, requests_per_unit: 0, burst: 5")).contains("burst needs requests_per_unit above 0"));
+    assert!(message(&rule("unit: second, requests_per_unit: 0, burst: 5"))
+        .contains("burst needs requests_per_unit above 0"));
     assert!(message(&rule("unlimited: true, burst: 5")).contains("should not specify burst when unlimited"));
     assert!(message(&rule("unit: second, requests_per_unit: -1")).starts_with("limits.yaml:4:"));
 }
 
 #[test]
 fn replaces_naming_itself_or_nothing_is_refused() {
-    let rule = |body: &str| format!("domain: d\ndescriptors:\n  - key: a\n    rate_limit:\n      unit: second\n      requests_per_unit: 1\n{body}");
+    let rule = |body: &str| {
+        format!("domain: d\ndescriptors:\n  - key: a\n    rate_limit:\n      unit: second\n      requests_per_unit: 1\n{body}")
+    };
     assert_eq!(
         message(&rule("      name: me\n      replaces:\n        - name: me\n")),
         "limits.yaml: d.a: replaces should not contain name of same descriptor"
     );
-    assert_eq!(message(&rule("      replaces:\n        - name: ''\n")), "limits.yaml: d.a: should not have an empty replaces entry");
-    assert_eq!(message(&rule("      replaces:\n        - {}\n")), "limits.yaml: d.a: should not have an empty replaces entry");
+    assert_eq!(
+        message(&rule("      replaces:\n        - name: ''\n")),
+        "limits.yaml: d.a: should not have an empty replaces entry"
+    );
+    assert_eq!(
+        message(&rule("      replaces:\n        - {}\n")),
+        "limits.yaml: d.a: should not have an empty replaces entry"
+    );
 }
 
 #[test]
@@ -111,7 +126,8 @@ fn misspelled_and_unknown_keys_are_refused_with_line_and_column() {
     let err = refused("domain: d\ndescriptors:\n  - key: a\n    ratelimit:\n      unit: second\n");
     assert!(matches!(&err, LimitsError::Syntax { line: 4, column: 5, .. }), "{err:?}");
     assert!(err.to_string().starts_with("limits.yaml:4:5: unknown field `ratelimit`"), "{err}");
-    let err = refused("domain: d\ndescriptors:\n  - key: a\n    rate_limit:\n      unit: second\n      requestsperunit: 5\n");
+    let err =
+        refused("domain: d\ndescriptors:\n  - key: a\n    rate_limit:\n      unit: second\n      requestsperunit: 5\n");
     assert!(err.to_string().starts_with("limits.yaml:6:7: unknown field `requestsperunit`"), "{err}");
     let err = refused("domain: d\nfoo: bar\n");
     assert!(err.to_string().starts_with("limits.yaml:2:1: unknown field `foo`"), "{err}");
@@ -168,4 +184,18 @@ descriptors:
     let limits = Limits::from_yaml("internal.yaml", text).expect("valid");
     assert_eq!((limits.domain_count(), limits.rule_count()), (1, 4));
     assert!(limits.warnings().is_empty());
+}
+
+#[test]
+fn a_key_written_twice_in_one_block_is_refused() {
+    assert!(message("domain: d\ndomain: e\n").starts_with("limits.yaml:2:1: duplicate mapping key: domain"));
+    assert!(message("domain: d\ndescriptors:\n  - key: a\n    key: b\n").starts_with("limits.yaml:4:5: "));
+}
+
+#[test]
+fn anchors_aliases_and_merge_keys_work_as_in_yaml() {
+    let text = "domain: d\ndescriptors:\n  - key: a\n    rate_limit: &r { unit: second, requests_per_unit: 1 }\n  - key: b\n    rate_limit: *r\n  - key: c\n    rate_limit:\n      <<: *r\n      requests_per_unit: 2\n";
+    let limits = Limits::from_yaml("limits.yaml", text).expect("valid");
+    let c = limits.find("d", &bucket_limits::Descriptor::new([("c", "x")])).expect("c");
+    assert_eq!((limits.rule_count(), c.rule.requests_per_unit), (3, 2));
 }
