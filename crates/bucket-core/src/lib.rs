@@ -2,14 +2,17 @@
 //!
 //! Every store (memory, Redis's Lua script, PostgreSQL's SQL statement) computes the same thing this crate does;
 //! `refill.rs` holds the math and its proof sketch, `policy.rs` the limits a bucket may have, `gcra.rs` the
-//! one-integer encoding the memory store keeps per key, `clock.rs` where "now" comes from.
+//! one-integer encoding the memory store keeps per key, `clock.rs` where "now" comes from,
+//! `all.rs` several buckets decided all or nothing.
 
+mod all;
 mod clock;
 mod decision;
 mod gcra;
 mod policy;
 mod refill;
 
+pub use all::{decide_all, AllDecided, Demand};
 pub use clock::{Clock, ManualClock, MonotonicClock, SystemClock};
 pub use decision::{Decision, Wait};
 pub use gcra::{from_full_at, full_at};

@@ -6,7 +6,9 @@ use crate::invalidation::spawn_redis_listener;
 use crate::postgres::{self, PostgresStore};
 use crate::redis::RedisStore;
 use crate::tiered::{TieredStats, TieredStore};
-use crate::{CacheSettings, DependencyHealth, MemoryStore, Outcome, PolicyStore, Shared, Store, StoreError};
+use crate::{
+    CacheSettings, DependencyHealth, Limit, MemoryStore, Outcome, Outcomes, PolicyStore, Shared, Store, StoreError,
+};
 
 /// One of the configured backends; `bucket-api` holds this.
 #[derive(Clone)]
@@ -78,6 +80,10 @@ impl AnyStore {
 impl Store for AnyStore {
     async fn check(&self, key: &str, policy: &Policy, cost: u64) -> Result<Outcome, StoreError> {
         dispatch!(self, s => s.check(key, policy, cost).await)
+    }
+
+    async fn check_all(&self, limits: &[Limit<'_>]) -> Result<Outcomes, StoreError> {
+        dispatch!(self, s => s.check_all(limits).await)
     }
 
     async fn peek(&self, key: &str, policy: &Policy) -> Result<Outcome, StoreError> {

@@ -5,6 +5,10 @@
 //! checks on one key race on the CAS: the loser re-reads and re-decides, so exactly one of them spends each token.
 //! A missing key is a full bucket; the evictor drops buckets that have refilled, so memory follows the number of
 //! recently active keys, not the number ever seen.
+//!
+//! Several keys decided together (`check_all`, `memory/all.rs`) take a lock bit in each key's integer, in key
+//! order, decide, and store the results clearing the bits; a single-key check that finds the bit set waits for it
+//! outside the map's locks, so one bit test is all the single-key path pays.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -14,7 +18,14 @@ use bucket_core::{decide, from_full_at, full_at, peek, BucketState, Clock, Decis
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 
-use crate::{DependencyHealth, Outcome, PolicyStore, Source, Store, StoreError};
+use crate::{DependencyHealth, Limit, Outcome, Outcomes, PolicyStore, Source, Store, StoreError};
+
+mod all;
+
+/// Set in a bucket's integer while a `check_all` holds it. Stored instants are µs timestamps plus at most
+/// `MAX_FILL_TIME_US` (below 2^53 each for centuries), so the top bit is never part of a value; a held bucket
+/// therefore reads as full far in the future, which keeps the evictor away from it.
+const LOCKED: u64 = 1 << 63;
 
 /// The default store: exact and fast, for one instance; cloning shares the same buckets.
 #[derive(Clone)]
@@ -100,6 +111,7 @@ impl MemoryStore {
     pub fn evict_full(&self) -> usize {
         let now = self.inner.clock.now_us();
         let before = self.inner.buckets.len();
+        // A bucket held by a `check_all` has its top bit set, so it reads as full far in the future and stays.
         self.inner.buckets.retain(|_, full_at| full_at.load(Ordering::Acquire) > now);
         self.inner.buckets.shrink_to_fit();
         before.saturating_sub(self.inner.buckets.len())
@@ -121,10 +133,11 @@ impl MemoryStore {
 
     /// The synchronous heart of `check`: a CAS loop on the key's cell, inserting it on first use.
     pub fn check_now(&self, key: &str, policy: &Policy, cost: u64) -> Decision {
+        let mut waits = 0;
         loop {
             if let Some(cell) = self.inner.buckets.get(key) {
                 let mut current = cell.load(Ordering::Acquire);
-                loop {
+                while current & LOCKED == 0 {
                     // The clock is read after the cell, so `now` is rarely older than the state another thread just
                     // stored (from_full_at stays safe, and conservative, when it is).
                     let now = self.inner.clock.now_us();
@@ -142,6 +155,11 @@ impl MemoryStore {
                         Err(seen) => current = seen,
                     }
                 }
+                // A `check_all` holds the bucket for a moment: wait without holding the map's shard lock, which
+                // the holder may need to take (see `memory/all.rs`).
+                drop(cell);
+                all::pause(&mut waits);
+                continue;
             }
             let now = self.inner.clock.now_us();
             let (decision, next) = decide(policy, BucketState::full(policy, now), now, cost);
@@ -162,7 +180,8 @@ impl MemoryStore {
     fn peek_now(&self, key: &str, policy: &Policy) -> Decision {
         let now = self.inner.clock.now_us();
         let state = match self.inner.buckets.get(key) {
-            Some(cell) => from_full_at(policy, cell.load(Ordering::Acquire), now),
+            // A held bucket shows its value before the `check_all` that holds it.
+            Some(cell) => from_full_at(policy, cell.load(Ordering::Acquire) & !LOCKED, now),
             None => BucketState::full(policy, now),
         };
         peek(policy, state, now)
@@ -178,8 +197,12 @@ impl Store for MemoryStore {
         Ok(Outcome { decision: self.peek_now(key, policy), source: Source::Memory })
     }
 
+    async fn check_all(&self, limits: &[Limit<'_>]) -> Result<Outcomes, StoreError> {
+        Ok(self.check_all_now(limits))
+    }
+
     async fn reset(&self, key: &str) -> Result<(), StoreError> {
-        self.inner.buckets.remove(key);
+        self.reset_now(key);
         Ok(())
     }
 

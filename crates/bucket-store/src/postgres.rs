@@ -9,10 +9,14 @@
 //! `clock_timestamp()`. That file explains why it cannot over-admit; `bucket_core`'s `refill.rs` holds the same math
 //! in Rust, and `tests/cases_postgres.rs` runs the shared case table through the statement to keep them equal.
 //!
+//! Several buckets decided together (`check_all`) are one transaction that locks their rows in key order:
+//! `postgres/all.rs`.
+//!
 //! Every operation is bounded: waiting for a pooled connection (opening one included) by `connect_timeout`, each
 //! statement by `statement_timeout` on the client and on the server. A connection that timed out or failed is
 //! dropped from the pool rather than reused.
 
+mod all;
 mod config;
 mod errors;
 mod notify;
@@ -34,7 +38,9 @@ use futures::FutureExt;
 pub use config::PostgresConfig;
 pub use notify::spawn_listener;
 
-use crate::{Decided, DependencyHealth, Outcome, PolicyStore, Source, Store, StoreError, VersionedState};
+use crate::{
+    Decided, DependencyHealth, Limit, Outcome, Outcomes, PolicyStore, Source, Store, StoreError, VersionedState,
+};
 
 /// The atomic check; see the file for why it is atomic and how it matches `bucket_core::refill`.
 const DECIDE_SQL: &str = include_str!("postgres/decide.sql");
@@ -340,6 +346,10 @@ impl Store for PostgresStore {
         let decided = self.decide_at(key, policy, cost, None).await?;
         let source = if decided.created { Source::NewUser } else { Source::Postgres };
         Ok(Outcome { decision: decided.decision, source })
+    }
+
+    async fn check_all(&self, limits: &[Limit<'_>]) -> Result<Outcomes, StoreError> {
+        self.check_all_at(limits, None).await
     }
 
     async fn peek(&self, key: &str, policy: &Policy) -> Result<Outcome, StoreError> {

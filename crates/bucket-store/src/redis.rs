@@ -6,8 +6,9 @@
 //! every key with a policy is also in the set `<prefix>policy_keys`, and `<prefix>policy_version` is incremented by
 //! every policy write, so `CachedPolicies` keeps all policies in memory and checks one counter per TTL. Policies
 //! written before the set existed are added to it once (`SCAN`), on the first version read after an upgrade.
-//! The braces are a Redis Cluster hash tag: both keys of one user live in one slot, so the script (and a later
-//! multi-limit script over keys sharing a tag) never crosses slots.
+//! The braces are a Redis Cluster hash tag: both keys of one user live in one slot, so the script never crosses
+//! slots. The multi-limit script (`redis/token_buckets.lua`, `redis/all.rs`) takes several users' keys at once:
+//! atomic on a standalone Redis; in Redis Cluster all the keys of one call would have to share a slot.
 //!
 //! `redis/token_bucket.lua` reads, refills, consumes, writes and sets the TTL in one step, on Redis's own clock
 //! (`TIME`), so instances with skewed clocks still agree. It is loaded once (`SCRIPT LOAD`), run by SHA
@@ -20,6 +21,7 @@
 //! connections) instead of hanging, so the tiered store can fall back to PostgreSQL. A connection that timed out or
 //! broke is removed from the pool rather than handed to the next caller with a reply still in flight.
 
+mod all;
 mod policies;
 mod pool;
 mod pubsub;
@@ -37,7 +39,9 @@ use serde::Deserialize;
 
 pub use script::OnMiss;
 
-use crate::{DependencyHealth, Outcome, Source, Store, StoreError};
+pub(crate) use all::{Miss, Script};
+
+use crate::{DependencyHealth, Limit, Outcome, Outcomes, Source, Store, StoreError};
 use pool::{Manager, Op, Pool};
 
 const BACKEND: &str = "redis";
@@ -143,6 +147,8 @@ struct Inner {
     probe_timeout: Duration,
     /// The script's SHA1 once Redis has told us (the same for every server, so it never needs resetting).
     sha: OnceLock<String>,
+    /// The same for the multi-key script, `token_buckets.lua`.
+    sha_all: OnceLock<String>,
 }
 
 impl RedisStore {
@@ -190,6 +196,7 @@ impl RedisStore {
                 command_timeout: config.command_timeout,
                 probe_timeout: config.command_timeout.max(config.connect_timeout),
                 sha: OnceLock::new(),
+                sha_all: OnceLock::new(),
             }),
         })
     }
@@ -239,6 +246,10 @@ impl Store for RedisStore {
             .await?
             .ok_or_else(|| corrupt("the script reported a miss in full mode"))?;
         Ok(Outcome { decision: decided.decision, source: Source::Redis })
+    }
+
+    async fn check_all(&self, limits: &[Limit<'_>]) -> Result<Outcomes, StoreError> {
+        self.check_all_at(limits, None).await
     }
 
     async fn peek(&self, key: &str, policy: &Policy) -> Result<Outcome, StoreError> {

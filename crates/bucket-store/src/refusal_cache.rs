@@ -21,7 +21,8 @@ use std::time::Duration;
 use bucket_core::{Clock, Decision, MonotonicClock, Policy, Wait};
 use dashmap::DashMap;
 
-use crate::{DependencyHealth, Outcome, Source, Store, StoreError};
+use crate::limits::Grouped;
+use crate::{DependencyHealth, Limit, Outcome, Outcomes, Source, Store, StoreError};
 
 /// A store whose refusals are answered locally until they can change.
 #[derive(Clone)]
@@ -100,6 +101,10 @@ impl<S> RefusalCache<S> {
     }
 
     fn cached(&self, key: &str, policy: &Policy, cost: u64, now_us: u64) -> Option<Outcome> {
+        if cost == 0 {
+            // Nothing asked: the store allows it even from an empty bucket.
+            return None;
+        }
         let entry = self.inner.entries.get(key)?;
         let r = *entry;
         drop(entry);
@@ -153,6 +158,31 @@ impl<S: Store> Store for RefusalCache<S> {
         Ok(outcome)
     }
 
+    /// A request any of whose buckets has a live remembered refusal (for its policy, and a cost above zero) is
+    /// refused here, nothing debited and no store asked: the refused buckets answer as `check` would, and the
+    /// others, which were not looked at, are described as full (allowed, `remaining` = capacity). Otherwise the
+    /// store decides, and each bucket it refused empty is remembered as `check` remembers it.
+    async fn check_all(&self, limits: &[Limit<'_>]) -> Result<Outcomes, StoreError> {
+        let now_us = self.inner.clock.now_us();
+        let grouped = Grouped::new(limits);
+        let cached: Vec<Option<Outcome>> =
+            grouped.buckets.iter().map(|b| self.cached(b.key, &b.policy, b.cost, now_us)).collect();
+        if cached.iter().any(Option::is_some) {
+            let decisions: Vec<Decision> = grouped
+                .buckets
+                .iter()
+                .zip(&cached)
+                .map(|(b, c)| c.map_or_else(|| not_looked_at(&b.policy), |o| o.decision))
+                .collect();
+            return Ok(grouped.outcomes(false, &decisions, Source::RefusalCache));
+        }
+        let outcomes = self.store.check_all(limits).await?;
+        for (b, decision) in grouped.buckets.iter().zip(grouped.per_bucket(&outcomes.decisions)) {
+            self.remember(b.key, &b.policy, Outcome { decision, source: outcomes.source }, now_us);
+        }
+        Ok(outcomes)
+    }
+
     async fn peek(&self, key: &str, policy: &Policy) -> Result<Outcome, StoreError> {
         self.store.peek(key, policy).await
     }
@@ -168,6 +198,19 @@ impl<S: Store> Store for RefusalCache<S> {
 
     async fn shutdown(&self) -> Result<(), StoreError> {
         self.store.shutdown().await
+    }
+}
+
+/// A bucket of a request refused from the cache because of another bucket: not looked at, described as full.
+fn not_looked_at(policy: &Policy) -> Decision {
+    let capacity = policy.capacity();
+    Decision {
+        allowed: true,
+        limit: capacity,
+        remaining: capacity,
+        reset_after: Duration::ZERO,
+        next_token_after: Duration::ZERO,
+        retry_after: None,
     }
 }
 
@@ -191,6 +234,10 @@ mod tests {
         async fn check(&self, key: &str, policy: &Policy, cost: u64) -> Result<Outcome, StoreError> {
             self.checks.fetch_add(1, Ordering::SeqCst);
             self.store.check(key, policy, cost).await
+        }
+        async fn check_all(&self, limits: &[Limit<'_>]) -> Result<Outcomes, StoreError> {
+            self.checks.fetch_add(1, Ordering::SeqCst);
+            self.store.check_all(limits).await
         }
         async fn peek(&self, key: &str, policy: &Policy) -> Result<Outcome, StoreError> {
             self.store.peek(key, policy).await
@@ -284,5 +331,29 @@ mod tests {
         assert_eq!(check(&cache, "k", &hourly, 1).source, Source::Memory, "forgotten: the store is asked");
         cache.forget_all();
         assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn a_remembered_refusal_refuses_a_multi_limit_request_without_the_store_and_debits_nothing() {
+        let (_clock, cache, inner, policy) = setup();
+        let all = |limits: &[Limit<'_>]| futures::executor::block_on(cache.check_all(limits)).unwrap();
+        let both = [Limit { key: "a", policy, cost: 1 }, Limit { key: "b", policy, cost: 1 }];
+        // Empty "a" through a multi-limit request: refused by the store, and "a" is remembered as `check` would.
+        assert!(all(&[Limit { key: "a", policy, cost: 3 }]).allowed);
+        let refused = all(&both);
+        assert!(!refused.allowed);
+        assert_eq!(refused.source, Source::Memory);
+        assert!(!refused.decisions[0].allowed && refused.decisions[1].allowed);
+        assert_eq!(cache.len(), 1);
+        let reached = inner.checks.load(Ordering::SeqCst);
+        let cached = all(&both);
+        assert_eq!(cached.source, Source::RefusalCache);
+        assert!(!cached.allowed);
+        assert_eq!(cached.decisions[0], refused.decisions[0], "the clock did not move: the same refusal");
+        assert!(cached.decisions[1].allowed);
+        assert_eq!(inner.checks.load(Ordering::SeqCst), reached, "the store was asked");
+        assert_eq!(check(&cache, "b", &policy, 3).decision.remaining, 0, "b was debited by a refused request");
+        // A cost of zero is never refused by the store, so never from the cache either.
+        assert!(all(&[Limit { key: "a", policy, cost: 0 }]).allowed);
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use bucket_core::Policy;
 
 use crate::invalidation::Invalidator;
-use crate::{CachedPolicies, DependencyHealth, Outcome, PolicyStore, RefusalCache, Store, StoreError};
+use crate::{CachedPolicies, DependencyHealth, Limit, Outcome, Outcomes, PolicyStore, RefusalCache, Store, StoreError};
 
 /// How much the in-process caches hold and how long they may answer without the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +63,10 @@ impl<S: Clone> Shared<S> {
 impl<S: Store> Store for Shared<S> {
     async fn check(&self, key: &str, policy: &Policy, cost: u64) -> Result<Outcome, StoreError> {
         self.decisions.check(key, policy, cost).await
+    }
+
+    async fn check_all(&self, limits: &[Limit<'_>]) -> Result<Outcomes, StoreError> {
+        self.decisions.check_all(limits).await
     }
 
     async fn peek(&self, key: &str, policy: &Policy) -> Result<Outcome, StoreError> {

@@ -46,6 +46,29 @@ pub struct Outcome {
     pub source: Source,
 }
 
+/// One bucket of a request that several limits decide together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit<'a> {
+    /// The bucket's key; limits naming the same key share its bucket, and their costs add up.
+    pub key: &'a str,
+    /// The bucket's limits (for a key named twice, the first limit's policy is the bucket's).
+    pub policy: Policy,
+    /// Tokens this limit takes.
+    pub cost: u64,
+}
+
+/// Several limits decided together: all taken, or none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcomes {
+    /// Every bucket had its cost and every cost was taken; when false, no bucket was debited.
+    pub allowed: bool,
+    /// One per limit, in the order given. `decision.allowed` says whether that bucket on its own had the tokens
+    /// (so a caller can tell which limit refused); when `allowed` is false, `remaining` etc. show the bucket untouched.
+    pub decisions: Vec<Decision>,
+    /// Who decided (one source for the whole request).
+    pub source: Source,
+}
+
 /// One dependency's reachability, for `/readyz`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DependencyHealth {
@@ -59,12 +82,23 @@ pub struct DependencyHealth {
 
 /// A place that keeps buckets and decides checks on them atomically: what deciding needs.
 ///
-/// Methods return `Send` futures so stores can be used from any runtime thread; the set is kept narrow so that a
-/// later "several keys, all or nothing" call can replace `check` without reshaping every adapter. Policy
+/// Methods return `Send` futures so stores can be used from any runtime thread; the set is kept narrow so that
+/// every adapter implements all of it. Policy
 /// administration is the separate [`PolicyStore`], so a cache of one never has to pass the other through.
 pub trait Store: Send + Sync {
     /// Refills, and takes `cost` tokens if they are there, as one atomic step. A refused check writes nothing.
     fn check(&self, key: &str, policy: &Policy, cost: u64) -> impl Future<Output = Result<Outcome, StoreError>> + Send;
+
+    /// Decides several limits as one atomic step, all or nothing: every bucket is debited its cost, or (when any
+    /// bucket lacks its cost) none is, not even refilled. Limits naming one key share its bucket and their costs add
+    /// up (the bucket is decided once, with the sum, and each of those limits reports that decision); a cost above
+    /// the capacity refuses the request with [`Wait::Never`](bucket_core::Wait::Never) on that limit; no limits is
+    /// allowed with no decisions; one limit is exactly [`Store::check`].
+    ///
+    /// Atomic across keys in every store: the memory store holds a lock bit per key (taken in key order), Redis
+    /// runs one script over all the keys (in Redis Cluster they must share a hash slot), PostgreSQL locks the rows
+    /// in key order in one transaction, and the tiered store does the same through both tiers.
+    fn check_all(&self, limits: &[Limit<'_>]) -> impl Future<Output = Result<Outcomes, StoreError>> + Send;
 
     /// The bucket as a check would see it now, taking nothing.
     fn peek(&self, key: &str, policy: &Policy) -> impl Future<Output = Result<Outcome, StoreError>> + Send;

@@ -13,6 +13,9 @@
 //!    key, and are replayed in batches when PostgreSQL answers again.
 //! 6. Both fail: `check` returns the error and the caller applies its failure mode (`fail_open`/`fail_closed`).
 //!
+//! Several limits decided together (`check_all`) take the same path with the multi-key script and one batch write,
+//! all or nothing in both tiers (`tiered/all.rs`).
+//!
 //! A refused decision writes nothing anywhere. Writes are synchronous by default (the row is committed before the
 //! answer); `WriteMode::WriteBehind` queues every write and flushes a batch every `flush_interval` instead.
 
@@ -28,13 +31,14 @@ use crate::postgres::PostgresStore;
 use crate::redis::{OnMiss, RedisStore};
 use crate::write_queue::{Enqueued, WriteQueue};
 
+mod all;
 mod events;
 mod loops;
 mod policies;
 
 pub use events::{no_events, TieredEvent, TieredEvents};
 
-use crate::{Decided, DependencyHealth, Outcome, Source, Store, StoreError, VersionedState};
+use crate::{Decided, DependencyHealth, Limit, Outcome, Outcomes, Source, Store, StoreError, VersionedState};
 use loops::{flush_loop, probe_loop};
 use policies::postgres_marked_down;
 
@@ -316,8 +320,12 @@ impl Inner {
         if self.config.write_mode == WriteMode::Sync {
             self.queued_while_down.fetch_add(1, Ordering::Relaxed);
         }
-        if self.queue.push(key, decided.after) == Enqueued::Full && !self.queue_full_logged.swap(true, Ordering::AcqRel)
-        {
+        self.enqueue(key, decided.after);
+    }
+
+    /// Queues a write for PostgreSQL, reporting a full queue once per episode.
+    fn enqueue(&self, key: &str, after: VersionedState) {
+        if self.queue.push(key, after) == Enqueued::Full && !self.queue_full_logged.swap(true, Ordering::AcqRel) {
             (self.events)(TieredEvent::QueueFull { capacity: self.queue.capacity() });
         }
     }
@@ -406,6 +414,10 @@ impl Store for TieredStore {
             }
         }
         inner.check_in_postgres(key, policy, cost).await
+    }
+
+    async fn check_all(&self, limits: &[Limit<'_>]) -> Result<Outcomes, StoreError> {
+        self.inner.check_all(limits).await
     }
 
     async fn peek(&self, key: &str, policy: &Policy) -> Result<Outcome, StoreError> {

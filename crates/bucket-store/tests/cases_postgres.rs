@@ -4,6 +4,7 @@
 mod common;
 
 use bucket_core::{Policy, Wait};
+use bucket_store::Limit;
 use bucket_testkit::TestSchema;
 use common::cases::CASES;
 
@@ -71,4 +72,43 @@ async fn refused_check_on_a_new_key_creates_nothing_and_reports_a_full_bucket() 
     assert_eq!(decided.after.version, 0);
     assert_eq!(decided.after.state.tokens, 10);
     assert_eq!(schema.row("greedy").await, None);
+}
+
+/// The same table through the multi-limit transaction (`postgres/all.rs`), each case beside a limit of cost 0
+/// that is always allowed: the request's verdict and the case's row must be exactly the single statement's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_matches_every_case() {
+    let schema = TestSchema::new();
+    let store = schema.store().await;
+    for (i, case) in CASES.iter().enumerate() {
+        let (key, free) = (format!("case-{i}"), format!("free-{i}"));
+        let policy = Policy::from_interval_us(case.capacity, case.interval_us).unwrap();
+        if let Some((tokens, last_refill_us)) = case.stored {
+            schema.put_row(&key, tokens, last_refill_us, 7).await;
+        }
+        let before = schema.row(&key).await;
+        let limits = [Limit { key: &free, policy, cost: 0 }, Limit { key: &key, policy, cost: case.cost }];
+        let out = store.check_all_at(&limits, Some(case.now_us)).await.unwrap();
+        assert_eq!(out.allowed, case.allowed, "{}", case.name);
+        let d = out.decisions[1];
+        assert_eq!((d.allowed, d.remaining, d.limit), (case.allowed, case.remaining, case.capacity), "{}", case.name);
+        let retry = d.retry_after.map(|w| match w {
+            Wait::After(t) => t.as_micros() as u64,
+            Wait::Never => u64::MAX,
+        });
+        assert_eq!(retry, case.retry_after_us, "{}", case.name);
+        let row = schema.row(&key).await;
+        match (case.after, &row) {
+            (Some((tokens, last)), Some(row)) => {
+                assert_eq!((row.tokens as u64, row.last_refill_us as u64), (tokens, last), "{}", case.name);
+                let version = if case.allowed { u64::from(case.stored.is_some()) * 7 + 1 } else { 7 };
+                assert_eq!(row.version as u64, version, "{}", case.name);
+            }
+            (None, None) => assert!(!case.allowed, "{}", case.name),
+            (expected, actual) => panic!("{}: expected {expected:?}, stored {actual:?}", case.name),
+        }
+        if !case.allowed {
+            assert_eq!(row, before, "{}: a refused request rewrote the row", case.name);
+        }
+    }
 }

@@ -3,8 +3,10 @@
 //! caches). Each subject is two instances on one backing store, as two API processes would be.
 //!
 //! What is specific to one store (rows, Redis keys and TTLs, fallbacks) stays in that store's own suite; the
-//! algorithm's case table runs against the core, the script and the statement in `cases_*.rs`.
+//! algorithm's case table runs against the core, the script and the statement in `cases_*.rs`. Several limits decided
+//! together (`check_all`) have their own behaviours in `contract_all/`.
 
+mod contract_all;
 mod contract_subjects;
 
 use bucket_core::{Policy, Wait};
@@ -209,6 +211,31 @@ macro_rules! contract {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn policies_round_trip() {
                 super::policies_round_trip(contract_subjects::$subject().await).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_refused_request_debits_no_bucket() {
+                contract_all::a_refused_request_debits_no_bucket(contract_subjects::$subject().await).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn an_allowed_request_takes_every_cost() {
+                contract_all::an_allowed_request_takes_every_cost(contract_subjects::$subject().await).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn limits_naming_one_key_add_up() {
+                contract_all::limits_naming_one_key_add_up(contract_subjects::$subject().await).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_cost_above_capacity_refuses_all() {
+                contract_all::a_cost_above_capacity_refuses_all(contract_subjects::$subject().await).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn concurrent_requests_are_all_or_nothing() {
+                contract_all::concurrent_requests_are_all_or_nothing(contract_subjects::$subject().await).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

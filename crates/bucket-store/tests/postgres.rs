@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bucket_core::{BucketState, Policy};
 use bucket_store::postgres::{PostgresConfig, PostgresStore};
-use bucket_store::{PolicyStore, Source, Store, StoreError, VersionedState};
+use bucket_store::{Limit, PolicyStore, Source, Store, StoreError, VersionedState};
 use bucket_testkit::{database_url, redirect, Fault, FaultProxy, TestSchema};
 use common::cases::T0;
 use diesel_async::SimpleAsyncConnection;
@@ -141,6 +141,48 @@ async fn save_batch_applies_the_guard_per_key_in_one_statement() {
     assert_eq!(store.load("new").await.unwrap(), Some(versioned(2, T0 + 2, 7)));
     assert_eq!(store.load("dup").await.unwrap(), Some(versioned(4, T0 + 4, 4)));
     assert_eq!(store.save_batch(&[]).await.unwrap(), 0);
+}
+
+/// A multi-limit request is one transaction: an allowed one creates new rows (version 1) and bumps the others, a
+/// refused one rewrites no row and leaves no row of a new key behind, and a key PostgreSQL cannot hold (NUL) is a
+/// clean, non-transient error after which the pool's connections still work.
+#[tokio::test]
+async fn multi_limit_requests_write_all_rows_or_none() {
+    let schema = TestSchema::new();
+    let store = schema.store().await;
+    let policy = Policy::from_interval_us(3, 3_600_000_000).unwrap();
+    store.check("old", &policy, 1).await.unwrap();
+    let out = store.check_all(&[Limit { key: "old", policy, cost: 1 }, Limit { key: "new", policy, cost: 2 }]).await;
+    let out = out.unwrap();
+    assert!(out.allowed);
+    assert_eq!(out.source, Source::NewUser, "a row was created");
+    assert_eq!((schema.row("old").await.unwrap().version, schema.row("new").await.unwrap().version), (2, 1));
+    let (old, new) = (schema.row("old").await.unwrap(), schema.row("new").await.unwrap());
+
+    let out = store
+        .check_all(&[
+            Limit { key: "new", policy, cost: 1 },
+            Limit { key: "fresh", policy, cost: 1 },
+            Limit { key: "old", policy, cost: 2 },
+        ])
+        .await
+        .unwrap();
+    assert!(!out.allowed);
+    assert_eq!(out.source, Source::Postgres);
+    assert_eq!(out.decisions.iter().map(|d| d.allowed).collect::<Vec<_>>(), vec![true, true, false]);
+    assert_eq!(schema.row("old").await.unwrap(), old, "a refused request rewrote a row");
+    assert_eq!(schema.row("new").await.unwrap(), new, "a refused request rewrote a row");
+    assert!(schema.row("fresh").await.is_none(), "a refused request left a new key's row behind");
+
+    for _ in 0..3 {
+        let error = store
+            .check_all(&[Limit { key: "new", policy, cost: 1 }, Limit { key: "a\0b", policy, cost: 1 }])
+            .await
+            .expect_err("PostgreSQL text cannot hold NUL");
+        assert!(!error.is_transient(), "{error}");
+    }
+    assert_eq!(schema.row("new").await.unwrap(), new);
+    assert!(store.check_all(&[Limit { key: "new", policy, cost: 1 }]).await.unwrap().allowed);
 }
 
 #[tokio::test]
@@ -306,6 +348,11 @@ async fn a_server_that_stops_answering_times_out_instead_of_hanging() {
     let error = store.check("frank", &policy, 1).await.expect_err("the server is stalled");
     assert!(matches!(error, StoreError::Timeout { .. }), "{error}");
     // Bounded by connect_timeout + statement_timeout at most, however the time is split.
+    assert!(started.elapsed() < Duration::from_millis(1600), "took {:?}", started.elapsed());
+    let started = Instant::now();
+    let limits = [Limit { key: "frank", policy, cost: 1 }, Limit { key: "gina", policy, cost: 1 }];
+    let error = store.check_all(&limits).await.expect_err("the server is stalled");
+    assert!(error.is_transient(), "{error}");
     assert!(started.elapsed() < Duration::from_millis(1600), "took {:?}", started.elapsed());
     let health = store.health().await;
     assert!(!health[0].up);

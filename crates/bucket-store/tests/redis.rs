@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bucket_core::{BucketState, Policy, Wait};
 use bucket_store::redis::{OnMiss, RedisConfig, RedisStore};
-use bucket_store::{PolicyStore, Source, Store, StoreError, VersionedState};
+use bucket_store::{Limit, PolicyStore, Source, Store, StoreError, VersionedState};
 use bucket_testkit::redis_server::{config, raw};
 use bucket_testkit::{free_port, PrivateRedis, Shared};
 use common::redis_proxy::ReplyTrap;
@@ -44,6 +44,34 @@ async fn ttl_is_the_time_to_refill_from_empty() {
     assert!(shared.store.check("ttl", &policy, 1).await.unwrap().decision.allowed);
     let ttl = pttl(&mut conn, &shared.store.bucket_key("ttl")).await;
     assert!((5_001..=7_001).contains(&ttl), "PTTL {ttl}");
+}
+
+/// The multi-key script keeps one bucket's layout, version and TTL exactly as the single-key script does, and a
+/// refused request leaves every key as it was: not created, not touched, TTL unchanged.
+#[tokio::test]
+async fn multi_key_script_keeps_the_layout_and_ttl_and_a_refusal_touches_nothing() {
+    let shared = Shared::new();
+    let store = &shared.store;
+    let mut conn = shared.raw().await;
+    let policy = Policy::from_interval_us(7, 1_000_001).unwrap();
+    store.check("one", &policy, 2).await.unwrap();
+    let out = store.check_all(&[Limit { key: "all", policy, cost: 2 }, Limit { key: "one", policy, cost: 1 }]).await;
+    assert!(out.unwrap().allowed);
+    let (one, all) = (hash(&mut conn, &store.bucket_key("one")).await, hash(&mut conn, &store.bucket_key("all")).await);
+    assert_eq!((one["t"].as_str(), one["v"].as_str()), ("4", "2"), "{one:?}");
+    assert_eq!((all["t"].as_str(), all["v"].as_str()), ("5", "1"), "{all:?}");
+    assert!(all["l"].parse::<u64>().unwrap() > 1_700_000_000_000_000, "µs since the epoch: {all:?}");
+    let ttl = pttl(&mut conn, &store.bucket_key("all")).await;
+    assert!((5_001..=7_001).contains(&ttl), "PTTL {ttl}");
+
+    let _: () = redis::cmd("PEXPIRE").arg(store.bucket_key("one")).arg(600_000).query_async(&mut conn).await.unwrap();
+    let out =
+        store.check_all(&[Limit { key: "one", policy, cost: 1 }, Limit { key: "new", policy, cost: 8 }]).await.unwrap();
+    assert!(!out.allowed && out.decisions[0].allowed && out.decisions[1].retry_after == Some(Wait::Never));
+    assert_eq!(hash(&mut conn, &store.bucket_key("one")).await, one);
+    let ttl = pttl(&mut conn, &store.bucket_key("one")).await;
+    assert!((598_000..=600_000).contains(&ttl), "the refused request changed the TTL to {ttl}");
+    assert!(!exists(&mut conn, &store.bucket_key("new")).await, "a refused request created a key");
 }
 
 #[tokio::test]
@@ -187,6 +215,14 @@ async fn script_is_loaded_again_after_script_flush() {
     assert_eq!(store.check("k", &policy, 1).await.unwrap().decision.remaining, 48);
     let info: String = redis::cmd("INFO").arg("memory").query_async(&mut conn).await.unwrap();
     assert_eq!(cached(info), 1);
+
+    // The multi-key script is loaded beside it, and again after a flush.
+    let both = [Limit { key: "k", policy, cost: 1 }, Limit { key: "m", policy, cost: 1 }];
+    assert_eq!(store.check_all(&both).await.unwrap().decisions[0].remaining, 47);
+    let info: String = redis::cmd("INFO").arg("memory").query_async(&mut conn).await.unwrap();
+    assert_eq!(cached(info), 2);
+    let _: () = redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut conn).await.unwrap();
+    assert_eq!(store.check_all(&both).await.unwrap().decisions[1].remaining, 48);
 }
 
 #[tokio::test]
@@ -295,7 +331,11 @@ async fn corrupt_bucket_is_a_backend_error_not_a_panic() {
     for key in ["garbled", "string"] {
         let error = store.check(key, &policy, 1).await.unwrap_err();
         assert!(matches!(error, StoreError::Backend { .. }) && !error.is_transient(), "{key}: {error}");
+        let limits = [Limit { key: "fine", policy, cost: 1 }, Limit { key, policy, cost: 1 }];
+        let error = store.check_all(&limits).await.unwrap_err();
+        assert!(matches!(error, StoreError::Backend { .. }) && !error.is_transient(), "{key}: {error}");
     }
+    assert_eq!(store.peek("fine", &policy).await.unwrap().decision.remaining, 50, "debited beside a corrupt key");
 }
 
 #[tokio::test]
@@ -348,6 +388,9 @@ async fn unreachable_redis_starts_degraded_and_fails_fast() {
         assert!(matches!(error, StoreError::Unavailable { .. }), "{error}");
         assert!(took < Duration::from_millis(300), "took {took:?}");
     }
+    let policy = fifty_per_hour();
+    let error = store.check_all(&[Limit { key: "a", policy, cost: 1 }, Limit { key: "b", policy, cost: 1 }]).await;
+    assert!(matches!(error, Err(StoreError::Unavailable { .. })), "{error:?}");
     assert!(store.ping().await.unwrap_err().is_transient());
     let health = store.health().await;
     assert!(!health[0].up);

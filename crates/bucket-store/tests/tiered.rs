@@ -8,7 +8,7 @@ use bucket_core::Policy;
 use bucket_store::postgres::PostgresStore;
 use bucket_store::redis::RedisStore;
 use bucket_store::tiered::{TieredConfig, TieredStats, TieredStore, WriteMode};
-use bucket_store::{Source, Store};
+use bucket_store::{Limit, Source, Store};
 use bucket_testkit::{pg, redis_server, Fault, FaultProxy, RawRow, RedisPrefix, TestSchema};
 use deadpool_redis::redis;
 
@@ -222,4 +222,53 @@ async fn a_reset_drops_the_keys_queued_write_so_spent_tokens_never_come_back() {
     rig.store.flush().await.unwrap();
     assert!(rig.schema.row("spent").await.is_none(), "the queued write landed after the reset");
     assert_eq!(rig.check("spent", &policy).await, (true, Source::NewUser, 2));
+}
+
+/// Several limits through both tiers, all or nothing: seeded from PostgreSQL on a Redis miss, written to PostgreSQL
+/// as one batch before the answer (sync), decided by PostgreSQL's transaction while Redis is away, and reloaded
+/// from PostgreSQL when Redis returns. No refusal writes anything in either tier.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_limit_requests_are_all_or_nothing_through_both_tiers() {
+    let rig = Rig::new(sync()).await;
+    let policy = per_hour(5);
+    let all = |a: u64, b: u64| [Limit { key: "a", policy, cost: a }, Limit { key: "b", policy, cost: b }];
+    let remaining = |o: &bucket_store::Outcomes| o.decisions.iter().map(|d| d.remaining).collect::<Vec<_>>();
+    assert!(rig.check("a", &policy).await.0);
+    let mut conn = rig.keys.raw().await;
+    let _: () = redis::cmd("DEL").arg(rig.redis.bucket_key("a")).query_async(&mut conn).await.unwrap();
+    let statements = rig.stats().postgres_write_statements;
+
+    let out = rig.store.check_all(&all(1, 1)).await.unwrap();
+    assert!(out.allowed);
+    assert_eq!(out.source, Source::Postgres, "a was loaded from its row");
+    assert_eq!(remaining(&out), vec![3, 4], "a continued from PostgreSQL's row, not from a full bucket");
+    assert_eq!(rig.stats().postgres_write_statements, statements + 1, "one batch for both rows");
+    for key in ["a", "b"] {
+        let row = rig.schema.row(key).await.unwrap();
+        assert_eq!(Some(row_state(&row)), rig.redis_state(key).await, "{key}: sync mode wrote before answering");
+    }
+    let (a, b) = (rig.schema.row("a").await.unwrap(), rig.schema.row("b").await.unwrap());
+    assert_eq!((a.version, b.version), (2, 1));
+
+    let out = rig.store.check_all(&all(1, 5)).await.unwrap();
+    assert!(!out.allowed && out.decisions[0].allowed && !out.decisions[1].allowed, "{out:?}");
+    assert_eq!((rig.schema.row("a").await.unwrap(), rig.schema.row("b").await.unwrap()), (a.clone(), b.clone()));
+    assert_eq!(rig.redis_state("a").await, Some(row_state(&a)), "Redis was debited by a refusal");
+
+    rig.redis_proxy.set(Fault::Refuse);
+    let out = rig.store.check_all(&all(1, 1)).await.unwrap();
+    assert_eq!((out.allowed, out.source, remaining(&out)), (true, Source::Postgres, vec![2, 3]));
+    let (a, b) = (rig.schema.row("a").await.unwrap(), rig.schema.row("b").await.unwrap());
+    assert_eq!((a.tokens, a.version, b.tokens, b.version), (2, 3, 3, 2));
+    let out = rig.store.check_all(&all(3, 1)).await.unwrap();
+    assert!(!out.allowed);
+    assert_eq!((rig.schema.row("a").await.unwrap(), rig.schema.row("b").await.unwrap()), (a, b));
+    assert!(rig.stats().fallbacks_to_postgres >= 2);
+
+    rig.redis_proxy.set(Fault::Pass);
+    eventually(Duration::from_secs(5), "redis marked up again", || rig.stats().redis_up).await;
+    let out = rig.store.check_all(&all(1, 1)).await.unwrap();
+    assert_eq!((out.allowed, out.source, remaining(&out)), (true, Source::Postgres, vec![1, 2]), "reloaded");
+    let out = rig.store.check_all(&all(1, 1)).await.unwrap();
+    assert_eq!((out.allowed, out.source, remaining(&out)), (true, Source::Redis, vec![0, 1]));
 }

@@ -8,7 +8,7 @@ use deadpool_redis::redis::aio::MultiplexedConnection;
 use deadpool_redis::redis::{self, ErrorKind, FromRedisValue, RedisError, ServerErrorKind};
 use tokio::time::{timeout_at, Instant};
 
-use super::script::SCRIPT;
+use super::script::Lua;
 use super::{RedisStore, BACKEND};
 use crate::StoreError;
 
@@ -48,7 +48,7 @@ pub(super) type Connection = managed::Object<Manager>;
 pub(super) enum Op<'a> {
     Cmd(&'a redis::Cmd),
     Pipe(&'a redis::Pipeline),
-    Script { key: &'a str, args: &'a [String] },
+    Script { lua: Lua, keys: &'a [String], args: &'a [String] },
 }
 
 impl RedisStore {
@@ -69,7 +69,7 @@ impl RedisStore {
             match op {
                 Op::Cmd(cmd) => cmd.query_async(&mut *conn).await,
                 Op::Pipe(pipe) => pipe.query_async(&mut *conn).await,
-                Op::Script { key, args } => self.eval(&mut conn, key, args).await,
+                Op::Script { lua, keys, args } => self.eval(&mut conn, lua, keys, args).await,
             }
         })
         .await;
@@ -95,33 +95,41 @@ impl RedisStore {
     pub(super) async fn eval<T: FromRedisValue>(
         &self,
         conn: &mut MultiplexedConnection,
-        key: &str,
+        lua: Lua,
+        keys: &[String],
         args: &[String],
     ) -> Result<T, RedisError> {
-        let sha = match self.inner.sha.get() {
+        let sha = match self.sha(lua).get() {
             Some(sha) => sha.clone(),
-            None => self.load(conn).await?,
+            None => self.load(conn, lua).await?,
         };
-        match evalsha(&sha, key, args).query_async(conn).await {
+        match evalsha(&sha, keys, args).query_async(conn).await {
             Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                let sha = self.load(conn).await?;
-                evalsha(&sha, key, args).query_async(conn).await
+                let sha = self.load(conn, lua).await?;
+                evalsha(&sha, keys, args).query_async(conn).await
             }
             other => other,
         }
     }
 
-    pub(super) async fn load(&self, conn: &mut MultiplexedConnection) -> Result<String, RedisError> {
-        let sha: String = redis::cmd("SCRIPT").arg("LOAD").arg(SCRIPT).query_async(conn).await?;
+    pub(super) async fn load(&self, conn: &mut MultiplexedConnection, lua: Lua) -> Result<String, RedisError> {
+        let sha: String = redis::cmd("SCRIPT").arg("LOAD").arg(lua.source()).query_async(conn).await?;
         // Racing loaders all get the same SHA, so losing the `set` race is fine.
-        let _ = self.inner.sha.set(sha.clone());
+        let _ = self.sha(lua).set(sha.clone());
         Ok(sha)
+    }
+
+    fn sha(&self, lua: Lua) -> &std::sync::OnceLock<String> {
+        match lua {
+            Lua::One => &self.inner.sha,
+            Lua::All => &self.inner.sha_all,
+        }
     }
 }
 
-fn evalsha(sha: &str, key: &str, args: &[String]) -> redis::Cmd {
+fn evalsha(sha: &str, keys: &[String], args: &[String]) -> redis::Cmd {
     let mut cmd = redis::cmd("EVALSHA");
-    cmd.arg(sha).arg(1).arg(key).arg(args);
+    cmd.arg(sha).arg(keys.len()).arg(keys).arg(args);
     cmd
 }
 

@@ -6,8 +6,24 @@ use super::pool::Op;
 use super::{corrupt, RedisStore};
 use crate::{Decided, StoreError, VersionedState};
 
-/// The script's source; Redis identifies it by its SHA1, which `SCRIPT LOAD` returns.
-pub(super) const SCRIPT: &str = include_str!("token_bucket.lua");
+/// Which of the store's scripts to run; Redis identifies each by its SHA1, which `SCRIPT LOAD` returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Lua {
+    /// `token_bucket.lua`: one bucket.
+    One,
+    /// `token_buckets.lua`: several buckets, all or nothing (`redis/all.rs`).
+    All,
+}
+
+impl Lua {
+    /// The script's source.
+    pub(super) fn source(self) -> &'static str {
+        match self {
+            Lua::One => include_str!("token_bucket.lua"),
+            Lua::All => include_str!("token_buckets.lua"),
+        }
+    }
+}
 
 /// What the script answers when `report` mode finds no key.
 pub(super) const CODE_MISS: i64 = -1;
@@ -78,8 +94,9 @@ impl RedisStore {
             args.push(seed.state.last_refill_us.to_string());
             args.push(seed.version.to_string());
         }
-        let bucket = self.bucket_key(key);
-        let reply: Vec<i64> = self.exec(Op::Script { key: &bucket, args: &args }, self.inner.command_timeout).await?;
+        let keys = [self.bucket_key(key)];
+        let op = Op::Script { lua: Lua::One, keys: &keys, args: &args };
+        let reply: Vec<i64> = self.exec(op, self.inner.command_timeout).await?;
         interpret(policy, cost, &reply)
     }
 }
