@@ -23,6 +23,7 @@ use serde::Deserialize;
 use crate::config_env::{self, EnvLayer};
 pub use crate::config_print::{redact_url, Redacted};
 use crate::identity::{deserialize_cidrs, Cidr};
+pub use crate::rls::config::{ResponseHeaders, RlsConfig};
 
 /// Why the configuration cannot be used; each message names the setting (TOML key and environment variable) and
 /// what is wrong, and never repeats its `source()`.
@@ -240,6 +241,8 @@ pub struct Config {
     pub redis: RedisConfig,
     /// `[tiered]`: write mode, queue, policy cache.
     pub tiered: TieredConfig,
+    /// `[rls]`: the gateway front (limits file, gRPC address, shadow mode, response headers).
+    pub rls: RlsConfig,
 }
 
 impl Default for Config {
@@ -266,6 +269,7 @@ impl Default for Config {
             postgres: PostgresConfig::default(),
             redis: RedisConfig::default(),
             tiered: TieredConfig::default(),
+            rls: RlsConfig::default(),
         }
     }
 }
@@ -307,6 +311,9 @@ impl Config {
         let invalid = |setting: &str, reason: String| ConfigError::invalid(setting, reason);
         if self.listen.trim().is_empty() {
             return Err(invalid("listen", "must be host:port".into()));
+        }
+        if self.rls.grpc_listen.trim().is_empty() {
+            return Err(invalid("rls.grpc_listen", "must be host:port".into()));
         }
         self.default_policy()?;
         self.named_policies()?;

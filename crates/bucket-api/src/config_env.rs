@@ -61,6 +61,10 @@ const VARIABLES: &[(&str, &str, Form)] = &[
     ("BUCKET_WRITE_QUEUE_CAPACITY", "tiered.queue_capacity", Form::Trimmed),
     ("BUCKET_POLICY_CACHE_TTL_MS", "tiered.policy_cache_ttl_ms", Form::Trimmed),
     ("BUCKET_REFUSAL_CACHE_TTL_MS", "tiered.refusal_cache_ttl_ms", Form::Trimmed),
+    ("BUCKET_LIMITS", "rls.limits", Form::EmptyUnsets),
+    ("BUCKET_GRPC_LISTEN", "rls.grpc_listen", Form::Trimmed),
+    ("BUCKET_SHADOW_MODE", "rls.shadow_mode", Form::Trimmed),
+    ("BUCKET_RLS_RESPONSE_HEADERS", "rls.response_headers", Form::Trimmed),
 ];
 
 /// Variables whose values are secret: an error about them never repeats the value.

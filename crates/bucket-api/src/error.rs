@@ -50,6 +50,10 @@ pub enum ApiError {
     /// A path segment could not be decoded.
     #[error("{0}")]
     InvalidPath(String),
+    /// A rate-limit request (`POST /v1/ratelimit`) that cannot be decided: empty domain, a descriptor without
+    /// entries, an over-long value.
+    #[error("{0}")]
+    InvalidDescriptor(String),
     /// A policy body does not make a valid policy.
     #[error("invalid policy: {0}")]
     InvalidPolicy(#[from] bucket_core::PolicyError),
@@ -94,6 +98,7 @@ impl ApiError {
             ApiError::InvalidHeader(_) => "invalid_header",
             ApiError::MissingIdentity(_) => "missing_identity",
             ApiError::InvalidPath(_) => "invalid_path",
+            ApiError::InvalidDescriptor(_) => "invalid_descriptor",
             ApiError::InvalidPolicy(_) => "invalid_policy",
             ApiError::Unauthorized => "unauthorized",
             ApiError::AdminDisabled => "admin_disabled",
@@ -139,6 +144,7 @@ impl ResponseError for ApiError {
             | ApiError::InvalidHeader(_)
             | ApiError::MissingIdentity(_)
             | ApiError::InvalidPath(_)
+            | ApiError::InvalidDescriptor(_)
             | ApiError::InvalidPolicy(_) => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,

@@ -15,6 +15,7 @@ pub mod identity;
 pub mod logging;
 pub mod metrics;
 pub mod openapi;
+pub mod rls;
 pub mod routes;
 pub mod server;
 pub mod state;

@@ -36,6 +36,14 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     /// HTTP latency by matched `route` pattern.
     pub http_duration: HistogramVec,
+    /// Descriptor decisions of the gateway front by `domain`, `rule` (name or configured path) and `outcome`.
+    pub limit_decisions: IntCounterVec,
+    /// Limits file reloads by `result` (`loaded`, `rejected`).
+    pub limits_reloads: IntCounterVec,
+    /// gRPC calls by `method` and `code`.
+    pub grpc_requests: IntCounterVec,
+    /// gRPC latency by `method`.
+    pub grpc_duration: HistogramVec,
 }
 
 impl Metrics {
@@ -70,6 +78,22 @@ impl Metrics {
                 .buckets(LATENCY_BUCKETS.to_vec()),
             &["route"],
         )?;
+        let limit_decisions = IntCounterVec::new(
+            Opts::new("bucket_limit_decisions_total", "Descriptor decisions by domain, rule and outcome"),
+            &["domain", "rule", "outcome"],
+        )?;
+        let limits_reloads =
+            IntCounterVec::new(Opts::new("bucket_limits_reload_total", "Limits file reloads by result"), &["result"])?;
+        let grpc_requests =
+            IntCounterVec::new(Opts::new("grpc_requests_total", "gRPC calls by method and code"), &["method", "code"])?;
+        let grpc_duration = HistogramVec::new(
+            HistogramOpts::new("grpc_request_duration_seconds", "gRPC latency by method").buckets(LATENCY_BUCKETS.to_vec()),
+            &["method"],
+        )?;
+        registry.register(Box::new(limit_decisions.clone()))?;
+        registry.register(Box::new(limits_reloads.clone()))?;
+        registry.register(Box::new(grpc_requests.clone()))?;
+        registry.register(Box::new(grpc_duration.clone()))?;
         registry.register(Box::new(decisions.clone()))?;
         registry.register(Box::new(tokens_consumed.clone()))?;
         registry.register(Box::new(requests_denied.clone()))?;
@@ -90,6 +114,10 @@ impl Metrics {
             write_queue_capacity,
             http_requests,
             http_duration,
+            limit_decisions,
+            limits_reloads,
+            grpc_requests,
+            grpc_duration,
         })
     }
 
@@ -109,6 +137,12 @@ impl Metrics {
     pub fn record_http(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
         self.http_requests.with_label_values(&[route, method, &status.to_string()]).inc();
         self.http_duration.with_label_values(&[route]).observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts one gRPC call under its method and outcome code.
+    pub fn record_grpc(&self, method: &str, code: &str, elapsed: Duration) {
+        self.grpc_requests.with_label_values(&[method, code]).inc();
+        self.grpc_duration.with_label_values(&[method]).observe(elapsed.as_secs_f64());
     }
 
     /// Adds a collector read at every scrape (the store's own counters: `store_metrics.rs`).

@@ -5,7 +5,7 @@ use utoipa::{Modify, OpenApi, ToResponse};
 
 use crate::error::ErrorBody;
 use crate::headers::{DecisionBody, PolicyBody};
-use crate::routes::{auth, buckets, check, health, metrics, policies};
+use crate::routes::{auth, buckets, check, health, metrics, policies, ratelimit};
 
 /// A decision that took the tokens (or a peek), with every rate-limit header.
 #[derive(ToResponse)]
@@ -88,6 +88,7 @@ impl Modify for BearerScheme {
     paths(
         check::index,
         check::check,
+        ratelimit::ratelimit,
         auth::forward_auth,
         buckets::peek,
         buckets::reset,
@@ -98,7 +99,16 @@ impl Modify for BearerScheme {
         health::readyz,
         metrics::metrics,
     ),
-    components(schemas(DecisionBody, PolicyBody, ErrorBody), responses(Allowed, Denied, Refused)),
+    components(
+        schemas(
+            DecisionBody,
+            PolicyBody,
+            ErrorBody,
+            ratelimit::RateLimitRequestJson,
+            ratelimit::RateLimitResponseJson
+        ),
+        responses(Allowed, Denied, Refused)
+    ),
     modifiers(&BearerScheme),
     tags(
         (name = "decisions", description = "Take tokens"),

@@ -10,6 +10,7 @@ use slog::{error, info, Logger};
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, ConfigError};
+use crate::rls::grpc::GrpcServer;
 use crate::routes::build_app;
 use crate::state::AppState;
 use crate::stores::build_store;
@@ -39,6 +40,17 @@ pub enum StartError {
         /// What the OS said.
         source: io::Error,
     },
+    /// The limits file (`BUCKET_LIMITS`) is missing or invalid; the message names the file, the place and the problem.
+    #[error("invalid limits (setting `rls.limits`, BUCKET_LIMITS)")]
+    Limits(#[from] bucket_limits::LimitsError),
+    /// The gRPC address is taken, malformed or not permitted.
+    #[error("cannot listen for gRPC on {addr} (setting `rls.grpc_listen`, BUCKET_GRPC_LISTEN)")]
+    GrpcBind {
+        /// The configured address.
+        addr: String,
+        /// What the OS said.
+        source: io::Error,
+    },
     /// Metric registration failed (a duplicate name: a bug).
     #[error("cannot register metrics")]
     Metrics(#[from] prometheus::Error),
@@ -50,6 +62,7 @@ pub struct Running {
     handle: ServerHandle,
     task: JoinHandle<io::Result<()>>,
     store: AnyStore,
+    grpc: Option<GrpcServer>,
     log: Logger,
 }
 
@@ -63,7 +76,8 @@ pub async fn start(config: Config, log: Logger) -> Result<Running, StartError> {
     let workers = config.workers;
     let listen = config.listen.clone();
     let state = web::Data::new(AppState::new(config, store.clone(), log.clone())?);
-    let server = HttpServer::new(move || build_app(state.clone()))
+    let app_state = state.clone();
+    let server = HttpServer::new(move || build_app(app_state.clone()))
         .workers(workers)
         .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
         .bind(listen.as_str())
@@ -72,17 +86,33 @@ pub async fn start(config: Config, log: Logger) -> Result<Running, StartError> {
         addr: listen.clone(),
         source: io::Error::new(io::ErrorKind::AddrNotAvailable, "the address resolved to nothing"),
     })?;
+    // The gRPC front serves only with a limits file: without one every descriptor would match nothing.
+    let grpc = if state.limits.is_some() {
+        let listen = &state.config.rls.grpc_listen;
+        let grpc = GrpcServer::start(listen, state.clone())
+            .await
+            .map_err(|source| StartError::GrpcBind { addr: listen.clone(), source })?;
+        info!(log, "listening for gRPC"; "addr" => %grpc.addr);
+        Some(grpc)
+    } else {
+        None
+    };
     let server = server.run();
     let handle = server.handle();
     let task = tokio::spawn(server);
     info!(log, "listening"; "addr" => %addr);
-    Ok(Running { addr, handle, task, store, log })
+    Ok(Running { addr, handle, task, store, grpc, log })
 }
 
 impl Running {
     /// The bound address (the real port when `listen` asked for port 0).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The gRPC address, when a limits file turned the gateway front on.
+    pub fn grpc_addr(&self) -> Option<SocketAddr> {
+        self.grpc.as_ref().map(|g| g.addr)
     }
 
     /// Stops accepting, lets in-flight requests finish, then flushes the store.
@@ -97,6 +127,12 @@ impl Running {
             Ok(Ok(())) => {}
             Ok(Err(e)) => error!(self.log, "server stopped with an error"; "error" => %e),
             Err(e) => error!(self.log, "server task failed"; "error" => %e),
+        }
+        // HTTP has stopped (by signal or `stop`): gRPC follows, in-flight calls finishing, before the store flushes.
+        if let Some(grpc) = self.grpc {
+            if let Err(e) = grpc.stop().await {
+                error!(self.log, "gRPC server stopped with an error"; "error" => %e);
+            }
         }
         match self.store.shutdown().await {
             Ok(()) => info!(self.log, "stopped"; "addr" => %self.addr),

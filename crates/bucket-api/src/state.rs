@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bucket_core::Policy;
+use bucket_limits::LiveLimits;
 use bucket_store::{AnyStore, PolicyStore};
 use slog::Logger;
 
@@ -12,6 +13,7 @@ use crate::error::ApiError;
 use crate::headers::AppliedPolicy;
 use crate::identity::{caller_key, IdentitySettings};
 use crate::metrics::Metrics;
+use crate::rls::reload::watch_limits;
 use crate::server::StartError;
 use crate::store_metrics::StoreCollector;
 
@@ -29,6 +31,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// The root logger.
     pub log: Logger,
+    /// The gateway front's limits, live-reloaded; `None` when no limits file is configured.
+    pub limits: Option<LiveLimits>,
 }
 
 impl AppState {
@@ -45,7 +49,11 @@ impl AppState {
         metrics.store_errors.with_label_values(&[config.store.as_str()]);
         metrics.failure_mode.with_label_values(&[config.failure_mode.as_str()]);
         metrics.write_queue_capacity.set(i64::try_from(config.tiered.queue_capacity).unwrap_or(i64::MAX));
-        Ok(Self { config, default_policy, named_policies, store, metrics, log })
+        let limits = match &config.rls.limits {
+            Some(path) => Some(watch_limits(path, &metrics, &log)?),
+            None => None,
+        };
+        Ok(Self { config, default_policy, named_policies, store, metrics, log, limits })
     }
 
     /// Who a request without an explicit key is for (`GET /`, `/v1/auth`), by the configured identity rules, so

@@ -43,6 +43,10 @@ const SAMPLES: &[(&str, &str)] = &[
     ("BUCKET_WRITE_QUEUE_CAPACITY", "77"),
     ("BUCKET_POLICY_CACHE_TTL_MS", "2500"),
     ("BUCKET_REFUSAL_CACHE_TTL_MS", "750"),
+    ("BUCKET_LIMITS", "/etc/bucket/limits"),
+    ("BUCKET_GRPC_LISTEN", "127.0.0.1:9081"),
+    ("BUCKET_SHADOW_MODE", "true"),
+    ("BUCKET_RLS_RESPONSE_HEADERS", "all"),
 ];
 
 /// (TOML key as `section.key`, variable) for every row of the README's configuration table that has a variable.

@@ -37,6 +37,20 @@ pub struct Readiness {
     pub status: String,
     /// Each dependency's state.
     pub dependencies: Vec<Dependency>,
+    /// The gateway front's limits, when a limits file is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<LimitsState>,
+}
+
+/// The live limits in `/readyz`: a rejected reload does not make the instance unready (the last good limits keep
+/// deciding) but is shown here until a good one replaces it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LimitsState {
+    /// Rules in the live configuration.
+    pub rules: usize,
+    /// Why the last reload was rejected, if it was.
+    #[schema(example = json!(null))]
+    pub last_error: Option<String>,
 }
 
 /// Liveness
@@ -78,7 +92,8 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         n if n == dependencies.len() => "ready",
         _ => "degraded",
     };
-    let body = Readiness { status: status.into(), dependencies };
+    let limits = state.limits.as_ref().map(|live| LimitsState { rules: live.current().rule_count(), last_error: live.last_error() });
+    let body = Readiness { status: status.into(), dependencies, limits };
     if up > 0 {
         HttpResponse::Ok().json(body)
     } else {

@@ -8,6 +8,7 @@ pub mod health;
 pub mod metrics;
 pub mod path_key;
 pub mod policies;
+pub mod ratelimit;
 
 use std::time::Instant;
 
@@ -66,6 +67,7 @@ pub fn build_app(
         })
         .service(resource("/", "GET").route(web::get().to(check::index)))
         .service(resource("/v1/check", "POST").route(web::post().to(check::check)))
+        .service(resource("/v1/ratelimit", "POST").route(web::post().to(ratelimit::ratelimit)))
         // Any method: nginx's auth_request keeps the client's method, Caddy and Traefik send GET.
         .service(web::resource("/v1/auth").route(web::route().to(auth::forward_auth)))
         .service(
