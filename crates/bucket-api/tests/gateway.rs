@@ -136,7 +136,8 @@ async fn a_cost_above_capacity_is_over_limit_not_an_error() {
     assert!(!ok(&answer) && over(&answer, 0), "{answer:?}");
     // hits_addend is the cost of every descriptor: 2 + 2 fits in 5, the third 2 does not.
     let two = request("edge", &[&[("user", "grace")]], 2);
-    let allowed: Vec<bool> = futures::future::join_all((0..3).map(|_| gw.ask(two.clone()))).await.iter().map(ok).collect();
+    let allowed: Vec<bool> =
+        futures::future::join_all((0..3).map(|_| gw.ask(two.clone()))).await.iter().map(ok).collect();
     assert_eq!(allowed.iter().filter(|a| **a).count(), 2, "{allowed:?}");
     gw.stop().await;
 }

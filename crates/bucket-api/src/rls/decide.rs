@@ -79,11 +79,7 @@ mod outcome {
 }
 
 /// Decides `request` against `limits` (see the module comment).
-pub async fn should_rate_limit(
-    state: &AppState,
-    limits: &Limits,
-    request: &RlsRequest,
-) -> Result<RlsAnswer, RlsError> {
+pub async fn should_rate_limit(state: &AppState, limits: &Limits, request: &RlsRequest) -> Result<RlsAnswer, RlsError> {
     request.validate().map_err(RlsError::Invalid)?;
     let descriptors: Vec<Descriptor> =
         request.descriptors.iter().map(|d| Descriptor { entries: d.entries.clone() }).collect();
@@ -183,7 +179,13 @@ async fn decide_all(state: &AppState, pending: &[Pending<'_>]) -> Result<Outcome
     let result = state.store.check_all(&limits).await;
     if let Ok(outcomes) = &result {
         let cost = limits.iter().map(|l| l.cost).sum();
-        state.metrics.record_decision(outcomes.allowed, outcomes.source.as_str(), cost, state.store_label(), started.elapsed());
+        state.metrics.record_decision(
+            outcomes.allowed,
+            outcomes.source.as_str(),
+            cost,
+            state.store_label(),
+            started.elapsed(),
+        );
     }
     result
 }
