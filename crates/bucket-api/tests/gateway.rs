@@ -18,6 +18,11 @@ descriptors:
     rate_limit:
       unit: hour
       requests_per_unit: 5
+  - key: user
+    value: mallory
+    rate_limit:
+      unit: second
+      requests_per_unit: 0
   - key: plan
     value: free
     rate_limit:
@@ -83,6 +88,17 @@ async fn a_refused_request_takes_nothing_from_its_other_limits() {
     let alone = gw.ask(request("edge", &[&[("user", "carol")]], 0)).await;
     assert!(ok(&alone));
     assert_eq!(alone.statuses[0].limit_remaining, 1);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_blocked_value_refuses_the_request_without_touching_its_other_limits() {
+    let gw = Gateway::start(config(), LIMITS).await;
+    let blocked = gw.ask(request("edge", &[&[("user", "ivy")], &[("user", "mallory")]], 0)).await;
+    assert!(!ok(&blocked) && over(&blocked, 1) && !over(&blocked, 0), "{blocked:?}");
+    assert_eq!(blocked.statuses[1].current_limit.as_ref().unwrap().requests_per_unit, 0);
+    let ivy = gw.ask(request("edge", &[&[("user", "ivy")]], 0)).await;
+    assert_eq!(ivy.statuses[0].limit_remaining, 4, "ivy's bucket was not debited by the blocked request");
     gw.stop().await;
 }
 
