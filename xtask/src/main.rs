@@ -9,6 +9,7 @@ mod interrupt;
 mod native;
 mod paths;
 mod postgres;
+mod proto;
 mod process;
 
 mod schemathesis;
@@ -36,6 +37,8 @@ enum Command {
     /// Measure (criterion vs governor, wrk per store vs /healthz, API memory per key) and rewrite docs/perf.md,
     /// loadtest/README.md and docs/http-bench.svg.
     Bench(bench::Args),
+    /// Compile Envoy's rate limit service descriptors for gRPC reflection (`--check`: compare with the committed).
+    Proto(proto::Args),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +46,7 @@ fn main() -> ExitCode {
         Command::Test(args) => test::run(&args),
         Command::Compose(args) => compose::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Proto(args) => proto::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

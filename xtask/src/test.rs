@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 
-use crate::{compose_check, interrupt, paths, process, schemathesis, services};
+use crate::{compose_check, interrupt, paths, process, proto, schemathesis, services};
 
 /// Options of `cargo xtask test`.
 #[derive(clap::Args)]
@@ -36,6 +36,8 @@ enum Step {
     ComposeCheck,
     /// schemathesis against a running bucket-api (schemathesis.rs).
     Fuzz,
+    /// `cargo xtask proto --check`, run in-process.
+    ProtoCheck,
 }
 
 /// Runs the whole sequence and prints the total time, passed or not.
@@ -53,6 +55,7 @@ fn run_steps(options: &Args) -> Result<()> {
     if !options.no_lint {
         steps.push(cargo_step(&["fmt", "--all", "--", "--check"]));
         steps.push(cargo_step(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]));
+        steps.push(("cargo xtask proto --check".to_string(), Step::ProtoCheck));
     }
     let mut test = vec!["test".to_string()];
     // `--workspace` would override a package selection passed after `--`.
@@ -92,6 +95,7 @@ fn run_steps(options: &Args) -> Result<()> {
             Step::Cargo(args) => run_cargo(args, &services),
             Step::ComposeCheck => compose_check::run(),
             Step::Fuzz => schemathesis::run(),
+            Step::ProtoCheck => proto::run(&proto::Args { check: true }),
         };
         match result {
             Ok(()) => banner_passed(number, total, label, clock.elapsed()),

@@ -136,6 +136,7 @@ fn uint64<'de, D: Deserializer<'de>>(de: D) -> Result<Option<u64>, D::Error> {
         (status = 400, description = "Empty domain, no descriptors, an empty entry key, a field over 255 bytes",
             body = crate::error::ErrorBody),
         (status = 404, description = "No limits file configured", body = crate::error::ErrorBody),
+        (status = 413, description = "Body over `max_body_bytes`", body = crate::error::ErrorBody),
         (status = 503, description = "Store down and failure mode `fail_closed`", body = crate::error::ErrorBody),
     )
 )]
