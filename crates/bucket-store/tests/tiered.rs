@@ -289,6 +289,11 @@ async fn multi_limit_writes_wait_in_the_queue_while_postgres_is_down() {
     let refused = [Limit { key: "c", policy, cost: 4 }, Limit { key: "d", policy, cost: 1 }];
     assert!(!rig.store.check_all(&refused).await.unwrap().allowed);
     assert_eq!(rig.stats().queue_depth, 2, "a refusal queued a write");
+    // Both tiers away: an error the caller's failure mode handles, never a panic nor a guess.
+    rig.redis_proxy.set(Fault::Refuse);
+    let error = rig.store.check_all(&limits).await.expect_err("both tiers are down");
+    assert!(error.is_transient(), "{error}");
+    rig.redis_proxy.set(Fault::Pass);
 
     rig.pg_proxy.set(Fault::Pass);
     eventually(Duration::from_secs(5), "the queue drained", || rig.stats().queue_depth == 0).await;
