@@ -2,7 +2,8 @@
 //! ([`PolicyStore`]), and one file per backend.
 //!
 //! Every adapter makes read-refill-consume-write one atomic step, so N concurrent checks on a full bucket of
-//! capacity C are allowed exactly C times (plus what refills meanwhile), from any number of API instances.
+//! capacity C are allowed exactly C times (plus what refills meanwhile), from any number of API instances. Several
+//! limits of one request ([`Store::check_all`]) are one atomic step too: every bucket debited, or none.
 
 mod any;
 mod error;

@@ -60,6 +60,18 @@ impl<'a> Grouped<'a> {
         out.into_iter().flatten().collect()
     }
 
+    /// The answer of [`Store::check`](crate::Store::check) when the limits name one bucket only, so that one limit
+    /// behaves exactly like `check` (and costs what it costs: one statement, one script run); `None` otherwise.
+    pub async fn as_check<S: crate::Store>(&self, store: &S) -> Option<Result<Outcomes, crate::StoreError>> {
+        let [one] = self.buckets.as_slice() else { return None };
+        Some(
+            store
+                .check(one.key, &one.policy, one.cost)
+                .await
+                .map(|o| self.outcomes(o.decision.allowed, &[o.decision], o.source)),
+        )
+    }
+
     /// One outcome per limit from one decision per bucket (in bucket order; `decisions` holds one per bucket).
     pub fn outcomes(&self, allowed: bool, decisions: &[Decision], source: Source) -> Outcomes {
         Outcomes { allowed, decisions: self.index.iter().map(|&i| decisions[i]).collect(), source }

@@ -83,8 +83,8 @@ pub struct DependencyHealth {
 /// A place that keeps buckets and decides checks on them atomically: what deciding needs.
 ///
 /// Methods return `Send` futures so stores can be used from any runtime thread; the set is kept narrow so that
-/// every adapter implements all of it. Policy
-/// administration is the separate [`PolicyStore`], so a cache of one never has to pass the other through.
+/// every adapter implements all of it. Policy administration is the separate [`PolicyStore`], so a cache of one
+/// never has to pass the other through.
 pub trait Store: Send + Sync {
     /// Refills, and takes `cost` tokens if they are there, as one atomic step. A refused check writes nothing.
     fn check(&self, key: &str, policy: &Policy, cost: u64) -> impl Future<Output = Result<Outcome, StoreError>> + Send;
@@ -97,7 +97,9 @@ pub trait Store: Send + Sync {
     ///
     /// Atomic across keys in every store: the memory store holds a lock bit per key (taken in key order), Redis
     /// runs one script over all the keys (in Redis Cluster they must share a hash slot), PostgreSQL locks the rows
-    /// in key order in one transaction, and the tiered store does the same through both tiers.
+    /// in key order in one transaction, and the tiered store does the same through both tiers. The one `source`
+    /// is `NewUser` when a bucket was created by the request (tiered: `Postgres` first, when a bucket was loaded from
+    /// its row), else the backend that decided; a [`RefusalCache`](crate::RefusalCache) may answer a refusal alone.
     fn check_all(&self, limits: &[Limit<'_>]) -> impl Future<Output = Result<Outcomes, StoreError>> + Send;
 
     /// The bucket as a check would see it now, taking nothing.

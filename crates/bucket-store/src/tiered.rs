@@ -417,7 +417,7 @@ impl Store for TieredStore {
     }
 
     async fn check_all(&self, limits: &[Limit<'_>]) -> Result<Outcomes, StoreError> {
-        self.inner.check_all(limits).await
+        self.inner.check_all(self, limits).await
     }
 
     async fn peek(&self, key: &str, policy: &Policy) -> Result<Outcome, StoreError> {

@@ -22,7 +22,7 @@ struct Rig {
     schema: TestSchema,
     keys: RedisPrefix,
     redis_proxy: FaultProxy,
-    _pg_proxy: FaultProxy,
+    pg_proxy: FaultProxy,
     redis: RedisStore,
     store: TieredStore,
 }
@@ -45,7 +45,7 @@ impl Rig {
         pg_config.statement_timeout = Duration::from_millis(500);
         let pg = PostgresStore::connect(pg_config).await.unwrap();
         let store = TieredStore::new(redis.clone(), pg, config, bucket_store::tiered::no_events()).await;
-        Self { schema, keys, redis_proxy, _pg_proxy: pg_proxy, redis, store }
+        Self { schema, keys, redis_proxy, pg_proxy, redis, store }
     }
 
     async fn check(&self, key: &str, policy: &Policy) -> (bool, Source, u64) {
@@ -271,4 +271,35 @@ async fn multi_limit_requests_are_all_or_nothing_through_both_tiers() {
     assert_eq!((out.allowed, out.source, remaining(&out)), (true, Source::Postgres, vec![1, 2]), "reloaded");
     let out = rig.store.check_all(&all(1, 1)).await.unwrap();
     assert_eq!((out.allowed, out.source, remaining(&out)), (true, Source::Redis, vec![0, 1]));
+}
+
+/// PostgreSQL down while Redis decides a multi-limit request: the keys are new to Redis and cannot be loaded, so they
+/// are seeded full (Redis's own rule); the allowed request's writes wait in the queue, one per key, and reach
+/// PostgreSQL when it answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_limit_writes_wait_in_the_queue_while_postgres_is_down() {
+    let rig = Rig::new(sync()).await;
+    let policy = per_hour(5);
+    rig.pg_proxy.set(Fault::Refuse);
+    let limits = [Limit { key: "c", policy, cost: 2 }, Limit { key: "d", policy, cost: 1 }];
+    let out = rig.store.check_all(&limits).await.unwrap();
+    assert_eq!((out.allowed, out.source), (true, Source::Redis));
+    assert_eq!(rig.stats().queue_depth, 2);
+    assert_eq!(rig.stats().writes_queued_while_postgres_down, 2);
+    let refused = [Limit { key: "c", policy, cost: 4 }, Limit { key: "d", policy, cost: 1 }];
+    assert!(!rig.store.check_all(&refused).await.unwrap().allowed);
+    assert_eq!(rig.stats().queue_depth, 2, "a refusal queued a write");
+    // Both tiers away: an error the caller's failure mode handles, never a panic nor a guess.
+    rig.redis_proxy.set(Fault::Refuse);
+    let error = rig.store.check_all(&limits).await.expect_err("both tiers are down");
+    assert!(error.is_transient(), "{error}");
+    rig.redis_proxy.set(Fault::Pass);
+
+    rig.pg_proxy.set(Fault::Pass);
+    eventually(Duration::from_secs(5), "the queue drained", || rig.stats().queue_depth == 0).await;
+    for (key, tokens) in [("c", 3), ("d", 4)] {
+        let row = rig.schema.row(key).await.expect("row written after the outage");
+        assert_eq!((row.tokens, row.version), (tokens, 1), "{key}");
+        assert_eq!(Some(row_state(&row)), rig.redis_state(key).await, "{key}");
+    }
 }

@@ -97,6 +97,11 @@ impl PostgresStore {
         if grouped.buckets.is_empty() {
             return Ok(grouped.outcomes(true, &[], Source::Postgres));
         }
+        if now_us.is_none() {
+            if let Some(single) = grouped.as_check(self).await {
+                return single;
+            }
+        }
         let decided = self.decide_all_at(&grouped.buckets, now_us).await?;
         let source = if decided.buckets.iter().any(|d| d.created) { Source::NewUser } else { Source::Postgres };
         let decisions: Vec<_> = decided.buckets.iter().map(|d| d.decision).collect();

@@ -45,6 +45,11 @@ impl RedisStore {
         if grouped.buckets.is_empty() {
             return Ok(grouped.outcomes(true, &[], Source::Redis));
         }
+        if now_us.is_none() {
+            if let Some(single) = grouped.as_check(self).await {
+                return single;
+            }
+        }
         let misses = vec![Miss::Full; grouped.buckets.len()];
         match self.decide_all_at(&grouped.buckets, &misses, now_us).await? {
             Script::Decided { allowed, buckets } => {

@@ -6,17 +6,20 @@
 use std::sync::atomic::Ordering;
 
 use super::policies::postgres_marked_down;
-use super::{Inner, WriteMode};
+use super::{Inner, TieredStore, WriteMode};
 use crate::limits::Grouped;
 use crate::redis::{Miss, Script};
 use crate::{Decided, Limit, Outcomes, Source, StoreError, VersionedState};
 
 impl Inner {
     /// `check_all`: Redis when it may decide, PostgreSQL otherwise, as `check` does.
-    pub(super) async fn check_all(&self, limits: &[Limit<'_>]) -> Result<Outcomes, StoreError> {
+    pub(super) async fn check_all(&self, store: &TieredStore, limits: &[Limit<'_>]) -> Result<Outcomes, StoreError> {
         let grouped = Grouped::new(limits);
         if grouped.buckets.is_empty() {
             return Ok(grouped.outcomes(true, &[], Source::Redis));
+        }
+        if let Some(single) = grouped.as_check(store).await {
+            return single;
         }
         if self.redis_ready().await {
             match self.check_all_in_redis(&grouped).await {
