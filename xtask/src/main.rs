@@ -9,8 +9,8 @@ mod interrupt;
 mod native;
 mod paths;
 mod postgres;
-mod proto;
 mod process;
+mod proto;
 
 mod schemathesis;
 mod services;

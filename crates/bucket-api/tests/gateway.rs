@@ -250,3 +250,42 @@ async fn the_limits_file_is_reloaded_and_a_bad_edit_keeps_the_last_good_limits()
     assert!(gw.readyz().await["limits"]["last_error"].is_null());
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn the_grpc_port_serves_health_and_reflection_of_the_rate_limit_service() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+    let gw = Gateway::start(config(), LIMITS).await;
+    let addr = format!("http://{}", gw.running.grpc_addr().unwrap());
+    let channel = tonic::transport::Channel::from_shared(addr).unwrap().connect().await.unwrap();
+    let mut health = HealthClient::new(channel.clone());
+    let service = "envoy.service.ratelimit.v3.RateLimitService";
+    let status = health.check(HealthCheckRequest { service: service.into() }).await.unwrap().into_inner();
+    assert_eq!(status.status, ServingStatus::Serving as i32);
+
+    let mut reflection = ServerReflectionClient::new(channel);
+    let ask = |request: MessageRequest| ServerReflectionRequest { host: String::new(), message_request: Some(request) };
+    let requests =
+        [ask(MessageRequest::ListServices(String::new())), ask(MessageRequest::FileContainingSymbol(service.into()))];
+    let mut answers = reflection.server_reflection_info(futures::stream::iter(requests)).await.unwrap().into_inner();
+    let Some(MessageResponse::ListServicesResponse(list)) = answers.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("a service list");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(names.iter().any(|n| n == service), "{names:?}");
+    assert!(names.iter().any(|n| n == "grpc.health.v1.Health"), "{names:?}");
+    let Some(MessageResponse::FileDescriptorResponse(files)) =
+        answers.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("the file defining {service}");
+    };
+    assert!(!files.file_descriptor_proto.is_empty(), "grpcurl can describe ShouldRateLimit");
+    gw.stop().await;
+}

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bucket_core::{Decision, Wait};
 use bucket_limits::{Action, Descriptor, Limits, Matched, Rule, Unit};
-use bucket_store::{Limit, Outcomes, Store, StoreError};
+use bucket_store::{Limit, Outcomes, Source, Store, StoreError};
 use slog::{debug, info, warn};
 
 use crate::config::FailureMode;
@@ -136,9 +136,16 @@ pub async fn should_rate_limit(state: &AppState, limits: &Limits, request: &RlsR
         match decide_all(state, &enforced).await {
             Ok(outcomes) => {
                 over_limit = !outcomes.allowed;
+                // A refusal remembered by the process answered without the store: the other buckets were not
+                // looked at, so their numbers are not reported as if they had been.
+                let remembered = outcomes.source == Source::RefusalCache;
                 for (pending, decision) in enforced.iter().zip(&outcomes.decisions) {
                     let refused = over_limit && !decision.allowed;
-                    statuses[pending.index] = DescriptorAnswer::decided(pending.matched.rule, decision, refused);
+                    statuses[pending.index] = if remembered && decision.allowed {
+                        DescriptorAnswer::not_asked(pending.matched.rule)
+                    } else {
+                        DescriptorAnswer::decided(pending.matched.rule, decision, refused)
+                    };
                     let label = match (over_limit, refused) {
                         (false, _) => outcome::ALLOWED,
                         (true, true) => outcome::REFUSED,
@@ -146,7 +153,9 @@ pub async fn should_rate_limit(state: &AppState, limits: &Limits, request: &RlsR
                         (true, false) => outcome::ALLOWED,
                     };
                     count(&pending.matched.metric_rule, label);
-                    decided.push((pending, *decision));
+                    if !(remembered && decision.allowed) {
+                        decided.push((pending, *decision));
+                    }
                 }
                 debug!(state.log, "rate limit decision";
                     "domain" => domain, "descriptors" => request.descriptors.len(),
