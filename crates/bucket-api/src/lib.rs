@@ -4,6 +4,10 @@
 //! `headers.rs`, the one place a decision becomes an HTTP answer. `main.rs` only parses arguments and calls
 //! [`start`]; tests call [`build_app`] or [`start`] the same way.
 
+// The gateway front awaits `AnyStore::check_all`, whose future nests the refusal cache, the tiered store and both
+// tiers' futures: its layout is deeper than rustc's default query depth of 128 (clippy hits it first).
+#![recursion_limit = "256"]
+
 pub mod auth;
 pub mod config;
 pub mod config_env;
