@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::client::{Client, Reply, RequestError};
+use crate::client::{Reply, RequestError};
+use crate::grpc::GrpcStatus;
+use crate::transport::Transport;
 
 /// Slowest rate accepted: one token per 11.6 days. Anything slower is a misconfiguration, and the durations
 /// computed from it would overflow.
@@ -25,8 +27,11 @@ pub struct Policy {
     pub capacity: u64,
     /// Tokens gained per second.
     pub refill_per_sec: f64,
-    /// Where the rate was read: `body` (exact) or `header` (`q / w`, rounded).
+    /// Where the rate was read: `body` (exact), `header` (`q / w`, rounded) or `current_limit` (gRPC).
     pub rate_from: &'static str,
+    /// Where the capacity was read: `RateLimit-Policy`, `limit_remaining` (a fresh bucket's) or
+    /// `requests_per_unit`.
+    pub capacity_from: &'static str,
 }
 
 impl Policy {
@@ -61,9 +66,44 @@ impl From<RequestError> for DiscoverError {
 }
 
 /// Sends one request as `probe_user` (a throwaway id, so the token it spends belongs to nobody) and reads the policy.
-pub async fn discover(client: &Client, url: &str, probe_user: &str) -> Result<Policy, DiscoverError> {
+pub async fn discover(client: &Transport, url: &str, probe_user: &str) -> Result<Policy, DiscoverError> {
     let reply = client.hit(url, probe_user).await?;
-    from_reply(&reply).map_err(DiscoverError::Unusable)
+    match &reply.grpc {
+        Some(grpc) => from_grpc_reply(&reply, grpc),
+        None => from_reply(&reply),
+    }
+    .map_err(DiscoverError::Unusable)
+}
+
+/// The policy a gRPC answer on a fresh bucket describes (see the module comment), or why it describes none.
+fn from_grpc_reply(reply: &Reply, grpc: &GrpcStatus) -> Result<Policy, String> {
+    if !reply.allowed() && !reply.denied() {
+        return Err(format!("probe answered {}, expected OK or OVER_LIMIT", reply.unexpected()));
+    }
+    let Some(limit) = &grpc.limit else {
+        return Err("the judged descriptor's status has no current_limit: no rule in the domain matched it, or \
+                    it is unlimited (check --domain and --descriptor against the limits file)"
+            .into());
+    };
+    if limit.requests_per_unit == 0 {
+        return Err(format!("rule {:?} has requests_per_unit 0: nothing can ever be allowed", limit.name));
+    }
+    let Some(refill_per_sec) = limit.refill_per_sec() else {
+        return Err(format!("rule {:?} has an unknown unit: no refill rate", limit.name));
+    };
+    if !(MIN_RATE..=MAX_RATE).contains(&refill_per_sec) {
+        return Err(format!("implausible refill rate {refill_per_sec}/s: expected {MIN_RATE} to {MAX_RATE}"));
+    }
+    let per_unit = u64::from(limit.requests_per_unit);
+    // With several descriptors, the header may describe another limit (the one closest to refusing).
+    let header = reply.policy.as_ref().filter(|_| grpc.statuses == 1).map(|p| p.quota).filter(|q| *q > 0);
+    let observed = reply.remaining.filter(|_| reply.allowed()).map(|r| r + 1).filter(|c| *c > per_unit);
+    let (capacity, capacity_from) = match (header, observed) {
+        (Some(q), _) => (q, "RateLimit-Policy"),
+        (None, Some(c)) => (c, "limit_remaining"),
+        (None, None) => (per_unit, "requests_per_unit"),
+    };
+    Ok(Policy { name: limit.name.clone(), capacity, refill_per_sec, rate_from: "current_limit", capacity_from })
 }
 
 /// The policy a decision reply describes, or why it describes none.
@@ -88,7 +128,7 @@ fn from_reply(reply: &Reply) -> Result<Policy, String> {
             "implausible refill rate {refill_per_sec}/s (from the {rate_from}): expected {MIN_RATE} to {MAX_RATE}"
         ));
     }
-    Ok(Policy { name: field.name, capacity: field.quota, refill_per_sec, rate_from })
+    Ok(Policy { name: field.name, capacity: field.quota, refill_per_sec, rate_from, capacity_from: "RateLimit-Policy" })
 }
 
 #[cfg(test)]
@@ -107,6 +147,7 @@ mod tests {
             ratelimit: None,
             policy: Some(PolicyField { name: "default".into(), quota: q, window: w }),
             body,
+            grpc: None,
         }
     }
 
@@ -143,7 +184,13 @@ mod tests {
 
     #[test]
     fn tokens_in_rounds_down() {
-        let p = Policy { name: "default".into(), capacity: 10, refill_per_sec: 2.0, rate_from: "body" };
+        let p = Policy {
+            name: "default".into(),
+            capacity: 10,
+            refill_per_sec: 2.0,
+            rate_from: "body",
+            capacity_from: "RateLimit-Policy",
+        };
         assert_eq!(p.tokens_in(Duration::from_millis(1499)), 2);
         assert_eq!(p.tokens_in(Duration::from_millis(1500)), 3);
         assert_eq!(p.interval(), Duration::from_millis(500));

@@ -14,11 +14,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::Serialize;
 
-use crate::client::{Client, Reply};
+use crate::client::Reply;
 use crate::options::Options;
 use crate::policy::Policy;
 use crate::progress::Progress;
 use crate::report::{Lines, Verdict};
+use crate::transport::Transport;
 
 /// Largest capacity the scenarios exhaust; every scenario but cache-vs-db sends about capacity requests or more
 /// (concurrent four times that, at once), which stops being a quick check beyond this.
@@ -97,8 +98,8 @@ impl Outcome {
 
 /// What every scenario works with.
 pub struct Ctx<'a> {
-    /// The shared HTTP client.
-    pub client: &'a Client,
+    /// The shared client, HTTP or gRPC.
+    pub client: &'a Transport,
     /// The run's options.
     pub opts: &'a Options,
     /// The policy learned from the target.
@@ -117,7 +118,7 @@ pub struct Ctx<'a> {
 impl<'a> Ctx<'a> {
     /// Bundles what the scenarios share.
     pub fn new(
-        client: &'a Client,
+        client: &'a Transport,
         opts: &'a Options,
         policy: &'a Policy,
         instance_policies: &'a [(String, Policy)],
@@ -171,7 +172,8 @@ impl<'a> Ctx<'a> {
             return Ok(reply);
         }
         let why = reply.body_error().map(|e| format!(" ({e})")).unwrap_or_default();
-        Err(format!("request #{n} answered HTTP {}{why}; expected 200 or 429", reply.status))
+        let expected = if reply.grpc.is_some() { "OK or OVER_LIMIT" } else { "200 or 429" };
+        Err(format!("request #{n} answered {}{why}; expected {expected}", reply.unexpected()))
     }
 
     /// Requests sent since the last call: the report's per-scenario count.
@@ -184,7 +186,7 @@ impl<'a> Ctx<'a> {
 pub async fn run(name: ScenarioName, ctx: &Ctx<'_>) -> Outcome {
     if name != ScenarioName::CacheVsDb && ctx.policy.capacity > MAX_CAPACITY {
         return Outcome::skip(format!(
-            "capacity {} is above {MAX_CAPACITY}: exhausting it over HTTP would be a load test, not a check",
+            "capacity {} is above {MAX_CAPACITY}: exhausting it would be a load test, not a check",
             ctx.policy.capacity
         ));
     }
