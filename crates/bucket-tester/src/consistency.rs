@@ -194,6 +194,54 @@ mod tests {
         assert!(found.iter().any(|p| p.contains("allowed=true on HTTP 429")));
     }
 
+    fn grpc_denied() -> Reply {
+        let mut r = denied();
+        r.source = None;
+        r.limit = None;
+        r.body = None;
+        r.grpc = Some(GrpcStatus {
+            overall_code: OVER_LIMIT_CODE,
+            statuses: 1,
+            code: Some(OVER_LIMIT_CODE),
+            limit: Some(crate::grpc::CurrentLimit {
+                name: "default".into(),
+                requests_per_unit: 10,
+                unit_secs: Some(10),
+            }),
+            until_reset: Some(std::time::Duration::from_secs(10)),
+        });
+        r
+    }
+
+    #[test]
+    fn a_grpc_answer_is_held_to_its_own_contract() {
+        assert_eq!(problems(&grpc_denied(), &policy()), Vec::<String>::new());
+        // Without gateway headers there is nothing for them to disagree with.
+        let mut bare = grpc_denied();
+        (bare.policy, bare.ratelimit, bare.retry_after) = (None, None, None);
+        assert_eq!(problems(&bare, &policy()), Vec::<String>::new());
+
+        let mut r = grpc_denied();
+        r.remaining = Some(2);
+        r.retry_after = None;
+        let g = r.grpc.as_mut().unwrap();
+        g.code = Some(1);
+        g.until_reset = None;
+        g.limit.as_mut().unwrap().requests_per_unit = 20;
+        let found = problems(&r, &policy());
+        assert_eq!(found.len(), 6, "{found:?}");
+        for expected in [
+            "current_limit \"default\" (20 per 10s)",
+            "duration_until_reset missing",
+            "own code",
+            "limit_remaining 2",
+            "r=0 disagrees",
+            "without a Retry-After",
+        ] {
+            assert!(found.iter().any(|p| p.contains(expected)), "{expected}: {found:?}");
+        }
+    }
+
     #[test]
     fn retry_after_earlier_than_t_is_a_problem() {
         let mut r = denied();

@@ -97,7 +97,8 @@ fn from_grpc_reply(reply: &Reply, grpc: &GrpcStatus) -> Result<Policy, String> {
     let per_unit = u64::from(limit.requests_per_unit);
     // With several descriptors, the header may describe another limit (the one closest to refusing).
     let header = reply.policy.as_ref().filter(|_| grpc.statuses == 1).map(|p| p.quota).filter(|q| *q > 0);
-    let observed = reply.remaining.filter(|_| reply.allowed()).map(|r| r + 1).filter(|c| *c > per_unit);
+    // The probe's bucket is fresh (its user is new), so one allowed request of cost 1 leaves capacity - 1.
+    let observed = reply.remaining.filter(|_| reply.allowed()).map(|r| r + 1);
     let (capacity, capacity_from) = match (header, observed) {
         (Some(q), _) => (q, "RateLimit-Policy"),
         (None, Some(c)) => (c, "limit_remaining"),
@@ -178,6 +179,55 @@ mod tests {
         ];
         for (r, expected) in cases {
             let err = from_reply(&r).unwrap_err();
+            assert!(err.contains(expected), "{err:?} should mention {expected:?}");
+        }
+    }
+
+    fn grpc_reply(allowed: bool, remaining: u64, rate: (u32, Option<u64>), q: Option<u64>) -> Reply {
+        let mut r = reply(if allowed { 200 } else { 429 }, q.unwrap_or(0), None, None);
+        r.policy = r.policy.filter(|_| q.is_some());
+        r.remaining = Some(remaining);
+        let limit = crate::grpc::CurrentLimit { name: "per-user".into(), requests_per_unit: rate.0, unit_secs: rate.1 };
+        r.grpc = Some(GrpcStatus {
+            overall_code: if allowed { 1 } else { 2 },
+            statuses: 1,
+            code: None,
+            limit: Some(limit),
+            until_reset: None,
+        });
+        r
+    }
+
+    fn learn(r: &Reply) -> Result<Policy, String> {
+        from_grpc_reply(r, r.grpc.as_ref().unwrap())
+    }
+
+    #[test]
+    fn over_grpc_the_rate_is_per_unit_and_the_capacity_the_header_or_a_fresh_bucket() {
+        let p = learn(&grpc_reply(true, 3, (5, Some(60)), Some(8))).unwrap();
+        assert_eq!((p.capacity, p.capacity_from, p.refill_per_sec), (8, "RateLimit-Policy", 5.0 / 60.0));
+        assert_eq!(p.rate_from, "current_limit");
+        let p = learn(&grpc_reply(true, 7, (5, Some(1)), None)).unwrap();
+        assert_eq!((p.capacity, p.capacity_from), (8, "limit_remaining"));
+        let p = learn(&grpc_reply(false, 0, (5, Some(1)), None)).unwrap();
+        assert_eq!((p.capacity, p.capacity_from), (5, "requests_per_unit"));
+    }
+
+    #[test]
+    fn over_grpc_unusable_limits_say_why() {
+        let mut unmatched = grpc_reply(true, 0, (5, Some(1)), None);
+        unmatched.grpc.as_mut().unwrap().limit = None;
+        let mut unknown = grpc_reply(true, 0, (5, Some(1)), None);
+        unknown.status = 0;
+        unknown.grpc.as_mut().unwrap().overall_code = 0;
+        let cases = [
+            (unmatched, "no current_limit"),
+            (unknown, "probe answered overall_code"),
+            (grpc_reply(false, 0, (0, Some(1)), None), "requests_per_unit 0"),
+            (grpc_reply(true, 0, (5, None), None), "unknown unit"),
+        ];
+        for (r, expected) in cases {
+            let err = learn(&r).unwrap_err();
             assert!(err.contains(expected), "{err:?} should mention {expected:?}");
         }
     }
