@@ -59,6 +59,9 @@ pub fn run() -> Result<()> {
         .env("BUCKET_LOG_LEVEL", "warn")
         .env("BUCKET_LOG_FORMAT", "text")
         .env("BUCKET_WORKERS", "2")
+        // The example limits, so `POST /v1/ratelimit` is fuzzed against real rules, not only its 404.
+        .env("BUCKET_LIMITS", paths::workspace_root().join("deploy/limits"))
+        .env("BUCKET_GRPC_LISTEN", "127.0.0.1:0")
         .stdout(Stdio::from(log.try_clone()?))
         .stderr(Stdio::from(log));
     let mut api = GroupChild::spawn("bucket-api", &mut command)?;

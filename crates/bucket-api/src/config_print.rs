@@ -68,7 +68,10 @@ impl Redacted<'_> {
             ("tiered.queue_capacity", tiered.queue_capacity.to_string()),
             ("tiered.policy_cache_ttl_ms", ms(tiered.policy_cache_ttl)),
             ("tiered.refusal_cache_ttl_ms", ms(tiered.refusal_cache_ttl)),
-            ("rls.limits", c.rls.limits.as_ref().map_or_else(|| "none (gateway front off)".into(), |p| p.display().to_string())),
+            (
+                "rls.limits",
+                c.rls.limits.as_ref().map_or_else(|| "none (gateway front off)".into(), |p| p.display().to_string()),
+            ),
             ("rls.grpc_listen", c.rls.grpc_listen.clone()),
             ("rls.shadow_mode", c.rls.shadow_mode.to_string()),
             ("rls.response_headers", c.rls.response_headers.as_str().into()),

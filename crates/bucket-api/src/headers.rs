@@ -93,7 +93,7 @@ pub fn ceil_secs(d: Duration) -> u64 {
 /// Whole milliseconds, rounded up: the unit of the JSON body.
 pub fn ceil_millis(d: Duration) -> u64 {
     let ms = d.as_millis();
-    let ms = if d.subsec_nanos() % 1_000_000 > 0 { ms + 1 } else { ms };
+    let ms = if !d.subsec_nanos().is_multiple_of(1_000_000) { ms + 1 } else { ms };
     u64::try_from(ms).unwrap_or(u64::MAX)
 }
 

@@ -87,7 +87,8 @@ impl Metrics {
         let grpc_requests =
             IntCounterVec::new(Opts::new("grpc_requests_total", "gRPC calls by method and code"), &["method", "code"])?;
         let grpc_duration = HistogramVec::new(
-            HistogramOpts::new("grpc_request_duration_seconds", "gRPC latency by method").buckets(LATENCY_BUCKETS.to_vec()),
+            HistogramOpts::new("grpc_request_duration_seconds", "gRPC latency by method")
+                .buckets(LATENCY_BUCKETS.to_vec()),
             &["method"],
         )?;
         registry.register(Box::new(limit_decisions.clone()))?;

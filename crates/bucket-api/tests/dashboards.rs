@@ -130,7 +130,16 @@ fn exported_names(exposition: &str) -> BTreeSet<String> {
 /// series are there because the service registers them at start.
 async fn exposition_after_traffic() -> String {
     let clock = ManualClock::new(1);
-    let app = init_service(build_app(state(config(), &clock))).await;
+    // With a limits file, so the gateway front's series exist too.
+    let limits = std::env::temp_dir().join(format!("bucket-dashboards-{}.yaml", uuid::Uuid::new_v4()));
+    let yaml = "domain: d\ndescriptors:\n  - key: k\n    rate_limit:\n      unit: second\n      requests_per_unit: 1\n";
+    std::fs::write(&limits, yaml).unwrap();
+    let mut config = config();
+    config.rls.limits = Some(limits.clone());
+    let app = init_service(build_app(state(config, &clock))).await;
+    let body = json!({"domain": "d", "descriptors": [{"entries": [{"key": "k", "value": "v"}]}]});
+    call_service(&app, TestRequest::post().uri("/v1/ratelimit").set_json(body).to_request()).await;
+    let _ = std::fs::remove_file(&limits);
     for _ in 0..12 {
         call_service(&app, TestRequest::get().uri("/").insert_header(("X-User-ID", "dash")).to_request()).await;
     }

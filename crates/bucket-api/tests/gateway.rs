@@ -18,6 +18,11 @@ descriptors:
     rate_limit:
       unit: hour
       requests_per_unit: 5
+  - key: user
+    value: mallory
+    rate_limit:
+      unit: second
+      requests_per_unit: 0
   - key: plan
     value: free
     rate_limit:
@@ -87,6 +92,17 @@ async fn a_refused_request_takes_nothing_from_its_other_limits() {
 }
 
 #[tokio::test]
+async fn a_blocked_value_refuses_the_request_without_touching_its_other_limits() {
+    let gw = Gateway::start(config(), LIMITS).await;
+    let blocked = gw.ask(request("edge", &[&[("user", "ivy")], &[("user", "mallory")]], 0)).await;
+    assert!(!ok(&blocked) && over(&blocked, 1) && !over(&blocked, 0), "{blocked:?}");
+    assert_eq!(blocked.statuses[1].current_limit.as_ref().unwrap().requests_per_unit, 0);
+    let ivy = gw.ask(request("edge", &[&[("user", "ivy")]], 0)).await;
+    assert_eq!(ivy.statuses[0].limit_remaining, 4, "ivy's bucket was not debited by the blocked request");
+    gw.stop().await;
+}
+
+#[tokio::test]
 async fn unmatched_unlimited_and_shadow_rules_never_refuse() {
     let gw = Gateway::start(config(), LIMITS).await;
     let unknown_domain = gw.ask(request("elsewhere", &[&[("user", "dave")]], 0)).await;
@@ -104,7 +120,11 @@ async fn unmatched_unlimited_and_shadow_rules_never_refuse() {
     }
     let shadow = [("domain", "edge"), ("outcome", "shadow_refused")];
     assert_eq!(gw.metric("bucket_limit_decisions_total", &shadow).await, 1.0);
-    assert_eq!(gw.metric("bucket_limit_decisions_total", &[("outcome", "no_rule")]).await, 2.0);
+    // The unknown domain under the empty label, the unknown key under its (configured) domain.
+    for domain in ["", "edge"] {
+        let no_rule = [("domain", domain), ("outcome", "no_rule")];
+        assert_eq!(gw.metric("bucket_limit_decisions_total", &no_rule).await, 1.0, "{domain:?}");
+    }
     assert_eq!(gw.metric("bucket_limit_decisions_total", &[("outcome", "unlimited")]).await, 3.0);
     // An unknown domain is not a label of its own: callers choose domains, the label set must stay bounded.
     assert!(!gw.metrics().await.contains("elsewhere"));
@@ -132,7 +152,8 @@ async fn a_cost_above_capacity_is_over_limit_not_an_error() {
     assert!(!ok(&answer) && over(&answer, 0), "{answer:?}");
     // hits_addend is the cost of every descriptor: 2 + 2 fits in 5, the third 2 does not.
     let two = request("edge", &[&[("user", "grace")]], 2);
-    let allowed: Vec<bool> = futures::future::join_all((0..3).map(|_| gw.ask(two.clone()))).await.iter().map(ok).collect();
+    let allowed: Vec<bool> =
+        futures::future::join_all((0..3).map(|_| gw.ask(two.clone()))).await.iter().map(ok).collect();
     assert_eq!(allowed.iter().filter(|a| **a).count(), 2, "{allowed:?}");
     gw.stop().await;
 }

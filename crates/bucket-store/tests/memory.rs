@@ -81,7 +81,7 @@ fn lock_bits_keep_single_and_multi_key_checks_exact_across_threads() {
                         seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
                         let pick = (seed >> 33) as usize;
                         let cost = 1 + (pick as u64 >> 8) % 3;
-                        if pick % 4 == 0 {
+                        if pick.is_multiple_of(4) {
                             let k = (pick >> 4) % 4;
                             if store.check_now(keys[k], &policy, cost).allowed {
                                 taken[k] += cost;

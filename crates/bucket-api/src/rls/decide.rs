@@ -79,11 +79,7 @@ mod outcome {
 }
 
 /// Decides `request` against `limits` (see the module comment).
-pub async fn should_rate_limit(
-    state: &AppState,
-    limits: &Limits,
-    request: &RlsRequest,
-) -> Result<RlsAnswer, RlsError> {
+pub async fn should_rate_limit(state: &AppState, limits: &Limits, request: &RlsRequest) -> Result<RlsAnswer, RlsError> {
     request.validate().map_err(RlsError::Invalid)?;
     let descriptors: Vec<Descriptor> =
         request.descriptors.iter().map(|d| Descriptor { entries: d.entries.clone() }).collect();
@@ -131,7 +127,12 @@ pub async fn should_rate_limit(
     // A blocked descriptor refuses the request before any store is asked, so nothing is debited anywhere.
     let mut over_limit = denied;
     let mut decided = Vec::with_capacity(enforced.len());
-    if !enforced.is_empty() && !denied {
+    if denied {
+        // Not asked, so not known: the limit is reported, the tokens as none (as a fail-open answer does).
+        for pending in &enforced {
+            statuses[pending.index] = DescriptorAnswer::not_asked(pending.matched.rule);
+        }
+    } else if !enforced.is_empty() {
         match decide_all(state, &enforced).await {
             Ok(outcomes) => {
                 over_limit = !outcomes.allowed;
@@ -161,7 +162,7 @@ pub async fn should_rate_limit(
                     return Err(RlsError::Unavailable(error.to_string()));
                 }
                 for pending in &enforced {
-                    statuses[pending.index] = DescriptorAnswer::fail_open(pending.matched.rule);
+                    statuses[pending.index] = DescriptorAnswer::not_asked(pending.matched.rule);
                     count(&pending.matched.metric_rule, outcome::FAIL_OPEN);
                 }
             }
@@ -183,7 +184,13 @@ async fn decide_all(state: &AppState, pending: &[Pending<'_>]) -> Result<Outcome
     let result = state.store.check_all(&limits).await;
     if let Ok(outcomes) = &result {
         let cost = limits.iter().map(|l| l.cost).sum();
-        state.metrics.record_decision(outcomes.allowed, outcomes.source.as_str(), cost, state.store_label(), started.elapsed());
+        state.metrics.record_decision(
+            outcomes.allowed,
+            outcomes.source.as_str(),
+            cost,
+            state.store_label(),
+            started.elapsed(),
+        );
     }
     result
 }
@@ -214,7 +221,7 @@ async fn decide_shadow(
             state.metrics.store_errors.with_label_values(&[state.store_label()]).inc();
             warn!(state.log, "store failed on shadow limits; answered OK"; "domain" => domain, "error" => %error);
             for pending in shadow {
-                statuses[pending.index] = DescriptorAnswer::fail_open(pending.matched.rule);
+                statuses[pending.index] = DescriptorAnswer::not_asked(pending.matched.rule);
             }
         }
     }
@@ -242,8 +249,9 @@ impl DescriptorAnswer {
         }
     }
 
-    /// As the HTTP fail-open answer: nothing known to remain, so well-behaved clients slow down.
-    fn fail_open(rule: &Rule) -> Self {
+    /// The limit without its tokens (store down, or not asked): as the HTTP fail-open answer, nothing is said to
+    /// remain, so well-behaved clients slow down.
+    fn not_asked(rule: &Rule) -> Self {
         Self { over_limit: false, limit: Some(current_limit(rule)), remaining: 0, until_reset: None }
     }
 }

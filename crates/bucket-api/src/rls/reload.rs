@@ -26,8 +26,10 @@ pub fn watch_limits(path: &Path, metrics: &Metrics, log: &Logger) -> Result<Live
         }
         ReloadOutcome::Unchanged => {}
     })?;
+    let loaded = live.current();
+    info!(start_log, "limits loaded"; "rules" => loaded.rule_count(), "domains" => loaded.domain_count());
     // Upstream accepts these (a `replaces` naming no rule): loaded, but worth a line at start.
-    for warning in live.current().warnings() {
+    for warning in loaded.warnings() {
         slog::warn!(start_log, "limits file: probably a mistake"; "warning" => warning);
     }
     Ok(live)

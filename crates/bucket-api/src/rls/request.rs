@@ -57,7 +57,10 @@ impl RlsRequest {
                     return Err(format!("descriptors[{i}].entries[{j}].key must not be empty"));
                 }
                 if key.len() > MAX_FIELD_BYTES {
-                    return Err(format!("descriptors[{i}].entries[{j}].key is {} bytes; at most {MAX_FIELD_BYTES}", key.len()));
+                    return Err(format!(
+                        "descriptors[{i}].entries[{j}].key is {} bytes; at most {MAX_FIELD_BYTES}",
+                        key.len()
+                    ));
                 }
                 if value.len() > MAX_FIELD_BYTES {
                     return Err(format!(
@@ -103,9 +106,15 @@ mod tests {
         assert!(request("d", &[("k", "")]).validate().is_ok(), "an empty value matches key-only rules");
         assert_eq!(request("", &[("k", "v")]).validate().unwrap_err(), "domain must not be empty");
         assert_eq!(request("d", &[]).validate().unwrap_err(), "descriptors[0] has no entries");
-        assert_eq!(request("d", &[("", "v")]).validate().unwrap_err(), "descriptors[0].entries[0].key must not be empty");
+        assert_eq!(
+            request("d", &[("", "v")]).validate().unwrap_err(),
+            "descriptors[0].entries[0].key must not be empty"
+        );
         let long = "x".repeat(256);
-        assert!(request("d", &[("k", &long)]).validate().unwrap_err().starts_with("descriptors[0].entries[0].value is 256"));
+        assert!(request("d", &[("k", &long)])
+            .validate()
+            .unwrap_err()
+            .starts_with("descriptors[0].entries[0].value is 256"));
         assert!(request("d", &[(&long, "v")]).validate().unwrap_err().contains("key is 256 bytes"));
         assert!(request(&long, &[("k", "v")]).validate().unwrap_err().starts_with("domain is 256 bytes"));
         let none = RlsRequest { domain: "d".into(), descriptors: vec![], hits_addend: 0 };

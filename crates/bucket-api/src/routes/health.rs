@@ -92,7 +92,10 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         n if n == dependencies.len() => "ready",
         _ => "degraded",
     };
-    let limits = state.limits.as_ref().map(|live| LimitsState { rules: live.current().rule_count(), last_error: live.last_error() });
+    let limits = state
+        .limits
+        .as_ref()
+        .map(|live| LimitsState { rules: live.current().rule_count(), last_error: live.last_error() });
     let body = Readiness { status: status.into(), dependencies, limits };
     if up > 0 {
         HttpResponse::Ok().json(body)
