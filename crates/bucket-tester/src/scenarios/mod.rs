@@ -201,18 +201,25 @@ pub async fn run(name: ScenarioName, ctx: &Ctx<'_>) -> Outcome {
     result.unwrap_or_else(Outcome::fail)
 }
 
-/// Sends requests as `user` until the first refusal (at most capacity + 5): the shared "exhaust" step.
-/// Returns how many were allowed and the refusal, or an error when the bucket never ran dry.
+/// Sends requests as `user` until the first refusal (at most capacity + 5 + what refilled meanwhile, and never
+/// more than 4 × capacity + 5): the shared "exhaust" step. Returns how many were allowed and the refusal, or an
+/// error when the bucket never ran dry.
 async fn drain(ctx: &Ctx<'_>, scenario: ScenarioName, user: &str) -> Result<(u64, Reply), String> {
-    let limit = ctx.policy.capacity + 5;
-    for n in 1..=limit {
+    let capacity = ctx.policy.capacity;
+    let started = std::time::Instant::now();
+    let mut limit = capacity + 5;
+    let mut n = 0;
+    while n < limit {
+        n += 1;
         let reply = ctx.hit(scenario, n as usize, user).await?;
         if reply.denied() {
             return Ok((n - 1, reply));
         }
+        limit = (capacity + 5 + ctx.policy.tokens_in(started.elapsed())).min(4 * capacity + 5);
     }
+    let refilled = limit - capacity - 5;
     Err(format!(
-        "never refused while draining: {limit} requests allowed on a bucket of capacity {}",
-        ctx.policy.capacity
+        "never refused while draining: {n} requests allowed on a bucket of capacity {capacity} \
+         (+{refilled} refilled meanwhile)"
     ))
 }
