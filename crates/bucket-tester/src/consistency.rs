@@ -77,6 +77,9 @@ pub fn problems(reply: &Reply, policy: &Policy) -> Vec<String> {
 /// The gRPC answer's contract, for a request of cost 1 whose descriptors are the ones the policy was learned from.
 fn grpc_problems(reply: &Reply, grpc: &GrpcStatus, policy: &Policy) -> Vec<String> {
     let mut out = Vec::new();
+    if grpc.statuses != grpc.sent {
+        out.push(format!("{} statuses for {} descriptors", grpc.statuses, grpc.sent));
+    }
     let Some(limit) = &grpc.limit else {
         out.push("the judged descriptor's status has no current_limit".into());
         return out;
@@ -106,7 +109,7 @@ fn grpc_problems(reply: &Reply, grpc: &GrpcStatus, policy: &Policy) -> Vec<Strin
         Some(_) => {}
     }
     // The rest reads one limit's view; with several descriptors the headers may describe another one.
-    if grpc.statuses != 1 {
+    if grpc.sent != 1 || grpc.statuses != 1 {
         return out;
     }
     if reply.denied() {
@@ -202,6 +205,7 @@ mod tests {
         r.grpc = Some(GrpcStatus {
             overall_code: OVER_LIMIT_CODE,
             statuses: 1,
+            sent: 1,
             code: Some(OVER_LIMIT_CODE),
             limit: Some(crate::grpc::CurrentLimit {
                 name: "default".into(),
@@ -240,6 +244,14 @@ mod tests {
         ] {
             assert!(found.iter().any(|p| p.contains(expected)), "{expected}: {found:?}");
         }
+    }
+
+    #[test]
+    fn a_status_per_descriptor_is_the_contract() {
+        let mut r = grpc_denied();
+        r.grpc.as_mut().unwrap().sent = 2;
+        // With two descriptors the header checks are off (they may describe the other limit).
+        assert_eq!(problems(&r, &policy()), vec!["1 statuses for 2 descriptors".to_string()]);
     }
 
     #[test]

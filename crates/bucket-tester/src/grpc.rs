@@ -57,6 +57,8 @@ pub struct GrpcStatus {
     pub overall_code: i32,
     /// How many statuses came back (one per descriptor is the contract).
     pub statuses: usize,
+    /// How many descriptors were sent.
+    pub sent: usize,
     /// The judged descriptor's own code.
     pub code: Option<i32>,
     /// The judged descriptor's `current_limit`.
@@ -121,7 +123,7 @@ impl GrpcClient {
             unreachable: false,
             message: format!("gRPC {:?}: {}", status.code(), status.message()),
         })?;
-        Ok(to_reply(&answer.into_inner(), self.target.descriptors.judged))
+        Ok(to_reply(&answer.into_inner(), self.target.descriptors.judged, self.target.descriptors.len()))
     }
 }
 
@@ -151,8 +153,8 @@ fn unit_secs(unit: i32) -> Option<u64> {
     })
 }
 
-/// The reply an answer amounts to, judged on descriptor `judged`.
-fn to_reply(answer: &RateLimitResponse, judged: usize) -> Reply {
+/// The reply an answer to `sent` descriptors amounts to, judged on descriptor `judged`.
+fn to_reply(answer: &RateLimitResponse, judged: usize, sent: usize) -> Reply {
     let status = match Code::try_from(answer.overall_code) {
         Ok(Code::Ok) => OK,
         Ok(Code::OverLimit) => OVER_LIMIT,
@@ -175,6 +177,7 @@ fn to_reply(answer: &RateLimitResponse, judged: usize) -> Reply {
     reply.grpc = Some(GrpcStatus {
         overall_code: answer.overall_code,
         statuses: answer.statuses.len(),
+        sent,
         code: own.map(|s| s.code),
         limit: own.and_then(|s| s.current_limit.as_ref()).map(|l| CurrentLimit {
             name: l.name.clone(),
@@ -223,7 +226,7 @@ mod tests {
     #[test]
     fn an_answer_reads_like_a_reply_on_the_judged_descriptor() {
         let headers = [("ratelimit-policy", r#""per-user";q=8;w=96"#), ("ratelimit", r#""per-user";r=0;t=12"#)];
-        let r = to_reply(&answer(Code::OverLimit, 0, &[headers[0], headers[1], ("retry-after", "12")]), 1);
+        let r = to_reply(&answer(Code::OverLimit, 0, &[headers[0], headers[1], ("retry-after", "12")]), 1, 2);
         assert!(r.denied() && !r.allowed());
         assert_eq!((r.remaining, r.reset, r.retry_after), (Some(0), Some(12), Some(12)));
         assert_eq!(r.policy.as_ref().map(|p| p.quota), Some(8));
@@ -238,13 +241,13 @@ mod tests {
 
     #[test]
     fn an_unknown_code_is_neither_allowed_nor_refused_and_bad_headers_read_as_absent() {
-        let r = to_reply(&answer(Code::Unknown, 3, &[("bad header", "x"), ("retry-after", "\u{7f}")]), 1);
+        let r = to_reply(&answer(Code::Unknown, 3, &[("bad header", "x"), ("retry-after", "\u{7f}")]), 1, 2);
         assert!(!r.allowed() && !r.denied());
         assert_eq!(r.retry_after, None);
         assert_eq!(GrpcStatus::code_name(Code::Unknown as i32), "UNKNOWN");
         assert_eq!(GrpcStatus::code_name(99), "UNKNOWN");
         // A judged index past the statuses: nothing to read, nothing panics.
-        let r = to_reply(&answer(Code::Ok, 3, &[]), 5);
+        let r = to_reply(&answer(Code::Ok, 3, &[]), 5, 6);
         assert_eq!((r.remaining, r.grpc.and_then(|g| g.limit)), (None, None));
     }
 

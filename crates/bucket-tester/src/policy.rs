@@ -96,7 +96,7 @@ fn from_grpc_reply(reply: &Reply, grpc: &GrpcStatus) -> Result<Policy, String> {
     }
     let per_unit = u64::from(limit.requests_per_unit);
     // With several descriptors, the header may describe another limit (the one closest to refusing).
-    let header = reply.policy.as_ref().filter(|_| grpc.statuses == 1).map(|p| p.quota).filter(|q| *q > 0);
+    let header = reply.policy.as_ref().filter(|_| grpc.sent == 1).map(|p| p.quota).filter(|q| *q > 0);
     // The probe's bucket is fresh (its user is new), so one allowed request of cost 1 leaves capacity - 1.
     let observed = reply.remaining.filter(|_| reply.allowed()).map(|r| r + 1);
     let (capacity, capacity_from) = match (header, observed) {
@@ -191,6 +191,7 @@ mod tests {
         r.grpc = Some(GrpcStatus {
             overall_code: if allowed { 1 } else { 2 },
             statuses: 1,
+            sent: 1,
             code: None,
             limit: Some(limit),
             until_reset: None,
