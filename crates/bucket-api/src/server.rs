@@ -89,7 +89,7 @@ pub async fn start(config: Config, log: Logger) -> Result<Running, StartError> {
     // The gRPC front serves only with a limits file: without one every descriptor would match nothing.
     let grpc = if state.limits.is_some() {
         let listen = &state.config.rls.grpc_listen;
-        let grpc = GrpcServer::start(listen, state.clone())
+        let grpc = GrpcServer::start(listen, state.config.workers, state.clone())
             .await
             .map_err(|source| StartError::GrpcBind { addr: listen.clone(), source })?;
         info!(log, "listening for gRPC"; "addr" => %grpc.addr);

@@ -15,6 +15,7 @@ use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::{
 use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
 use envoy_types::pb::google::protobuf::Duration as PbDuration;
 use tokio::net::TcpListener;
+use tokio::runtime::Runtime;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
@@ -123,18 +124,48 @@ fn duration(d: Duration) -> PbDuration {
 }
 
 /// A running gRPC server: its address, and how to stop it.
+///
+/// tonic runs on a multi-threaded runtime of its own with `workers` threads: `main`'s runtime is actix's
+/// single-threaded one (its workers have their own), and gRPC spawned there served every call on one thread
+/// (measured: 0.47× `POST /v1/check`, docs/perf.md §4b). The stores are shared across runtimes as they already are
+/// across actix's workers.
 pub struct GrpcServer {
     /// The bound address (the real port when the configuration asked for port 0).
     pub addr: SocketAddr,
     stop: oneshot::Sender<()>,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
+    runtime: OwnRuntime,
+}
+
+/// The server's runtime, shut down without blocking when dropped (a runtime dropped inside another's async
+/// context would panic).
+struct OwnRuntime(Option<Runtime>);
+
+impl Drop for OwnRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl GrpcServer {
-    /// Binds `listen` and serves the rate limit, health and reflection services until [`GrpcServer::stop`].
-    pub async fn start(listen: &str, state: web::Data<AppState>) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(listen).await?;
+    /// Binds `listen` and serves the rate limit, health and reflection services on `workers` threads until
+    /// [`GrpcServer::stop`].
+    pub async fn start(listen: &str, workers: usize, state: web::Data<AppState>) -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .thread_name("grpc")
+            .enable_all()
+            .build()?;
+        let listener = std::net::TcpListener::bind(listen)?;
+        listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
+        // Registered with the gRPC runtime's reactor, so the accept loop runs on its threads.
+        let listener = {
+            let _context = runtime.enter();
+            TcpListener::from_std(listener)?
+        };
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<RateLimitServiceServer<RateLimiter>>().await;
         let reflection = tonic_reflection::server::Builder::configure()
@@ -151,17 +182,20 @@ impl GrpcServer {
             .serve_with_incoming_shutdown(TcpIncoming::from(listener), async {
                 let _ = stopped.await;
             });
-        Ok(Self { addr, stop, task: tokio::spawn(server) })
+        let task = runtime.spawn(server);
+        Ok(Self { addr, stop, task, runtime: OwnRuntime(Some(runtime)) })
     }
 
     /// Stops accepting, lets in-flight calls finish, and returns when the server is down.
     pub async fn stop(self) -> Result<(), String> {
         let _ = self.stop.send(());
-        match self.task.await {
+        let result = match self.task.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(e.to_string()),
             Err(e) => Err(e.to_string()),
-        }
+        };
+        drop(self.runtime);
+        result
     }
 }
 
