@@ -72,9 +72,6 @@ impl TestSchema {
         // Generous bounds: the machine is shared, and these tests assert exact counts, not latency.
         config.connect_timeout = Duration::from_secs(10);
         config.statement_timeout = Duration::from_secs(10);
-        // Below the production default (32): every test running at once, on a server whose max_connections is 100,
-        // shares it, and a test with 200 concurrent checks on two stores would otherwise open 64.
-        config.pool_size = 16;
         Self { name, config }
     }
 

@@ -40,15 +40,16 @@ impl Default for PostgresConfig {
 }
 
 impl PostgresConfig {
-    /// The defaults (32 connections, 2 s to connect, 1 s per statement, the URL's own schema) for `url`.
+    /// The defaults (16 connections, 2 s to connect, 1 s per statement, the URL's own schema) for `url`.
     ///
-    /// 32 connections: measured against 8, 16 and 64 with 32 concurrent new-user checks on 2 cores (docs/perf.md,
-    /// "PostgreSQL prepared statements"), 32 gave the highest rate and the lowest p99; each in-flight check then has
-    /// a session of its own. Mind `max_connections` (100 by default) times the number of instances.
+    /// 16, not the 32 that measured fastest for one instance under 32 concurrent checks (docs/perf.md section 8):
+    /// every instance may open its whole pool, and 4 instances of 32 exceed PostgreSQL's default max_connections
+    /// (100); two pairs of test instances at 32 already did. Set `pool_size` to the concurrency an instance serves
+    /// when the server's connection limit allows.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
-            pool_size: 32,
+            pool_size: 16,
             connect_timeout: Duration::from_secs(2),
             statement_timeout: Duration::from_secs(1),
             schema: None,
@@ -97,7 +98,7 @@ mod tests {
                 ..PostgresConfig::default()
             }
         );
-        assert_eq!((c.pool_size, c.connect_timeout), (32, Duration::from_secs(2)));
+        assert_eq!((c.pool_size, c.connect_timeout), (16, Duration::from_secs(2)));
         assert!(serde_json::from_str::<PostgresConfig>(r#"{"statement_timeout": 250}"#).is_err(), "unit in the name");
         assert!(serde_json::from_str::<PostgresConfig>(r#"{"statement_timeout_ms": "1s"}"#).is_err(), "one grammar");
         assert!(serde_json::from_str::<PostgresConfig>(r#"{"url": "postgres://h/d"}"#).is_err(), "url is not a key");

@@ -37,7 +37,8 @@ pub(super) struct Prepared<S, Q> {
 }
 
 /// `S`'s statement with the binds `bind` adds to it, in parameter order
-/// (`|q| q.bind::<Text, _>(key).bind::<BigInt, _>(cost)`).
+/// (`|q| q.bind::<Text, _>(key).bind::<BigInt, _>(cost)`). `bind` only binds: it never calls `.sql(..)`, as the
+/// statement's text must be `S::SQL` exactly for the cache key `S` to stand for it.
 pub(super) fn prepared<S: Statement, Q>(bind: impl FnOnce(SqlQuery) -> Q) -> Prepared<S, Q> {
     Prepared { query: bind(diesel::sql_query(S::SQL)), statement: PhantomData }
 }
