@@ -23,6 +23,7 @@ use crate::{apt, interrupt, paths, process, services};
 mod docs;
 mod grpc;
 mod http;
+mod pg_ceiling;
 
 use docs::{draw_chart, write_docs};
 use grpc::{build_load_generator, run_grpc};
@@ -97,6 +98,7 @@ pub fn run(options: &Args) -> Result<()> {
 
     let micro = if options.runs(Part::Micro) { Some(run_micro()?) } else { None };
     let mut http = None;
+    let mut pg_ceiling = None;
     let mut memory = None;
     let mut grpc = None;
     if options.runs(Part::Http) || options.runs(Part::Memory) || options.runs(Part::Grpc) {
@@ -110,7 +112,9 @@ pub fn run(options: &Args) -> Result<()> {
     }
     if options.runs(Part::Http) {
         let services = services::ensure()?;
-        http = Some(run_http(options, &services.database_url, &services.redis_url)?);
+        let measured = run_http(options, &services.database_url, &services.redis_url)?;
+        pg_ceiling = Some(pg_ceiling::run(options, &services.database_url, &measured)?);
+        http = Some(measured);
     }
     if options.runs(Part::Memory) {
         memory = Some(run_memory(options)?);
@@ -120,7 +124,9 @@ pub fn run(options: &Args) -> Result<()> {
     }
     env_lines.push(format!("finished with load average {}", load_average()));
 
-    let results = json!({ "env": env_lines, "micro": micro, "http": http, "memory": memory, "grpc": grpc });
+    let results = json!({
+        "env": env_lines, "micro": micro, "http": http, "pg_ceiling": pg_ceiling, "memory": memory, "grpc": grpc
+    });
     std::fs::create_dir_all(target_dir().join("bench"))?;
     std::fs::write(&results_path, serde_json::to_string_pretty(&results)?)?;
     println!("== results in {}", results_path.display());

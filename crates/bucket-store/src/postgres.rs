@@ -12,6 +12,9 @@
 //! Several buckets decided together (`check_all`) are one transaction that locks their rows in key order:
 //! `postgres/all.rs`.
 //!
+//! Every statement is its `.sql` file run as a prepared statement that each pooled session parses and plans once
+//! (`postgres/prepared.rs`, `postgres/statements.rs`); `tests/prepared.rs` shows the reuse in `pg_prepared_statements`.
+//!
 //! Every operation is bounded: waiting for a pooled connection (opening one included) by `connect_timeout`, each
 //! statement by `statement_timeout` on the client and on the server. A connection that timed out or failed is
 //! dropped from the pool rather than reused.
@@ -20,7 +23,10 @@ mod all;
 mod config;
 mod errors;
 mod notify;
+mod plans;
+mod prepared;
 mod session;
+mod statements;
 mod tls;
 
 use std::sync::Arc;
@@ -37,31 +43,13 @@ use futures::FutureExt;
 
 pub use config::PostgresConfig;
 pub use notify::spawn_listener;
+pub use plans::SessionStatement;
+
+use prepared::prepared;
 
 use crate::{
     Decided, DependencyHealth, Limit, Outcome, Outcomes, PolicyStore, Source, Store, StoreError, VersionedState,
 };
-
-/// The atomic check; see the file for why it is atomic and how it matches `bucket_core::refill`.
-const DECIDE_SQL: &str = include_str!("postgres/decide.sql");
-/// One bucket as stored plus the server's "now"; decides nothing.
-const READ_SQL: &str = include_str!("postgres/read.sql");
-/// Version-guarded upsert of many buckets in one statement.
-const SAVE_BATCH_SQL: &str = include_str!("postgres/save_batch.sql");
-/// Tells the other instances that a key changed.
-const ANNOUNCE_SQL: &str = include_str!("postgres/announce.sql");
-/// Forgets a bucket.
-const RESET_SQL: &str = include_str!("postgres/reset.sql");
-/// One key's policy.
-const POLICY_GET_SQL: &str = include_str!("postgres/policy_get.sql");
-/// Removes one key's policy.
-const POLICY_DELETE_SQL: &str = include_str!("postgres/policy_delete.sql");
-/// The policy version.
-const POLICY_VERSION_SQL: &str = include_str!("postgres/policy_version.sql");
-/// Every policy.
-const POLICY_ALL_SQL: &str = include_str!("postgres/policy_all.sql");
-/// Sets one key's policy.
-const POLICY_SET_SQL: &str = include_str!("postgres/policy_set.sql");
 
 /// A pooled PostgreSQL store; cloning shares the pool.
 #[derive(Clone)]
@@ -214,12 +202,14 @@ impl PostgresStore {
         // A cost beyond bigint is beyond any capacity: clamping keeps it refused, as it must be.
         let cost_sql = i64::try_from(cost).unwrap_or(i64::MAX);
         let now_sql = now_us.map(|now| signed(now, "now")).transpose()?;
-        let query = diesel::sql_query(DECIDE_SQL)
-            .bind::<Text, _>(key.to_owned())
-            .bind::<BigInt, _>(signed(policy.capacity(), "capacity")?)
-            .bind::<BigInt, _>(signed(policy.interval_us(), "interval")?)
-            .bind::<BigInt, _>(cost_sql)
-            .bind::<Nullable<BigInt>, _>(now_sql);
+        let (capacity, interval) = (signed(policy.capacity(), "capacity")?, signed(policy.interval_us(), "interval")?);
+        let query = prepared::<statements::Decide, _>(|q| {
+            q.bind::<Text, _>(key.to_owned())
+                .bind::<BigInt, _>(capacity)
+                .bind::<BigInt, _>(interval)
+                .bind::<BigInt, _>(cost_sql)
+                .bind::<Nullable<BigInt>, _>(now_sql)
+        });
         let decided = self
             .statement(move |conn| async move { query.get_result::<DecidedRow>(conn).await.optional() }.boxed())
             .await?;
@@ -276,11 +266,12 @@ impl PostgresStore {
         if keys.is_empty() {
             return Ok(0);
         }
-        let query = diesel::sql_query(SAVE_BATCH_SQL)
-            .bind::<Array<Text>, _>(keys)
-            .bind::<Array<Integer>, _>(tokens)
-            .bind::<Array<BigInt>, _>(times)
-            .bind::<Array<BigInt>, _>(versions);
+        let query = prepared::<statements::SaveBatch, _>(|q| {
+            q.bind::<Array<Text>, _>(keys)
+                .bind::<Array<Integer>, _>(tokens)
+                .bind::<Array<BigInt>, _>(times)
+                .bind::<Array<BigInt>, _>(versions)
+        });
         let written = self.statement(move |conn| query.execute(conn).boxed()).await?;
         // usize → u64 never truncates on supported targets.
         Ok(written as u64)
@@ -289,7 +280,8 @@ impl PostgresStore {
     /// The stored state (if any) and the instant it was read, on the server's clock unless `now_us` is given.
     async fn read(&self, key: &str, now_us: Option<u64>) -> Result<(Option<VersionedState>, u64), StoreError> {
         let now_sql = now_us.map(|now| signed(now, "now")).transpose()?;
-        let query = diesel::sql_query(READ_SQL).bind::<Text, _>(key.to_owned()).bind::<Nullable<BigInt>, _>(now_sql);
+        let query =
+            prepared::<statements::Read, _>(|q| q.bind::<Text, _>(key.to_owned()).bind::<Nullable<BigInt>, _>(now_sql));
         let row = self.statement(move |conn| query.get_result::<ReadRow>(conn).boxed()).await?;
         row.stored()
     }
@@ -305,8 +297,9 @@ impl PostgresStore {
 
     /// Tells every instance listening that `key` changed; best effort (their caches' lifetimes cover a miss).
     async fn announce(&self, key: &str) {
-        let query =
-            diesel::sql_query(ANNOUNCE_SQL).bind::<Text, _>(self.channel.name.clone()).bind::<Text, _>(key.to_owned());
+        let query = prepared::<statements::Announce, _>(|q| {
+            q.bind::<Text, _>(self.channel.name.clone()).bind::<Text, _>(key.to_owned())
+        });
         let _ = self.statement(move |conn| query.execute(conn).boxed()).await;
     }
 
@@ -359,7 +352,7 @@ impl Store for PostgresStore {
     }
 
     async fn reset(&self, key: &str) -> Result<(), StoreError> {
-        let query = diesel::sql_query(RESET_SQL).bind::<Text, _>(key.to_owned());
+        let query = prepared::<statements::Reset, _>(|q| q.bind::<Text, _>(key.to_owned()));
         self.statement(move |conn| query.execute(conn).boxed()).await?;
         self.announce(key).await;
         Ok(())
@@ -380,7 +373,7 @@ impl Store for PostgresStore {
 
 impl PolicyStore for PostgresStore {
     async fn policy(&self, key: &str) -> Result<Option<Policy>, StoreError> {
-        let query = diesel::sql_query(POLICY_GET_SQL).bind::<Text, _>(key.to_owned());
+        let query = prepared::<statements::PolicyGet, _>(|q| q.bind::<Text, _>(key.to_owned()));
         let row = self
             .statement(move |conn| async move { query.get_result::<PolicyRow>(conn).await.optional() }.boxed())
             .await?;
@@ -392,31 +385,31 @@ impl PolicyStore for PostgresStore {
 
     async fn set_policy(&self, key: &str, policy: &Policy) -> Result<(), StoreError> {
         // Only `policies` is written: the bucket keeps its tokens and is judged by the new limits from its next check.
-        let query = diesel::sql_query(POLICY_SET_SQL)
-            .bind::<Text, _>(key.to_owned())
-            .bind::<BigInt, _>(signed(policy.capacity(), "capacity")?)
-            .bind::<BigInt, _>(signed(policy.interval_us(), "interval")?);
+        let (capacity, interval) = (signed(policy.capacity(), "capacity")?, signed(policy.interval_us(), "interval")?);
+        let query = prepared::<statements::PolicySet, _>(|q| {
+            q.bind::<Text, _>(key.to_owned()).bind::<BigInt, _>(capacity).bind::<BigInt, _>(interval)
+        });
         self.statement(move |conn| query.execute(conn).boxed()).await?;
         self.announce(key).await;
         Ok(())
     }
 
     async fn delete_policy(&self, key: &str) -> Result<bool, StoreError> {
-        let query = diesel::sql_query(POLICY_DELETE_SQL).bind::<Text, _>(key.to_owned());
+        let query = prepared::<statements::PolicyDelete, _>(|q| q.bind::<Text, _>(key.to_owned()));
         let deleted = self.statement(move |conn| query.execute(conn).boxed()).await?;
         self.announce(key).await;
         Ok(deleted > 0)
     }
 
     async fn policy_version(&self) -> Result<u64, StoreError> {
-        let query = diesel::sql_query(POLICY_VERSION_SQL);
+        let query = prepared::<statements::PolicyVersion, _>(|q| q);
         let row = self.statement(move |conn| query.get_result::<VersionRow>(conn).boxed()).await?;
         // Negative only if edited by hand; the cache needs "changed", so the bits are kept as they are.
         Ok(row.version as u64)
     }
 
     async fn all_policies(&self) -> Result<Vec<(String, Policy)>, StoreError> {
-        let query = diesel::sql_query(POLICY_ALL_SQL);
+        let query = prepared::<statements::PolicyAll, _>(|q| q);
         let rows = self.statement(move |conn| query.load::<KeyedPolicyRow>(conn).boxed()).await?;
         rows.into_iter()
             .map(|row| {

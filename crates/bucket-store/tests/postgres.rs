@@ -367,5 +367,11 @@ async fn a_server_that_stops_answering_times_out_instead_of_hanging() {
     proxy.set(Fault::Pass);
     let recovered = store.check("frank", &policy, 1).await.unwrap();
     assert!(recovered.decision.allowed);
-    assert_eq!(schema.row("frank").await.unwrap().version, 2, "the timed-out check took nothing");
+    // The timed-out check's Bind/Execute was already on its way (a prepared statement needs no Parse round trip
+    // first), and the proxy delivers held bytes when the partition heals, so PostgreSQL may run it after all: the
+    // row shows 2 or 3 checks, never more, and exactly as many tokens spent as versions. A caller answered with
+    // an error may lose a token; no one is granted one that was not taken (docs/reliability.md).
+    let row = schema.row("frank").await.unwrap();
+    assert!(matches!(row.version, 2 | 3), "the two answered checks, and at most the timed-out one: {row:?}");
+    assert_eq!(i64::from(row.tokens), 10 - row.version, "one token per version: {row:?}");
 }

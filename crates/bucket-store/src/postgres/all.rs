@@ -20,16 +20,11 @@ use diesel::QueryableByName;
 use diesel_async::pooled_connection::deadpool::Object;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
+use super::prepared::prepared;
+use super::statements::{DecideAllLock, DecideAllRead, DecideAllWrite};
 use super::{errors, signed, unsigned, PostgresStore};
 use crate::limits::{Bucket, Grouped};
 use crate::{Decided, Limit, Outcomes, Source, StoreError, VersionedState};
-
-/// Locks (and creates) the rows.
-const LOCK_SQL: &str = include_str!("decide_all_lock.sql");
-/// Reads the locked rows and the clock.
-const READ_SQL: &str = include_str!("decide_all_read.sql");
-/// Writes the decided states.
-const WRITE_SQL: &str = include_str!("decide_all_write.sql");
 
 #[derive(QueryableByName)]
 struct KeyRow {
@@ -139,17 +134,18 @@ impl PostgresStore {
 
 /// The transaction's body: lock, read, decide, and write only if every bucket had its cost.
 async fn decide_locked(conn: &mut AsyncPgConnection, input: &Input) -> Result<DecidedAll, Abort> {
-    let created: Vec<KeyRow> = diesel::sql_query(LOCK_SQL)
-        .bind::<Array<Text>, _>(input.keys.clone())
-        .bind::<Array<BigInt>, _>(input.capacities.clone())
-        .bind::<Nullable<BigInt>, _>(input.now)
-        .load(conn)
-        .await?;
-    let rows: Vec<LockedRow> = diesel::sql_query(READ_SQL)
-        .bind::<Array<Text>, _>(input.keys.clone())
-        .bind::<Nullable<BigInt>, _>(input.now)
-        .load(conn)
-        .await?;
+    let created: Vec<KeyRow> = prepared::<DecideAllLock, _>(|q| {
+        q.bind::<Array<Text>, _>(input.keys.clone())
+            .bind::<Array<BigInt>, _>(input.capacities.clone())
+            .bind::<Nullable<BigInt>, _>(input.now)
+    })
+    .load(conn)
+    .await?;
+    let rows: Vec<LockedRow> = prepared::<DecideAllRead, _>(|q| {
+        q.bind::<Array<Text>, _>(input.keys.clone()).bind::<Nullable<BigInt>, _>(input.now)
+    })
+    .load(conn)
+    .await?;
     let now = match <[LockedRow]>::first(&rows) {
         Some(row) => unsigned(row.now_us, "clock").map_err(Abort::Store)?,
         None => return Err(Abort::Store(errors::backend("the locked rows could not be read"))),
@@ -187,13 +183,17 @@ async fn decide_locked(conn: &mut AsyncPgConnection, input: &Input) -> Result<De
         .map(|s| i32::try_from(s.tokens).map_err(|_| errors::backend(format!("{} tokens do not fit", s.tokens))))
         .collect::<Result<Vec<_>, _>>()
         .map_err(Abort::Store)?;
-    let times = all.after.iter().map(|s| signed(s.last_refill_us, "last_refill_us")).collect::<Result<Vec<_>, _>>();
-    let written: Vec<WrittenRow> = diesel::sql_query(WRITE_SQL)
-        .bind::<Array<Text>, _>(input.keys.clone())
-        .bind::<Array<Integer>, _>(tokens)
-        .bind::<Array<BigInt>, _>(times.map_err(Abort::Store)?)
-        .load(conn)
-        .await?;
+    let times = all
+        .after
+        .iter()
+        .map(|s| signed(s.last_refill_us, "last_refill_us"))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(Abort::Store)?;
+    let written: Vec<WrittenRow> = prepared::<DecideAllWrite, _>(|q| {
+        q.bind::<Array<Text>, _>(input.keys.clone()).bind::<Array<Integer>, _>(tokens).bind::<Array<BigInt>, _>(times)
+    })
+    .load(conn)
+    .await?;
     let versions: HashMap<&str, i64> = written.iter().map(|row| (row.key.as_str(), row.version)).collect();
     let created: std::collections::HashSet<&str> = created.iter().map(|row| row.key.as_str()).collect();
     let mut buckets = Vec::with_capacity(input.keys.len());

@@ -41,6 +41,11 @@ impl Default for PostgresConfig {
 
 impl PostgresConfig {
     /// The defaults (16 connections, 2 s to connect, 1 s per statement, the URL's own schema) for `url`.
+    ///
+    /// 16, not the 32 that measured fastest for one instance under 32 concurrent checks (docs/perf.md section 8):
+    /// every instance may open its whole pool, and 4 instances of 32 exceed PostgreSQL's default max_connections
+    /// (100); two pairs of test instances at 32 already did. Set `pool_size` to the concurrency an instance serves
+    /// when the server's connection limit allows.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),

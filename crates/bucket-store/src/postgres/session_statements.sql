@@ -1,0 +1,5 @@
+-- The statements this session has prepared and how often each ran (a diagnostic, and the proof in
+-- tests/prepared.rs that checks reuse their statements). Every execution uses either a generic or a custom plan.
+SELECT statement AS sql, (generic_plans + custom_plans)::bigint AS executions
+FROM pg_prepared_statements
+ORDER BY prepare_time, name
