@@ -20,6 +20,7 @@ use crate::{apt, interrupt, paths, process, services};
 
 mod docs;
 mod http;
+mod redis_ceiling;
 
 use docs::{draw_chart, write_docs};
 use http::{build_release, run_http, run_memory};
@@ -92,6 +93,7 @@ pub fn run(options: &Args) -> Result<()> {
     let micro = if options.runs(Part::Micro) { Some(run_micro()?) } else { None };
     let mut http = None;
     let mut memory = None;
+    let mut redis_ceiling = None;
     if options.runs(Part::Http) || options.runs(Part::Memory) {
         if which::which("wrk").is_err() {
             apt::install("wrk", &["wrk"])?;
@@ -101,13 +103,15 @@ pub fn run(options: &Args) -> Result<()> {
     if options.runs(Part::Http) {
         let services = services::ensure()?;
         http = Some(run_http(options, &services.database_url, &services.redis_url)?);
+        redis_ceiling = Some(redis_ceiling::run(&services.redis_url, options.connections, http.as_ref())?);
     }
     if options.runs(Part::Memory) {
         memory = Some(run_memory(options)?);
     }
     env_lines.push(format!("finished with load average {}", load_average()));
 
-    let results = json!({ "env": env_lines, "micro": micro, "http": http, "memory": memory });
+    let results =
+        json!({ "env": env_lines, "micro": micro, "http": http, "redis_ceiling": redis_ceiling, "memory": memory });
     std::fs::create_dir_all(target_dir().join("bench"))?;
     std::fs::write(&results_path, serde_json::to_string_pretty(&results)?)?;
     println!("== results in {}", results_path.display());

@@ -52,7 +52,7 @@ use pool::Op;
 const BACKEND: &str = "redis";
 
 /// Shared connections by default: measured in docs/perf.md (`GET /` many users, 32 wrk connections, 2 cores).
-const DEFAULT_POOL_SIZE: usize = 4;
+const DEFAULT_POOL_SIZE: usize = 2;
 
 /// Where Redis is and how long a request may wait for it; the `[redis]` section of the service's configuration
 /// (every field optional, unknown keys refused, timeouts in whole milliseconds).
@@ -90,7 +90,7 @@ impl Default for RedisConfig {
 }
 
 impl RedisConfig {
-    /// The defaults (up to 4 shared connections, 100 ms per call, 1 s to connect, prefix `bucket:`) for a given URL.
+    /// The defaults (up to 2 shared connections, 100 ms per call, 1 s to connect, prefix `bucket:`) for a given URL.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
