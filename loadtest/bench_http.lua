@@ -4,6 +4,9 @@
 --   floor  GET /healthz: the HTTP floor of the same server, with the same per-request header work as `many`
 --   many   GET / as a new user every request (key RUN_ID-N, N counting up from START, modulo POOL if given)
 --   hot    GET / as one user, so all but the first `capacity` requests are refused
+--   check-many  POST /v1/check {"key": RUN_ID-N} with N random in [0, POOL) (POOL defaults to 100000): the service
+--               form beside which the gRPC front is measured (bucket-grpc-load --shape many)
+--   check-hot   POST /v1/check {"key": RUN_ID-hot}: one key (bucket-grpc-load --shape hot)
 -- Every request is built in Lua (also for `floor`), so the client spends the same effort on each shape and the
 -- ratios compare the server alone. `done` prints one machine-readable line, including p99.9, which
 -- `wrk --latency` does not show.
@@ -20,7 +23,15 @@ function init(args)
   pool = tonumber(args[4] or "0")
 end
 
+local check_headers = { ["Content-Type"] = "application/json" }
+
 function request()
+  if mode == "check-many" then
+    local n = math.random(0, (pool > 0 and pool or 100000) - 1)
+    return wrk.format("POST", "/v1/check", check_headers, string.format('{"key":"%s-%d"}', run_id, n))
+  elseif mode == "check-hot" then
+    return wrk.format("POST", "/v1/check", check_headers, string.format('{"key":"%s-hot"}', run_id))
+  end
   counter = counter + 1
   local n = counter
   if pool > 0 then

@@ -6,6 +6,8 @@
 //! - `http`: the release API started here once per store, loaded by wrk with loadtest/bench_http.lua; `GET /healthz`
 //!   on the same server is the floor every decision route is compared with.
 //! - `memory`: the API's VmRSS after 1,000,000 distinct keys and again after they refilled and were evicted.
+//! - `grpc`: the gateway front's `ShouldRateLimit` (loaded by `bucket-grpc-load`) beside `POST /v1/check` (wrk) on
+//!   one memory-store API, the ratio per decision.
 //!
 //! The results rewrite the marked tables in docs/perf.md and the `## Measured on this machine` section of
 //! loadtest/README.md, and `docs/http-bench.svg` is drawn by the `http-chart` binary (xtask's `chart` feature, so
@@ -19,10 +21,12 @@ use serde_json::{json, Value};
 use crate::{apt, interrupt, paths, process, services};
 
 mod docs;
+mod grpc;
 mod http;
 mod redis_ceiling;
 
 use docs::{draw_chart, write_docs};
+use grpc::{build_load_generator, run_grpc};
 use http::{build_release, run_http, run_memory};
 
 /// The shapes every store is measured under, in table order.
@@ -36,8 +40,9 @@ const REFILL_PER_SEC: &str = "1";
 #[derive(clap::Args)]
 #[command(after_help = "Parts: micro (criterion: core and memory store vs governor; in-process memory per key),
        http (wrk against the release API for each store, GET /healthz as the floor),
-       memory (the API's resident memory after 1,000,000 keys and after their eviction).
-Defaults: all three, 5 s measured after a 2 s warm-up, 32 connections on one wrk thread.")]
+       memory (the API's resident memory after 1,000,000 keys and after their eviction),
+       grpc (ShouldRateLimit via bucket-grpc-load beside POST /v1/check via wrk, memory store, same run).
+Defaults: all four, 5 s measured after a 2 s warm-up, 32 connections on one wrk thread.")]
 pub struct Args {
     /// Run only these parts.
     #[arg(long, value_enum, value_delimiter = ',', value_name = "PARTS")]
@@ -65,6 +70,7 @@ enum Part {
     Micro,
     Http,
     Memory,
+    Grpc,
 }
 
 impl Args {
@@ -93,12 +99,16 @@ pub fn run(options: &Args) -> Result<()> {
     let micro = if options.runs(Part::Micro) { Some(run_micro()?) } else { None };
     let mut http = None;
     let mut memory = None;
+    let mut grpc = None;
     let mut redis_ceiling = None;
-    if options.runs(Part::Http) || options.runs(Part::Memory) {
+    if options.runs(Part::Http) || options.runs(Part::Memory) || options.runs(Part::Grpc) {
         if which::which("wrk").is_err() {
             apt::install("wrk", &["wrk"])?;
         }
         build_release()?;
+    }
+    if options.runs(Part::Grpc) {
+        build_load_generator()?;
     }
     if options.runs(Part::Http) {
         let services = services::ensure()?;
@@ -108,10 +118,13 @@ pub fn run(options: &Args) -> Result<()> {
     if options.runs(Part::Memory) {
         memory = Some(run_memory(options)?);
     }
+    if options.runs(Part::Grpc) {
+        grpc = Some(run_grpc(options)?);
+    }
     env_lines.push(format!("finished with load average {}", load_average()));
 
-    let results =
-        json!({ "env": env_lines, "micro": micro, "http": http, "redis_ceiling": redis_ceiling, "memory": memory });
+    let results = json!({ "env": env_lines, "micro": micro, "http": http, "redis_ceiling": redis_ceiling,
+        "memory": memory, "grpc": grpc });
     std::fs::create_dir_all(target_dir().join("bench"))?;
     std::fs::write(&results_path, serde_json::to_string_pretty(&results)?)?;
     println!("== results in {}", results_path.display());

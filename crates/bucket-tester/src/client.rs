@@ -1,4 +1,5 @@
-//! One request to a bucket server, turned into the fields the scenarios judge.
+//! One request to a bucket server over HTTP, turned into the fields the scenarios judge (`grpc.rs` turns a gRPC
+//! answer into the same fields).
 //!
 //! Every header is parsed into an `Option`: missing and malformed look the same to the scenarios, which report
 //! them instead of failing to parse. Nothing here panics on what a server sends.
@@ -7,6 +8,8 @@ use std::error::Error as _;
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderName};
+
+use crate::grpc::GrpcStatus;
 
 /// A reusable HTTP client that names the caller in the configured user header.
 #[derive(Clone)]
@@ -36,6 +39,8 @@ pub struct Reply {
     pub policy: Option<PolicyField>,
     /// The JSON body, when it was JSON.
     pub body: Option<serde_json::Value>,
+    /// What a gRPC answer said beyond the shared fields; `None` over HTTP.
+    pub grpc: Option<GrpcStatus>,
 }
 
 impl Reply {
@@ -47,6 +52,22 @@ impl Reply {
     /// Whether the server refused it for rate-limiting (as opposed to failing).
     pub fn denied(&self) -> bool {
         self.status == 429
+    }
+
+    /// The answer's code as a request line shows it: `200`, `429`… over HTTP, `OK`, `OVER_LIMIT`… over gRPC.
+    pub fn code(&self) -> String {
+        match &self.grpc {
+            Some(g) => GrpcStatus::code_name(g.overall_code).to_string(),
+            None => self.status.to_string(),
+        }
+    }
+
+    /// What an answer that is neither allowed nor refused was: `HTTP 503`, or `overall_code UNKNOWN`.
+    pub fn unexpected(&self) -> String {
+        match &self.grpc {
+            Some(g) => format!("overall_code {}", GrpcStatus::code_name(g.overall_code)),
+            None => format!("HTTP {}", self.status),
+        }
     }
 
     /// The body's `policy.refill_per_sec`, the exact rate, which the whole-second headers can only approximate.
@@ -176,7 +197,8 @@ impl Client {
     }
 }
 
-fn parse_reply(status: u16, headers: &HeaderMap, body: &[u8]) -> Reply {
+/// The fields of a reply from its status, headers and body (also used for a gRPC answer's headers).
+pub(crate) fn parse_reply(status: u16, headers: &HeaderMap, body: &[u8]) -> Reply {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
     let number = |name: &str| text(name).and_then(|v| v.parse::<u64>().ok());
     Reply {
@@ -189,6 +211,7 @@ fn parse_reply(status: u16, headers: &HeaderMap, body: &[u8]) -> Reply {
         ratelimit: text("ratelimit").and_then(parse_ratelimit),
         policy: text("ratelimit-policy").and_then(parse_policy),
         body: serde_json::from_slice(body).ok(),
+        grpc: None,
     }
 }
 

@@ -1,4 +1,5 @@
-//! bucket-tester: checks any running bucket server end to end over HTTP, as a client would see it.
+//! bucket-tester: checks any running bucket server end to end over HTTP, as a client would see it, or over gRPC
+//! (Envoy's `ShouldRateLimit`), as a gateway would.
 //!
 //! [`run`] learns the server's policy from one probe, then runs the chosen scenarios one after another (they
 //! measure time and concurrency, so they must not disturb each other), each on user ids fresh to this run, and
@@ -7,23 +8,30 @@
 
 mod client;
 mod consistency;
+mod descriptors;
+mod grpc;
 mod options;
 mod policy;
 mod progress;
 mod report;
 mod scenarios;
+mod transport;
 
 use std::time::Instant;
 
+pub use descriptors::Descriptors;
+pub use grpc::GrpcTarget;
 pub use options::Options;
 pub use policy::Policy;
 pub use report::{Report, ScenarioResult, Verdict};
 pub use scenarios::ScenarioName;
 
 use client::Client;
+use grpc::GrpcClient;
 use policy::{discover, DiscoverError};
 use report::Lines;
 use scenarios::Ctx;
+use transport::Transport;
 
 /// Why a run could not start at all (exit code 2), as opposed to a server that misbehaves (a FAIL, exit code 1).
 #[derive(Debug)]
@@ -55,7 +63,16 @@ impl std::error::Error for RunError {}
 
 /// Runs the selected scenarios against `opts.target` and reports each one's verdict.
 pub async fn run(opts: &Options) -> Result<Report, RunError> {
-    let client = Client::new(&opts.user_header, opts.timeout).map_err(|e| RunError::Usage(e.to_string()))?;
+    let client = match &opts.grpc {
+        None => {
+            Transport::Http(Client::new(&opts.user_header, opts.timeout).map_err(|e| RunError::Usage(e.to_string()))?)
+        }
+        Some(target) => {
+            let urls: Vec<&str> = std::iter::once(&opts.target).chain(&opts.instances).map(String::as_str).collect();
+            let connected = GrpcClient::connect(&urls, target.clone(), opts.timeout).await;
+            Transport::Grpc(connected.map_err(|(url, cause)| RunError::Unreachable { url, cause })?)
+        }
+    };
     let run_id = uuid::Uuid::new_v4().to_string();
     let probe_user = format!("tester-probe-{run_id}");
     let lines = Lines::new(opts.json, opts.quiet);
@@ -77,15 +94,21 @@ pub async fn run(opts: &Options) -> Result<Report, RunError> {
     // Each instance is probed too: an unreachable one is a usage problem, a different policy is the concurrent
     // scenario's to report.
     let mut instance_policies = Vec::new();
-    for url in &opts.instances {
-        match discover(&client, url, &probe_user).await {
+    for (i, url) in opts.instances.iter().enumerate() {
+        // A probe user of its own: on a shared store the target's probe already spent a token of `probe_user`,
+        // and a capacity read from a fresh bucket's `limit_remaining` (gRPC) needs a fresh bucket.
+        match discover(&client, url, &format!("tester-probe{i}-{run_id}")).await {
             Ok(policy) => instance_policies.push((url.clone(), policy)),
             Err(DiscoverError::Unreachable(cause)) => return Err(RunError::Unreachable { url: url.clone(), cause }),
             // Keep going: the concurrent scenario will meet the same problem on real requests and say so.
             Err(DiscoverError::Unusable(_)) => {}
         }
     }
-    lines.banner(&opts.target, &run_id, learned.as_ref().ok());
+    let shown_target = match &opts.grpc {
+        Some(g) => format!("{} (gRPC, domain {:?}, descriptors {})", opts.target, g.domain, g.descriptors.describe()),
+        None => opts.target.clone(),
+    };
+    lines.banner(&shown_target, &run_id, learned.as_ref().ok());
 
     let policy = match learned {
         Ok(policy) => policy,

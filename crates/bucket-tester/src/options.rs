@@ -2,13 +2,17 @@
 
 use std::time::Duration;
 
+use crate::grpc::GrpcTarget;
 use crate::scenarios::ScenarioName;
 
 /// Everything `run` needs to know; `Default` is the CLI's defaults with output silenced for embedding.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Base URL of the server; the tester sends `GET` to it with the user header.
+    /// Base URL of the server; the tester sends `GET` to it with the user header (or, with `grpc`, the URL of its
+    /// gRPC rate limit service).
     pub target: String,
+    /// Ask Envoy's `ShouldRateLimit` over gRPC at `target` and `instances`, with this domain and these descriptors.
+    pub grpc: Option<GrpcTarget>,
     /// API instances sharing one store; `concurrent` spreads its requests over them round-robin.
     pub instances: Vec<String>,
     /// Scenarios to run (in their canonical order whatever the order given); empty means all.
@@ -35,6 +39,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             target: "http://localhost:8080".into(),
+            grpc: None,
             instances: Vec::new(),
             scenarios: Vec::new(),
             json: false,
@@ -50,6 +55,14 @@ impl Default for Options {
 }
 
 impl Options {
+    /// What a scenario finding users sharing a bucket suggests checking.
+    pub fn user_hint(&self) -> String {
+        match &self.grpc {
+            Some(_) => "do the rules give each value of the user's descriptor entry its own bucket?".into(),
+            None => format!("does the server read {}?", self.user_header),
+        }
+    }
+
     /// The scenarios to run, deduplicated, in canonical order (cheap ones first, the slow drip near the end).
     pub fn selected(&self) -> Vec<ScenarioName> {
         if self.scenarios.is_empty() {

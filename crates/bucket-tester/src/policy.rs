@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::client::{Client, Reply, RequestError};
+use crate::client::{Reply, RequestError};
+use crate::grpc::GrpcStatus;
+use crate::transport::Transport;
 
 /// Slowest rate accepted: one token per 11.6 days. Anything slower is a misconfiguration, and the durations
 /// computed from it would overflow.
@@ -25,8 +27,11 @@ pub struct Policy {
     pub capacity: u64,
     /// Tokens gained per second.
     pub refill_per_sec: f64,
-    /// Where the rate was read: `body` (exact) or `header` (`q / w`, rounded).
+    /// Where the rate was read: `body` (exact), `header` (`q / w`, rounded) or `current_limit` (gRPC).
     pub rate_from: &'static str,
+    /// Where the capacity was read: `RateLimit-Policy`, `limit_remaining` (a fresh bucket's) or
+    /// `requests_per_unit`.
+    pub capacity_from: &'static str,
 }
 
 impl Policy {
@@ -61,9 +66,45 @@ impl From<RequestError> for DiscoverError {
 }
 
 /// Sends one request as `probe_user` (a throwaway id, so the token it spends belongs to nobody) and reads the policy.
-pub async fn discover(client: &Client, url: &str, probe_user: &str) -> Result<Policy, DiscoverError> {
+pub async fn discover(client: &Transport, url: &str, probe_user: &str) -> Result<Policy, DiscoverError> {
     let reply = client.hit(url, probe_user).await?;
-    from_reply(&reply).map_err(DiscoverError::Unusable)
+    match &reply.grpc {
+        Some(grpc) => from_grpc_reply(&reply, grpc),
+        None => from_reply(&reply),
+    }
+    .map_err(DiscoverError::Unusable)
+}
+
+/// The policy a gRPC answer on a fresh bucket describes (see the module comment), or why it describes none.
+fn from_grpc_reply(reply: &Reply, grpc: &GrpcStatus) -> Result<Policy, String> {
+    if !reply.allowed() && !reply.denied() {
+        return Err(format!("probe answered {}, expected OK or OVER_LIMIT", reply.unexpected()));
+    }
+    let Some(limit) = &grpc.limit else {
+        return Err("the judged descriptor's status has no current_limit: no rule in the domain matched it, or \
+                    it is unlimited (check --domain and --descriptor against the limits file)"
+            .into());
+    };
+    if limit.requests_per_unit == 0 {
+        return Err(format!("rule {:?} has requests_per_unit 0: nothing can ever be allowed", limit.name));
+    }
+    let Some(refill_per_sec) = limit.refill_per_sec() else {
+        return Err(format!("rule {:?} has an unknown unit: no refill rate", limit.name));
+    };
+    if !(MIN_RATE..=MAX_RATE).contains(&refill_per_sec) {
+        return Err(format!("implausible refill rate {refill_per_sec}/s: expected {MIN_RATE} to {MAX_RATE}"));
+    }
+    let per_unit = u64::from(limit.requests_per_unit);
+    // With several descriptors, the header may describe another limit (the one closest to refusing).
+    let header = reply.policy.as_ref().filter(|_| grpc.sent == 1).map(|p| p.quota).filter(|q| *q > 0);
+    // The probe's bucket is fresh (its user is new), so one allowed request of cost 1 leaves capacity - 1.
+    let observed = reply.remaining.filter(|_| reply.allowed()).map(|r| r + 1);
+    let (capacity, capacity_from) = match (header, observed) {
+        (Some(q), _) => (q, "RateLimit-Policy"),
+        (None, Some(c)) => (c, "limit_remaining"),
+        (None, None) => (per_unit, "requests_per_unit"),
+    };
+    Ok(Policy { name: limit.name.clone(), capacity, refill_per_sec, rate_from: "current_limit", capacity_from })
 }
 
 /// The policy a decision reply describes, or why it describes none.
@@ -88,7 +129,7 @@ fn from_reply(reply: &Reply) -> Result<Policy, String> {
             "implausible refill rate {refill_per_sec}/s (from the {rate_from}): expected {MIN_RATE} to {MAX_RATE}"
         ));
     }
-    Ok(Policy { name: field.name, capacity: field.quota, refill_per_sec, rate_from })
+    Ok(Policy { name: field.name, capacity: field.quota, refill_per_sec, rate_from, capacity_from: "RateLimit-Policy" })
 }
 
 #[cfg(test)]
@@ -107,6 +148,7 @@ mod tests {
             ratelimit: None,
             policy: Some(PolicyField { name: "default".into(), quota: q, window: w }),
             body,
+            grpc: None,
         }
     }
 
@@ -141,9 +183,65 @@ mod tests {
         }
     }
 
+    fn grpc_reply(allowed: bool, remaining: u64, rate: (u32, Option<u64>), q: Option<u64>) -> Reply {
+        let mut r = reply(if allowed { 200 } else { 429 }, q.unwrap_or(0), None, None);
+        r.policy = r.policy.filter(|_| q.is_some());
+        r.remaining = Some(remaining);
+        let limit = crate::grpc::CurrentLimit { name: "per-user".into(), requests_per_unit: rate.0, unit_secs: rate.1 };
+        r.grpc = Some(GrpcStatus {
+            overall_code: if allowed { 1 } else { 2 },
+            statuses: 1,
+            sent: 1,
+            code: None,
+            limit: Some(limit),
+            until_reset: None,
+        });
+        r
+    }
+
+    fn learn(r: &Reply) -> Result<Policy, String> {
+        from_grpc_reply(r, r.grpc.as_ref().unwrap())
+    }
+
+    #[test]
+    fn over_grpc_the_rate_is_per_unit_and_the_capacity_the_header_or_a_fresh_bucket() {
+        let p = learn(&grpc_reply(true, 3, (5, Some(60)), Some(8))).unwrap();
+        assert_eq!((p.capacity, p.capacity_from, p.refill_per_sec), (8, "RateLimit-Policy", 5.0 / 60.0));
+        assert_eq!(p.rate_from, "current_limit");
+        let p = learn(&grpc_reply(true, 7, (5, Some(1)), None)).unwrap();
+        assert_eq!((p.capacity, p.capacity_from), (8, "limit_remaining"));
+        let p = learn(&grpc_reply(false, 0, (5, Some(1)), None)).unwrap();
+        assert_eq!((p.capacity, p.capacity_from), (5, "requests_per_unit"));
+    }
+
+    #[test]
+    fn over_grpc_unusable_limits_say_why() {
+        let mut unmatched = grpc_reply(true, 0, (5, Some(1)), None);
+        unmatched.grpc.as_mut().unwrap().limit = None;
+        let mut unknown = grpc_reply(true, 0, (5, Some(1)), None);
+        unknown.status = 0;
+        unknown.grpc.as_mut().unwrap().overall_code = 0;
+        let cases = [
+            (unmatched, "no current_limit"),
+            (unknown, "probe answered overall_code"),
+            (grpc_reply(false, 0, (0, Some(1)), None), "requests_per_unit 0"),
+            (grpc_reply(true, 0, (5, None), None), "unknown unit"),
+        ];
+        for (r, expected) in cases {
+            let err = learn(&r).unwrap_err();
+            assert!(err.contains(expected), "{err:?} should mention {expected:?}");
+        }
+    }
+
     #[test]
     fn tokens_in_rounds_down() {
-        let p = Policy { name: "default".into(), capacity: 10, refill_per_sec: 2.0, rate_from: "body" };
+        let p = Policy {
+            name: "default".into(),
+            capacity: 10,
+            refill_per_sec: 2.0,
+            rate_from: "body",
+            capacity_from: "RateLimit-Policy",
+        };
         assert_eq!(p.tokens_in(Duration::from_millis(1499)), 2);
         assert_eq!(p.tokens_in(Duration::from_millis(1500)), 3);
         assert_eq!(p.interval(), Duration::from_millis(500));

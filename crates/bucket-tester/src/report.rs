@@ -155,8 +155,9 @@ impl Lines {
         }
         match policy {
             Some(p) => println!(
-                "bucket-tester: testing {target}: policy {:?}, capacity {}, {} token/s (rate from the {}), run {run_id}",
-                p.name, p.capacity, p.refill_per_sec, p.rate_from
+                "bucket-tester: testing {target}: policy {:?}, capacity {} (from {}), {} token/s (from the {}), \
+                 run {run_id}",
+                p.name, p.capacity, p.capacity_from, p.refill_per_sec, p.rate_from
             ),
             None => println!("bucket-tester: testing {target}: policy unknown, run {run_id}"),
         }
@@ -188,11 +189,14 @@ fn request_line(
     match reply {
         Ok(r) => {
             let shown = |v: Option<u64>| v.map_or("?".to_string(), |v| v.to_string());
-            line.push_str(&format!(" {} remaining={}", r.status, shown(r.remaining)));
+            line.push_str(&format!(" {} remaining={}", r.code(), shown(r.remaining)));
             if r.denied() {
                 line.push_str(&format!(" retry-after={}s", shown(r.retry_after)));
             }
-            line.push_str(&format!(" source={}", r.source.as_deref().unwrap_or("?")));
+            // A gRPC answer names no store.
+            if r.grpc.is_none() {
+                line.push_str(&format!(" source={}", r.source.as_deref().unwrap_or("?")));
+            }
         }
         Err(e) => line.push_str(&format!(" error: {e}")),
     }
@@ -245,6 +249,7 @@ mod tests {
             ratelimit: None,
             policy: None,
             body: None,
+            grpc: None,
         };
         let line = request_line(ScenarioName::Burst, 11, "u", Some("127.0.0.1:1"), &Ok(reply));
         assert_eq!(line, "[burst] #11 user=u 429 remaining=0 retry-after=1s source=memory via=127.0.0.1:1");

@@ -110,6 +110,33 @@ fn memory_table(m: &Value) -> String {
     )
 }
 
+fn grpc_table(g: &Value, env: &str) -> String {
+    let mut t = String::from(
+        "| key shape | POST /v1/check decisions/s | p99 ms | ShouldRateLimit decisions/s | p99 ms | refused (HTTP / gRPC) \
+         | gRPC errors | gRPC ÷ HTTP per decision | load avg |\n|---|---:|---:|---:|---:|---:|---:|---:|---|\n",
+    );
+    for r in g["rows"].as_array().into_iter().flatten() {
+        let (c, q) = (&r["check"], &r["grpc"]);
+        let share = |refused: &Value, all: &Value| 100.0 * f(refused) / f(all).max(1.0);
+        let _ = writeln!(
+            t,
+            "| {} | {:.0} | {:.2} | {:.0} | {:.2} | {:.1}% / {:.1}% | {} | {:.2}× | {} |",
+            r["label"].as_str().unwrap_or(""),
+            f(&c["rps"]),
+            f(&c["p99_us"]) / 1000.0,
+            f(&q["rps"]),
+            f(&q["p99_us"]) / 1000.0,
+            share(&c["non_2xx"], &c["requests"]),
+            share(&q["over_limit"], &q["requests"]),
+            q["errors"],
+            f(&r["ratio"]),
+            q["load"].as_str().unwrap_or("?")
+        );
+    }
+    let _ = writeln!(t, "\nEach row: {}. {env}", g["command"].as_str().unwrap_or(""));
+    t
+}
+
 /// Replaces the text between `<!-- bench:NAME -->` and `<!-- /bench:NAME -->`, keeping the markers.
 fn replace_marked(doc: &str, name: &str, body: &str) -> Result<String> {
     let (open, close) = (format!("<!-- bench:{name} -->"), format!("<!-- /bench:{name} -->"));
@@ -124,6 +151,15 @@ pub(super) fn write_docs(results: &Value) -> Result<()> {
     let env_text = format!("Command: `cargo xtask bench`. Machine: {}.", env.join("; "));
     let perf_path = paths::in_workspace("docs/perf.md");
     let mut perf = std::fs::read_to_string(&perf_path).with_context(|| format!("reading {}", perf_path.display()))?;
+    if !results["grpc"].is_null() {
+        perf = replace_marked(&perf, "grpc", &grpc_table(&results["grpc"], &format!("Machine: {}.", env.join("; "))))?;
+    }
+    // A gRPC-only run (`--only grpc`) carries its machine line in its own section and leaves the others alone.
+    if results["micro"].is_null() && results["http"].is_null() && results["memory"].is_null() {
+        std::fs::write(&perf_path, perf)?;
+        println!("== rewrote {}", perf_path.display());
+        return Ok(());
+    }
     perf = replace_marked(&perf, "env", &env_text)?;
     let mut readme_body = format!("{env_text}\n");
     if !results["micro"].is_null() {

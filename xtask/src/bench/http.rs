@@ -51,14 +51,14 @@ const STORES: [StoreRun; 5] = [
 ];
 
 /// A release API started for one run in its own process group; stopped (SIGTERM, then SIGKILL) when dropped.
-struct Api {
+pub(super) struct Api {
     child: Child,
-    addr: SocketAddr,
+    pub(super) addr: SocketAddr,
     log: PathBuf,
 }
 
 impl Api {
-    fn start(name: &str, env: &[(&str, String)]) -> Result<Self> {
+    pub(super) fn start(name: &str, env: &[(&str, String)]) -> Result<Self> {
         let port = process::free_port()?;
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let dir = target_dir().join("bench");
@@ -119,7 +119,7 @@ fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
 }
 
 /// One wrk run with the bench script; returns its `BENCH` line plus the load average it ran under.
-fn wrk(addr: SocketAddr, seconds: u64, connections: u32, script_args: &[String]) -> Result<Value> {
+pub(super) fn wrk(addr: SocketAddr, seconds: u64, connections: u32, script_args: &[String]) -> Result<Value> {
     let script = paths::in_workspace("loadtest/bench_http.lua");
     let mut command = Command::new("wrk");
     command

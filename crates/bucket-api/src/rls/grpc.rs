@@ -113,16 +113,9 @@ pub fn to_proto(answer: &RlsAnswer) -> RateLimitResponse {
     }
 }
 
+/// The protobuf enum of a unit, by the name both spell it with.
 fn unit(unit: Unit) -> PbUnit {
-    match unit {
-        Unit::Second => PbUnit::Second,
-        Unit::Minute => PbUnit::Minute,
-        Unit::Hour => PbUnit::Hour,
-        Unit::Day => PbUnit::Day,
-        Unit::Week => PbUnit::Week,
-        Unit::Month => PbUnit::Month,
-        Unit::Year => PbUnit::Year,
-    }
+    PbUnit::from_str_name(unit.as_str()).unwrap_or(PbUnit::Unknown)
 }
 
 fn duration(d: Duration) -> PbDuration {
@@ -169,5 +162,18 @@ impl GrpcServer {
             Ok(Err(e)) => Err(e.to_string()),
             Err(e) => Err(e.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_unit_has_its_protobuf_value() {
+        let all = [Unit::Second, Unit::Minute, Unit::Hour, Unit::Day, Unit::Week, Unit::Month, Unit::Year];
+        let mapped: Vec<PbUnit> = all.into_iter().map(unit).collect();
+        use PbUnit::*;
+        assert_eq!(mapped, [Second, Minute, Hour, Day, Week, Month, Year]);
     }
 }

@@ -3,7 +3,6 @@
 //! limit allows, 429 when one refuses (nothing is taken then), 400 for a malformed request.
 
 use actix_web::{web, HttpResponse};
-use bucket_limits::Unit;
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
@@ -178,19 +177,6 @@ fn code(over_limit: bool) -> String {
     if over_limit { "OVER_LIMIT" } else { "OK" }.into()
 }
 
-/// The protobuf enum name of a unit.
-pub fn unit_name(unit: Unit) -> &'static str {
-    match unit {
-        Unit::Second => "SECOND",
-        Unit::Minute => "MINUTE",
-        Unit::Hour => "HOUR",
-        Unit::Day => "DAY",
-        Unit::Week => "WEEK",
-        Unit::Month => "MONTH",
-        Unit::Year => "YEAR",
-    }
-}
-
 fn to_json(answer: &RlsAnswer) -> RateLimitResponseJson {
     RateLimitResponseJson {
         overall_code: code(answer.over_limit),
@@ -202,7 +188,7 @@ fn to_json(answer: &RlsAnswer) -> RateLimitResponseJson {
                 current_limit: s.limit.as_ref().map(|l| CurrentLimitJson {
                     name: l.name.clone(),
                     requests_per_unit: l.requests_per_unit,
-                    unit: unit_name(l.unit).into(),
+                    unit: l.unit.as_str().into(),
                 }),
                 limit_remaining: s.remaining,
                 // The protobuf JSON form of a Duration: seconds with up to nine decimals and an `s`.

@@ -3,7 +3,8 @@
 //! SKIP naming the store (a FAIL with `--require-tiered`).
 //!
 //! The store is read from `/readyz`, whose dependencies are the store's parts (`memory`, `redis`, `postgres`, or
-//! `redis` and `postgres` for tiered); `X-Data-Source` alone cannot tell a redis store from a tiered one.
+//! `redis` and `postgres` for tiered); `X-Data-Source` alone cannot tell a redis store from a tiered one. Over gRPC
+//! neither exists, so the scenario is skipped there.
 
 use super::{Ctx, Outcome, ScenarioName};
 
@@ -11,6 +12,9 @@ const MEMORY_SKIP: &str = "server uses the memory store: no cache or database to
 
 /// Runs the cache-vs-db scenario.
 pub async fn run(ctx: &Ctx<'_>) -> Result<Outcome, String> {
+    if ctx.client.is_grpc() {
+        return Ok(Outcome::skip("over gRPC no answer names the store that decided: run it over HTTP (--target)"));
+    }
     let user = ctx.user(ScenarioName::CacheVsDb, None);
     let first = ctx.hit(ScenarioName::CacheVsDb, 1, &user).await?;
     let second = ctx.hit(ScenarioName::CacheVsDb, 2, &user).await?;

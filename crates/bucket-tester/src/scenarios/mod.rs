@@ -14,11 +14,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::Serialize;
 
-use crate::client::{Client, Reply};
+use crate::client::Reply;
 use crate::options::Options;
 use crate::policy::Policy;
 use crate::progress::Progress;
 use crate::report::{Lines, Verdict};
+use crate::transport::Transport;
 
 /// Largest capacity the scenarios exhaust; every scenario but cache-vs-db sends about capacity requests or more
 /// (concurrent four times that, at once), which stops being a quick check beyond this.
@@ -97,8 +98,8 @@ impl Outcome {
 
 /// What every scenario works with.
 pub struct Ctx<'a> {
-    /// The shared HTTP client.
-    pub client: &'a Client,
+    /// The shared client, HTTP or gRPC.
+    pub client: &'a Transport,
     /// The run's options.
     pub opts: &'a Options,
     /// The policy learned from the target.
@@ -117,7 +118,7 @@ pub struct Ctx<'a> {
 impl<'a> Ctx<'a> {
     /// Bundles what the scenarios share.
     pub fn new(
-        client: &'a Client,
+        client: &'a Transport,
         opts: &'a Options,
         policy: &'a Policy,
         instance_policies: &'a [(String, Policy)],
@@ -171,7 +172,8 @@ impl<'a> Ctx<'a> {
             return Ok(reply);
         }
         let why = reply.body_error().map(|e| format!(" ({e})")).unwrap_or_default();
-        Err(format!("request #{n} answered HTTP {}{why}; expected 200 or 429", reply.status))
+        let expected = if reply.grpc.is_some() { "OK or OVER_LIMIT" } else { "200 or 429" };
+        Err(format!("request #{n} answered {}{why}; expected {expected}", reply.unexpected()))
     }
 
     /// Requests sent since the last call: the report's per-scenario count.
@@ -184,7 +186,7 @@ impl<'a> Ctx<'a> {
 pub async fn run(name: ScenarioName, ctx: &Ctx<'_>) -> Outcome {
     if name != ScenarioName::CacheVsDb && ctx.policy.capacity > MAX_CAPACITY {
         return Outcome::skip(format!(
-            "capacity {} is above {MAX_CAPACITY}: exhausting it over HTTP would be a load test, not a check",
+            "capacity {} is above {MAX_CAPACITY}: exhausting it would be a load test, not a check",
             ctx.policy.capacity
         ));
     }
@@ -199,18 +201,25 @@ pub async fn run(name: ScenarioName, ctx: &Ctx<'_>) -> Outcome {
     result.unwrap_or_else(Outcome::fail)
 }
 
-/// Sends requests as `user` until the first refusal (at most capacity + 5): the shared "exhaust" step.
-/// Returns how many were allowed and the refusal, or an error when the bucket never ran dry.
+/// Sends requests as `user` until the first refusal (at most capacity + 5 + what refilled meanwhile, and never
+/// more than 4 × capacity + 5): the shared "exhaust" step. Returns how many were allowed and the refusal, or an
+/// error when the bucket never ran dry.
 async fn drain(ctx: &Ctx<'_>, scenario: ScenarioName, user: &str) -> Result<(u64, Reply), String> {
-    let limit = ctx.policy.capacity + 5;
-    for n in 1..=limit {
+    let capacity = ctx.policy.capacity;
+    let started = std::time::Instant::now();
+    let mut limit = capacity + 5;
+    let mut n = 0;
+    while n < limit {
+        n += 1;
         let reply = ctx.hit(scenario, n as usize, user).await?;
         if reply.denied() {
             return Ok((n - 1, reply));
         }
+        limit = (capacity + 5 + ctx.policy.tokens_in(started.elapsed())).min(4 * capacity + 5);
     }
+    let refilled = limit - capacity - 5;
     Err(format!(
-        "never refused while draining: {limit} requests allowed on a bucket of capacity {}",
-        ctx.policy.capacity
+        "never refused while draining: {n} requests allowed on a bucket of capacity {capacity} \
+         (+{refilled} refilled meanwhile)"
     ))
 }

@@ -32,8 +32,8 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<Outcome, String> {
         if let Some(round) = first_refusal[u].filter(|r| *r <= capacity) {
             return Ok(Outcome::fail(format!(
                 "{user} was refused on its request {round} of a fresh bucket of {capacity}: users are not \
-                 independent (does the server read {}?)",
-                ctx.opts.user_header
+                 independent ({})",
+                ctx.opts.user_hint()
             )));
         }
         if allowed[u] > capacity + refilled {

@@ -1,5 +1,6 @@
 //! Refill: exhaust a fresh bucket, wait for about 2.5 tokens, count what came back (±1); then check that
-//! waiting the 429's `Retry-After` is enough to be allowed again.
+//! waiting the 429's `Retry-After` is enough to be allowed again (over gRPC without gateway headers: one token
+//! interval).
 
 use std::time::{Duration, Instant};
 
@@ -69,6 +70,21 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<Outcome, String> {
     let due = if least == most { format!("{least}") } else { format!("{least} to {most}") };
     let counted = format!("{got} tokens back after {:.2}s (expected {due}, ±1)", elapsed.as_secs_f64());
 
+    // A gateway front may be set to add no headers (then there is no Retry-After to honour): one token interval,
+    // the longest a refusal of cost 1 can need, must be enough then.
+    let headerless = refusal.grpc.is_some() && refusal.ratelimit.is_none() && refusal.retry_after.is_none();
+    if headerless {
+        let wait = policy.interval() + Duration::from_millis(5);
+        if wait > Duration::from_secs(MAX_RETRY_AFTER) {
+            return Ok(Outcome::pass(format!("{counted}; no Retry-After sent, one token interval not waited")));
+        }
+        ctx.progress.wait("refill: waiting one token interval", wait).await;
+        let again = ctx.hit(ScenarioName::Refill, n + 1, &user).await?;
+        if !again.allowed() {
+            return Ok(Outcome::fail(format!("{counted}, but still refused one token interval after the refusal")));
+        }
+        return Ok(Outcome::pass(format!("{counted}; no Retry-After sent, allowed again one token interval later")));
+    }
     let Some(retry_after) = refusal.retry_after.filter(|s| *s >= 1) else {
         return Ok(Outcome::fail(format!("{counted}, but the 429 had no Retry-After of at least 1s")));
     };

@@ -138,3 +138,24 @@ pub fn advertising(
         }));
     })
 }
+
+/// The real service on free ports with the memory store and `yaml` as its limits file (in `dir`), so its gRPC
+/// gateway front is on; `tweak` adjusts the configuration first.
+pub async fn start_gateway(
+    yaml: &str,
+    dir: &std::path::Path,
+    tweak: impl FnOnce(&mut bucket_api::Config),
+) -> bucket_api::Running {
+    let limits = dir.join("limits.yaml");
+    std::fs::write(&limits, yaml).expect("limits file written");
+    let mut config = bucket_api::Config { listen: "127.0.0.1:0".into(), workers: 2, ..bucket_api::Config::default() };
+    config.rls.limits = Some(limits);
+    config.rls.grpc_listen = "127.0.0.1:0".into();
+    tweak(&mut config);
+    bucket_api::start(config, slog::Logger::root(slog::Discard, slog::o!())).await.expect("bucket-api starts")
+}
+
+/// The gRPC URL of a started service with a limits file.
+pub fn grpc_url_of(api: &bucket_api::Running) -> String {
+    format!("http://{}", api.grpc_addr().expect("the gRPC front is on with a limits file"))
+}
