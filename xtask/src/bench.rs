@@ -24,6 +24,7 @@ mod docs;
 mod grpc;
 mod http;
 mod pg_ceiling;
+mod redis_ceiling;
 
 use docs::{draw_chart, write_docs};
 use grpc::{build_load_generator, run_grpc};
@@ -101,6 +102,7 @@ pub fn run(options: &Args) -> Result<()> {
     let mut pg_ceiling = None;
     let mut memory = None;
     let mut grpc = None;
+    let mut redis_ceiling = None;
     if options.runs(Part::Http) || options.runs(Part::Memory) || options.runs(Part::Grpc) {
         if which::which("wrk").is_err() {
             apt::install("wrk", &["wrk"])?;
@@ -114,6 +116,7 @@ pub fn run(options: &Args) -> Result<()> {
         let services = services::ensure()?;
         let measured = run_http(options, &services.database_url, &services.redis_url)?;
         pg_ceiling = Some(pg_ceiling::run(options, &services.database_url, &measured)?);
+        redis_ceiling = Some(redis_ceiling::run(&services.redis_url, options.connections, Some(&measured))?);
         http = Some(measured);
     }
     if options.runs(Part::Memory) {
@@ -125,7 +128,8 @@ pub fn run(options: &Args) -> Result<()> {
     env_lines.push(format!("finished with load average {}", load_average()));
 
     let results = json!({
-        "env": env_lines, "micro": micro, "http": http, "pg_ceiling": pg_ceiling, "memory": memory, "grpc": grpc
+        "env": env_lines, "micro": micro, "http": http, "pg_ceiling": pg_ceiling, "redis_ceiling": redis_ceiling,
+        "memory": memory, "grpc": grpc
     });
     std::fs::create_dir_all(target_dir().join("bench"))?;
     std::fs::write(&results_path, serde_json::to_string_pretty(&results)?)?;

@@ -16,12 +16,16 @@
 //! decided against; the [`Decision`](bucket_core::Decision) is then built here by bucket-core from that state, and
 //! the script's own result is checked against bucket-core's, so there is one description of the answer.
 //!
-//! Failure behaviour: every call, waiting for and creating a pooled connection included, is bounded by
-//! `command_timeout` and fails with a transient [`StoreError`] (`Timeout`, or `Unavailable` for refused/reset
-//! connections) instead of hanging, so the tiered store can fall back to PostgreSQL. A connection that timed out or
-//! broke is removed from the pool rather than handed to the next caller with a reply still in flight.
+//! Connections (`redis/connections.rs`): at most `pool_size` multiplexed connections shared by every call, so
+//! concurrent checks are written to Redis together (auto-pipelining) instead of one round trip per connection.
+//!
+//! Failure behaviour: every call, waiting for and opening a connection included, is bounded by `command_timeout`
+//! and fails with a transient [`StoreError`] (`Timeout`, or `Unavailable` for refused/reset connections) instead of
+//! hanging, so the tiered store can fall back to PostgreSQL. A connection that timed out or broke is replaced; the
+//! calls still in flight on it end by their own deadlines.
 
 mod all;
+mod connections;
 mod policies;
 mod pool;
 mod pubsub;
@@ -34,17 +38,21 @@ use std::time::Duration;
 
 use bucket_core::Policy;
 use deadpool_redis::redis::{self, AsyncConnectionConfig, RedisError};
-use deadpool_redis::{Runtime, Status};
 use serde::Deserialize;
 
+pub use connections::PoolStatus;
 pub use script::OnMiss;
 
 pub(crate) use all::{Miss, Script};
 
 use crate::{DependencyHealth, Limit, Outcome, Outcomes, Source, Store, StoreError};
-use pool::{Manager, Op, Pool};
+use connections::Connections;
+use pool::Op;
 
 const BACKEND: &str = "redis";
+
+/// Shared connections by default: measured in docs/perf.md (`GET /` many users, 32 wrk connections, 2 cores).
+const DEFAULT_POOL_SIZE: usize = 2;
 
 /// Where Redis is and how long a request may wait for it; the `[redis]` section of the service's configuration
 /// (every field optional, unknown keys refused, timeouts in whole milliseconds).
@@ -56,14 +64,15 @@ pub struct RedisConfig {
     /// `[redis]` section: the service reads it from `redis_url` (`REDIS_URL`).
     #[serde(skip)]
     pub url: String,
-    /// Most connections held open at once; each carries one command at a time.
+    /// Most connections held open at once. Each is multiplexed: it carries every concurrent call given to it,
+    /// written together, so a few suffice; more spread the calls thinner and batch less (docs/perf.md).
     pub pool_size: usize,
-    /// Bound on every store call, including waiting for and creating a pooled connection: a hung Redis then costs
+    /// Bound on every store call, including waiting for a connection to open: a hung Redis then costs
     /// a request this long before the caller falls back.
     #[serde(rename = "command_timeout_ms", deserialize_with = "crate::millis::deserialize")]
     pub command_timeout: Duration,
-    /// Bound on establishing one connection (TCP, handshake); [`RedisStore::ping`] may take this long, so a slow
-    /// link can still get connections into the pool that requests, bounded by `command_timeout`, then reuse.
+    /// Bound on establishing one connection (TCP, handshake). An attempt outlives the call that started it, so a
+    /// slow link still gets a connection that later calls, bounded by `command_timeout`, then share.
     #[serde(rename = "connect_timeout_ms", deserialize_with = "crate::millis::deserialize")]
     pub connect_timeout: Duration,
     /// Prepended to every key so that several services or tenants can share one Redis; must not contain braces.
@@ -81,11 +90,11 @@ impl Default for RedisConfig {
 }
 
 impl RedisConfig {
-    /// The defaults (pool of 32, 100 ms per call, 1 s to connect, prefix `bucket:`) for a given URL.
+    /// The defaults (up to 2 shared connections, 100 ms per call, 1 s to connect, prefix `bucket:`) for a given URL.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
-            pool_size: 32,
+            pool_size: DEFAULT_POOL_SIZE,
             command_timeout: Duration::from_millis(100),
             connect_timeout: Duration::from_secs(1),
             key_prefix: "bucket:".to_owned(),
@@ -131,15 +140,15 @@ fn redact(url: &str) -> String {
     crate::redact::redact_url(url)
 }
 
-/// The Redis backend; cloning shares one connection pool.
+/// The Redis backend; cloning shares its connections.
 #[derive(Clone)]
 pub struct RedisStore {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    pool: Pool,
-    /// For the invalidation listener's own connection (subscribed connections cannot serve the pool).
+    connections: Arc<Connections>,
+    /// For the invalidation listener's own connection (a subscribed connection cannot carry commands).
     client: redis::Client,
     prefix: String,
     command_timeout: Duration,
@@ -152,12 +161,12 @@ struct Inner {
 }
 
 impl RedisStore {
-    /// Builds the pool without contacting Redis, so the service starts (degraded) while Redis is down; call
+    /// Sets up the connections without contacting Redis, so the service starts (degraded) while Redis is down; call
     /// [`RedisStore::ping`] to find out whether it is reachable. Fails only on an invalid configuration.
     pub fn connect(config: RedisConfig) -> Result<Self, StoreError> {
         let invalid = |detail: String| StoreError::Backend { backend: BACKEND, detail };
         config.validate().map_err(|e| invalid(format!("invalid configuration: {e}")))?;
-        // The driver's own limits back up the per-call deadline below; they also cover the pool's recycle PING.
+        // The driver's own limits back up the per-call deadline in `pool.rs`.
         let connection = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(config.connect_timeout))
             .set_response_timeout(Some(config.command_timeout));
@@ -177,20 +186,10 @@ impl RedisStore {
                 redis::Client::build_with_tls(config.url.as_str(), certificates).map_err(invalid_url)?
             }
         };
-        let manager = deadpool_redis::Manager::new_with_config(client.get_connection_info().clone(), connection)
-            .map_err(invalid_url)?;
-        let manager = Manager { inner: manager };
-        let pool = Pool::builder(manager)
-            .max_size(config.pool_size)
-            .wait_timeout(Some(config.command_timeout))
-            .create_timeout(Some(config.connect_timeout))
-            .recycle_timeout(Some(config.command_timeout))
-            .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(|e| invalid(format!("cannot build the connection pool: {e}")))?;
+        let connections = Connections::new(client.clone(), connection, config.pool_size, config.connect_timeout);
         Ok(Self {
             inner: Arc::new(Inner {
-                pool,
+                connections: Arc::new(connections),
                 client,
                 prefix: config.key_prefix,
                 command_timeout: config.command_timeout,
@@ -206,9 +205,9 @@ impl RedisStore {
         format!("{}{{{key}}}", self.inner.prefix)
     }
 
-    /// Open, idle and awaited connections, for metrics and `/readyz` detail.
-    pub fn pool_status(&self) -> Status {
-        self.inner.pool.status()
+    /// Open connections and calls in flight over them, for `/readyz` detail and tests.
+    pub fn pool_status(&self) -> PoolStatus {
+        self.inner.connections.status()
     }
 
     /// Whether Redis answers `PING`, within the longer of the command and connect timeouts.
@@ -269,7 +268,8 @@ impl Store for RedisStore {
 
     async fn health(&self) -> Vec<DependencyHealth> {
         let status = self.pool_status();
-        let pool = format!("pool {} open, {} idle, max {}", status.size, status.available, status.max_size);
+        let pool =
+            format!("{} connections open, {} calls in flight, max {}", status.size, status.in_flight, status.max_size);
         let (up, detail) = match self.ping().await {
             Ok(()) => (true, format!("PONG; {pool}")),
             Err(e) => (false, format!("{e}; {pool}")),
@@ -296,7 +296,7 @@ mod tests {
     fn a_section_reads_defaults_and_millisecond_timeouts() {
         let config: RedisConfig = serde_json::from_str("{}").unwrap();
         assert_eq!(config, RedisConfig::default());
-        assert_eq!(config.pool_size, 32);
+        assert_eq!(config.pool_size, DEFAULT_POOL_SIZE);
         assert_eq!(config.command_timeout, Duration::from_millis(100));
         assert_eq!(config.connect_timeout, Duration::from_secs(1));
         assert_eq!(config.key_prefix, "bucket:");

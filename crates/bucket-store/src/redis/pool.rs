@@ -1,50 +1,18 @@
-//! The connection pool and the one place a Redis call is made: checkout, deadline, discarding broken
+//! The one place a Redis call is made: leasing a shared connection, the per-call deadline, dropping broken
 //! connections, and sorting driver errors into transient and permanent.
 
 use std::time::Duration;
 
-use deadpool::managed::{self, Metrics, RecycleResult};
 use deadpool_redis::redis::aio::MultiplexedConnection;
 use deadpool_redis::redis::{self, ErrorKind, FromRedisValue, RedisError, ServerErrorKind};
 use tokio::time::{timeout_at, Instant};
 
+use super::connections::{ConnectFailure, Lease};
 use super::script::Lua;
 use super::{RedisStore, BACKEND};
 use crate::StoreError;
 
-/// A pooled connection that has been idle at least this long is probed (`PING`) before reuse: the server or a
-/// proxy may have closed it meanwhile.
-const IDLE_PROBE: Duration = Duration::from_secs(1);
-
-/// deadpool-redis's manager without its `UNWATCH`+`PING` round trip on every checkout, which doubled the round trips
-/// of every check (measured with `INFO commandstats` in `cargo xtask bench`). The probe is redundant on a busy
-/// pool: `exec` discards every connection that saw an I/O error or a timeout, so one that came back to the pool
-/// had just worked. Connections idle for [`IDLE_PROBE`] or longer are still probed.
-pub(super) struct Manager {
-    pub(super) inner: deadpool_redis::Manager,
-}
-
-impl managed::Manager for Manager {
-    type Type = MultiplexedConnection;
-    type Error = RedisError;
-
-    async fn create(&self) -> Result<MultiplexedConnection, RedisError> {
-        managed::Manager::create(&self.inner).await
-    }
-
-    async fn recycle(&self, conn: &mut MultiplexedConnection, metrics: &Metrics) -> RecycleResult<RedisError> {
-        if metrics.last_used() < IDLE_PROBE {
-            return Ok(());
-        }
-        managed::Manager::recycle(&self.inner, conn, metrics).await
-    }
-}
-
-pub(super) type Pool = managed::Pool<Manager>;
-pub(super) type PoolError = managed::PoolError<RedisError>;
-pub(super) type Connection = managed::Object<Manager>;
-
-/// One unit of work on a pooled connection, so that checkout, deadline and error handling live in one place.
+/// One unit of work on a shared connection, so that leasing, deadline and error handling live in one place.
 pub(super) enum Op<'a> {
     Cmd(&'a redis::Cmd),
     Pipe(&'a redis::Pipeline),
@@ -52,43 +20,57 @@ pub(super) enum Op<'a> {
 }
 
 impl RedisStore {
-    /// Checks out a connection and runs `op`, all before `budget` runs out.
+    /// Leases a connection and runs `op` on it, all before `budget` runs out. Other calls share the connection
+    /// meanwhile; this call's deadline is its own.
     pub(super) async fn exec<T: FromRedisValue>(&self, op: Op<'_>, budget: Duration) -> Result<T, StoreError> {
         let deadline = Instant::now() + budget;
-        let timeout = StoreError::Timeout { backend: BACKEND, after: budget };
-        let mut conn = match timeout_at(deadline, self.inner.pool.get()).await {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(PoolError::Timeout(_))) | Err(_) => return Err(timeout),
-            Ok(Err(PoolError::Backend(e))) => return Err(classify(&e, budget)),
-            Ok(Err(PoolError::Closed)) => {
-                return Err(StoreError::Unavailable { backend: BACKEND, detail: "connection pool closed".into() })
-            }
-            Ok(Err(e)) => return Err(StoreError::Backend { backend: BACKEND, detail: e.to_string() }),
-        };
+        let mut lease = self.lease(deadline, budget).await?;
         let result = timeout_at(deadline, async {
             match op {
-                Op::Cmd(cmd) => cmd.query_async(&mut *conn).await,
-                Op::Pipe(pipe) => pipe.query_async(&mut *conn).await,
-                Op::Script { lua, keys, args } => self.eval(&mut conn, lua, keys, args).await,
+                Op::Cmd(cmd) => cmd.query_async(&mut lease.conn).await,
+                Op::Pipe(pipe) => pipe.query_async(&mut lease.conn).await,
+                Op::Script { lua, keys, args } => self.eval(&mut lease.conn, lua, keys, args).await,
             }
         })
         .await;
         match result {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => {
-                // A broken or timed-out connection is replaced; one that carried a server error reply (BUSY,
-                // LOADING, a script error) is in sync and goes back to the pool.
+                // A broken or stalled connection is replaced; one that carried a server error reply (BUSY,
+                // LOADING, a script error) is in sync and keeps serving.
                 if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
-                    discard(conn);
+                    self.inner.connections.discard(&lease);
                 }
                 Err(classify(&e, budget))
             }
             Err(_) => {
-                // A reply may still be on its way: this connection must not serve another caller.
-                discard(conn);
-                Err(timeout)
+                // No reply within the deadline: the connection may be stalled, so later calls get a new one. The
+                // late reply, if any, is matched to this abandoned request by redis-rs and dropped.
+                self.inner.connections.discard(&lease);
+                Err(StoreError::Timeout { backend: BACKEND, after: budget })
             }
         }
+    }
+
+    /// A lease on a shared connection before `deadline`. One that sat idle is probed first and, if the probe
+    /// fails, replaced once: a server or proxy may close idle connections, and a check should not find out.
+    async fn lease(&self, deadline: Instant, budget: Duration) -> Result<Lease<'_>, StoreError> {
+        let timeout = || StoreError::Timeout { backend: BACKEND, after: budget };
+        for first in [true, false] {
+            let mut lease = match timeout_at(deadline, self.inner.connections.acquire()).await {
+                Ok(Ok(lease)) => lease,
+                Ok(Err(ConnectFailure::TimedOut)) | Err(_) => return Err(timeout()),
+                Ok(Err(ConnectFailure::Failed(e))) => return Err(classify(&e, budget)),
+            };
+            if !(first && lease.idle) {
+                return Ok(lease);
+            }
+            match timeout_at(deadline, redis::cmd("PING").query_async::<()>(&mut lease.conn)).await {
+                Ok(Ok(())) => return Ok(lease),
+                _ => self.inner.connections.discard(&lease),
+            }
+        }
+        Err(timeout())
     }
 
     /// `EVALSHA`, loading the script first if this process has not yet, and again if Redis lost it (`NOSCRIPT`).
@@ -131,11 +113,6 @@ fn evalsha(sha: &str, keys: &[String], args: &[String]) -> redis::Cmd {
     let mut cmd = redis::cmd("EVALSHA");
     cmd.arg(sha).arg(keys.len()).arg(keys).arg(args);
     cmd
-}
-
-/// Takes the connection out of the pool for good (dropping it closes the socket).
-fn discard(conn: Connection) {
-    drop(Connection::take(conn));
 }
 
 /// Splits driver errors into "Redis is away, fall back" and "Redis answered something wrong".
