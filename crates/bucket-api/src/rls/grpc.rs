@@ -179,7 +179,8 @@ impl GrpcServer {
             .add_service(health_service)
             .add_service(reflection)
             .add_service(service)
-            .serve_with_incoming_shutdown(TcpIncoming::from(listener), async {
+            // Without TCP_NODELAY, small HTTP/2 frames wait for the peer's delayed ACK: the bench's p99 was 42 ms.
+            .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), async {
                 let _ = stopped.await;
             });
         let task = runtime.spawn(server);
