@@ -4,7 +4,6 @@
 //! Every header is parsed into an `Option`: missing and malformed look the same to the scenarios, which report
 //! them instead of failing to parse. Nothing here panics on what a server sends.
 
-use std::error::Error as _;
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderName};
@@ -152,16 +151,21 @@ impl std::fmt::Display for RequestError {
     }
 }
 
+/// An error with its causes spelled out (reqwest's and tonic's top-level messages hide the reason).
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        message.push_str(": ");
+        message.push_str(&c.to_string());
+        cause = c.source();
+    }
+    message
+}
+
 impl From<reqwest::Error> for RequestError {
     fn from(e: reqwest::Error) -> Self {
-        let mut message = e.to_string();
-        let mut cause = e.source();
-        while let Some(c) = cause {
-            message.push_str(": ");
-            message.push_str(&c.to_string());
-            cause = c.source();
-        }
-        RequestError { unreachable: e.is_connect() || e.is_timeout(), message }
+        RequestError { unreachable: e.is_connect() || e.is_timeout(), message: error_chain(&e) }
     }
 }
 

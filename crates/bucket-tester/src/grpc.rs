@@ -13,7 +13,7 @@ use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimit
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use tonic::transport::{Channel, Endpoint};
 
-use crate::client::{parse_reply, Reply, RequestError};
+use crate::client::{error_chain, parse_reply, Reply, RequestError};
 use crate::descriptors::Descriptors;
 
 /// `OVER_LIMIT` as the protobuf carries it.
@@ -127,30 +127,10 @@ impl GrpcClient {
     }
 }
 
-/// A connection error with its causes spelled out (tonic's top-level message is just "transport error").
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut message = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        message.push_str(": ");
-        message.push_str(&c.to_string());
-        cause = c.source();
-    }
-    message
-}
-
-/// Unit lengths as envoyproxy/ratelimit gives them (a month is 30 days, a year 365).
+/// Unit lengths as envoyproxy/ratelimit gives them (a month is 30 days, a year 365): bucket-limits' table, looked up
+/// by the protobuf name both use.
 fn unit_secs(unit: i32) -> Option<u64> {
-    Some(match Unit::try_from(unit).ok()? {
-        Unit::Unknown => return None,
-        Unit::Second => 1,
-        Unit::Minute => 60,
-        Unit::Hour => 3_600,
-        Unit::Day => 86_400,
-        Unit::Week => 7 * 86_400,
-        Unit::Month => 30 * 86_400,
-        Unit::Year => 365 * 86_400,
-    })
+    bucket_limits::Unit::parse(Unit::try_from(unit).ok()?.as_str_name()).map(bucket_limits::Unit::as_secs)
 }
 
 /// The reply an answer to `sent` descriptors amounts to, judged on descriptor `judged`.

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use bucket_core::{Decision, Wait};
-use bucket_limits::{Action, Descriptor, Limits, Matched, Rule, Unit};
+use bucket_limits::{Action, Limits, Matched, Rule, Unit};
 use bucket_store::{Limit, Outcomes, Source, Store, StoreError};
 use slog::{debug, info, warn};
 
@@ -81,9 +81,7 @@ mod outcome {
 /// Decides `request` against `limits` (see the module comment).
 pub async fn should_rate_limit(state: &AppState, limits: &Limits, request: &RlsRequest) -> Result<RlsAnswer, RlsError> {
     request.validate().map_err(RlsError::Invalid)?;
-    let descriptors: Vec<Descriptor> =
-        request.descriptors.iter().map(|d| Descriptor { entries: d.entries.clone() }).collect();
-    let matches = limits.resolve(&request.domain, &descriptors);
+    let matches = limits.resolve(&request.domain, &request.descriptors);
     let domain = &request.domain;
     let count = |rule: &str, outcome: &str| {
         state.metrics.limit_decisions.with_label_values(&[domain.as_str(), rule, outcome]).inc();
@@ -115,7 +113,7 @@ pub async fn should_rate_limit(state: &AppState, limits: &Limits, request: &RlsR
                 continue;
             }
         };
-        let cost = request.descriptors[index].cost(request.hits_addend);
+        let cost = request.cost(index);
         let pending = Pending { index, matched, limit: Limit { key: &matched.key, policy, cost } };
         if shadow_everything || matched.rule.shadow_mode {
             shadow.push(pending);

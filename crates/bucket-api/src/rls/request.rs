@@ -1,41 +1,35 @@
 //! One rate-limit request as both fronts (gRPC `ShouldRateLimit` and `POST /v1/ratelimit`) hand it over, and the
 //! checks that make a malformed one an `INVALID_ARGUMENT` (HTTP 400) naming the field instead of a guess.
 
+use bucket_limits::Descriptor;
+
 /// Longest descriptor key or value, and longest domain: the bucket key derived from them stays bounded.
 pub const MAX_FIELD_BYTES: usize = 255;
 
-/// One descriptor: ordered key/value entries, and optionally its own cost. (Envoy's per-descriptor `limit`
-/// override is not taken: the configured rules decide, so a gateway cannot raise its own limit.)
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct RlsDescriptor {
-    /// `(key, value)` pairs, outermost first, as Envoy's actions produced them.
-    pub entries: Vec<(String, String)>,
-    /// This descriptor's cost, overriding the request's (`hits_addend` on the descriptor); 0 means unset.
-    pub hits_addend: Option<u64>,
-}
-
-/// A whole request: the domain, every descriptor, and the request-level cost.
+/// A whole request: the domain, every descriptor, and the costs. The descriptors are kept in the form the limits
+/// are matched against, so deciding never copies them.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RlsRequest {
     /// The limits' namespace (`domain:` of the configuration).
     pub domain: String,
-    /// The descriptors, decided together.
-    pub descriptors: Vec<RlsDescriptor>,
+    /// The descriptors, decided together: `(key, value)` entries, outermost first. (Envoy's per-descriptor `limit`
+    /// override is not taken: the configured rules decide, so a gateway cannot raise its own limit.)
+    pub descriptors: Vec<Descriptor>,
+    /// Each descriptor's own cost (`hits_addend` on the descriptor), by index; absent or 0 means the request's.
+    pub descriptor_hits: Vec<Option<u64>>,
     /// Tokens each descriptor takes unless it says otherwise; 0 (unset in protobuf) means 1, as Envoy means it.
     pub hits_addend: u64,
 }
 
-impl RlsDescriptor {
-    /// The tokens this descriptor takes: its own non-zero `hits_addend`, else the request's, else 1.
-    pub fn cost(&self, request_hits: u64) -> u64 {
-        match self.hits_addend {
+impl RlsRequest {
+    /// The tokens descriptor `index` takes: its own non-zero `hits_addend`, else the request's, else 1.
+    pub fn cost(&self, index: usize) -> u64 {
+        match self.descriptor_hits.get(index).copied().flatten() {
             Some(hits) if hits > 0 => hits,
-            _ => request_hits.max(1),
+            _ => self.hits_addend.max(1),
         }
     }
-}
 
-impl RlsRequest {
     /// Refuses what cannot be a request, naming the field: an empty domain, no descriptors, a descriptor without
     /// entries, an empty key, a key, value or domain over 255 bytes.
     pub fn validate(&self) -> Result<(), String> {
@@ -81,23 +75,23 @@ mod tests {
     fn request(domain: &str, entries: &[(&str, &str)]) -> RlsRequest {
         RlsRequest {
             domain: domain.into(),
-            descriptors: vec![RlsDescriptor {
-                entries: entries.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-                ..RlsDescriptor::default()
-            }],
+            descriptors: vec![Descriptor::new(entries.iter().copied())],
+            descriptor_hits: vec![None],
             hits_addend: 0,
         }
     }
 
     #[test]
     fn unset_or_zero_hits_mean_one_and_the_descriptor_overrides_the_request() {
-        let d = RlsDescriptor::default();
-        assert_eq!(d.cost(0), 1);
-        assert_eq!(d.cost(3), 3);
-        let own = RlsDescriptor { hits_addend: Some(5), ..RlsDescriptor::default() };
-        assert_eq!(own.cost(3), 5);
-        let zero = RlsDescriptor { hits_addend: Some(0), ..RlsDescriptor::default() };
-        assert_eq!(zero.cost(2), 2);
+        let mut r = request("d", &[("k", "v")]);
+        assert_eq!(r.cost(0), 1);
+        r.hits_addend = 3;
+        assert_eq!(r.cost(0), 3);
+        r.descriptor_hits = vec![Some(5)];
+        assert_eq!(r.cost(0), 5);
+        r.descriptor_hits = vec![Some(0)];
+        r.hits_addend = 2;
+        assert_eq!(r.cost(0), 2);
     }
 
     #[test]
@@ -117,7 +111,7 @@ mod tests {
             .starts_with("descriptors[0].entries[0].value is 256"));
         assert!(request("d", &[(&long, "v")]).validate().unwrap_err().contains("key is 256 bytes"));
         assert!(request(&long, &[("k", "v")]).validate().unwrap_err().starts_with("domain is 256 bytes"));
-        let none = RlsRequest { domain: "d".into(), descriptors: vec![], hits_addend: 0 };
+        let none = RlsRequest { domain: "d".into(), ..RlsRequest::default() };
         assert_eq!(none.validate().unwrap_err(), "descriptors must not be empty");
     }
 }

@@ -3,12 +3,13 @@
 //! limit allows, 429 when one refuses (nothing is taken then), 400 for a malformed request.
 
 use actix_web::{web, HttpResponse};
+use bucket_limits::Descriptor;
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
 use crate::error::ApiError;
 use crate::rls::decide::{should_rate_limit, RlsAnswer, RlsError};
-use crate::rls::request::{RlsDescriptor, RlsRequest};
+use crate::rls::request::RlsRequest;
 use crate::state::AppState;
 
 /// One descriptor entry.
@@ -159,16 +160,15 @@ pub async fn ratelimit(
 }
 
 fn from_json(request: RateLimitRequestJson) -> RlsRequest {
+    let descriptor_hits = request.descriptors.iter().map(|d| d.hits_addend).collect();
     RlsRequest {
         domain: request.domain,
         descriptors: request
             .descriptors
             .into_iter()
-            .map(|d| RlsDescriptor {
-                entries: d.entries.into_iter().map(|e| (e.key, e.value)).collect(),
-                hits_addend: d.hits_addend,
-            })
+            .map(|d| Descriptor { entries: d.entries.into_iter().map(|e| (e.key, e.value)).collect() })
             .collect(),
+        descriptor_hits,
         hits_addend: u64::from(request.hits_addend),
     }
 }
