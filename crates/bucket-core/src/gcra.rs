@@ -8,6 +8,7 @@
 use crate::{BucketState, Policy};
 
 /// Encodes a state as the instant its bucket is full (equal to `last_refill_us` when already full).
+#[inline]
 pub fn full_at(policy: &Policy, state: BucketState) -> u64 {
     let missing = policy.capacity().saturating_sub(state.tokens);
     state.last_refill_us + missing * policy.interval_us()
@@ -19,6 +20,7 @@ pub fn full_at(policy: &Policy, state: BucketState) -> u64 {
 /// after this caller read its clock). The decoded state is then the same bucket as of an earlier instant, which
 /// holds no more tokens than the true one: a stale clock can delay a token, never mint one. Near the clock's zero
 /// that earlier instant could lie before zero; it saturates at zero, which only removes tokens.
+#[inline]
 pub fn from_full_at(policy: &Policy, full_at: u64, now_us: u64) -> BucketState {
     if full_at <= now_us {
         return BucketState::full(policy, now_us);

@@ -46,6 +46,7 @@ impl BucketState {
 }
 
 /// Brings a state up to `now_us`; a pure function of its inputs.
+#[inline]
 pub fn refill(policy: &Policy, state: BucketState, now_us: u64) -> BucketState {
     let capacity = policy.capacity();
     let interval = policy.interval_us();
@@ -53,7 +54,9 @@ pub fn refill(policy: &Policy, state: BucketState, now_us: u64) -> BucketState {
     if state.tokens >= capacity {
         return BucketState { tokens: capacity, last_refill_us: now };
     }
-    let added = (now - state.last_refill_us) / interval;
+    let elapsed = now - state.last_refill_us;
+    // A bucket touched again within one interval (every hot key) gains nothing: no division needed.
+    let added = if elapsed < interval { 0 } else { elapsed / interval };
     if added >= capacity - state.tokens {
         BucketState { tokens: capacity, last_refill_us: now }
     } else {
@@ -62,6 +65,7 @@ pub fn refill(policy: &Policy, state: BucketState, now_us: u64) -> BucketState {
 }
 
 /// Decides a request of `cost` tokens at `now_us`: the answer, and the state to store (unchanged when refused).
+#[inline]
 pub fn decide(policy: &Policy, state: BucketState, now_us: u64, cost: u64) -> (Decision, BucketState) {
     let now = now_us.max(state.last_refill_us);
     let current = refill(policy, state, now);
@@ -78,6 +82,7 @@ pub fn peek(policy: &Policy, state: BucketState, now_us: u64) -> Decision {
     decide(policy, state, now_us, 0).0
 }
 
+#[inline]
 fn describe(policy: &Policy, current: BucketState, now: u64, allowed: bool, cost: u64) -> Decision {
     let capacity = policy.capacity();
     let interval = policy.interval_us();

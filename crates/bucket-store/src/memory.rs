@@ -67,6 +67,7 @@ impl Default for TscClock {
 }
 
 impl Clock for TscClock {
+    #[inline]
     fn now_us(&self) -> u64 {
         // +1 keeps 0 free, as bucket-core's MonotonicClock does: every stored instant is then after the epoch.
         self.clock.delta_as_nanos(self.start, self.clock.raw()) / 1_000 + 1
