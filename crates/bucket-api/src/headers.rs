@@ -5,6 +5,7 @@
 //! up, so a client that waits exactly what it was told is then allowed; `Retry-After` is at least 1 (a 429 never
 //! says "retry now") and never earlier than the `t` of `RateLimit`.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use actix_web::http::{header, StatusCode};
@@ -32,18 +33,19 @@ pub const X_RATELIMIT_RESET: &str = "x-ratelimit-reset";
 /// A policy together with the name it is reported under: `default`, a configured name, or `user` for a per-key one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AppliedPolicy {
-    /// Name shown in `RateLimit-Policy`, `RateLimit` and the JSON body.
-    pub name: String,
+    /// Name shown in `RateLimit-Policy`, `RateLimit` and the JSON body; borrowed for `default` and `user`, so the
+    /// usual request copies no name.
+    pub name: Cow<'static, str>,
     /// The limits.
     pub policy: Policy,
 }
 
 /// The policy part of a decision body.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct PolicyBody {
+pub struct PolicyBody<'a> {
     /// `default`, the configured policy's name, or `user` for a per-key override.
     #[schema(example = "default")]
-    pub name: String,
+    pub name: Cow<'a, str>,
     /// Largest burst.
     #[schema(example = 10)]
     pub capacity: u64,
@@ -57,12 +59,12 @@ pub struct PolicyBody {
 
 /// The JSON body of every decision (200 and 429); field names are a contract with `bucket-tester`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct DecisionBody {
+pub struct DecisionBody<'a> {
     /// Whether the tokens were taken.
     pub allowed: bool,
     /// The bucket's key.
     #[schema(example = "alice")]
-    pub key: String,
+    pub key: Cow<'a, str>,
     /// Tokens asked for (0 for a peek).
     #[schema(example = 1)]
     pub cost: u64,
@@ -80,9 +82,9 @@ pub struct DecisionBody {
     pub retry_after_ms: Option<u64>,
     /// The backend that decided, as in `X-Data-Source`.
     #[schema(example = "memory")]
-    pub source: String,
+    pub source: Cow<'a, str>,
     /// The policy applied.
-    pub policy: PolicyBody,
+    pub policy: PolicyBody<'a>,
 }
 
 /// Whole seconds, rounded up: the unit of every rate-limit header.
@@ -139,12 +141,12 @@ impl RateLimitHeaders {
     }
 }
 
-/// The body for `outcome`, as sent.
-pub fn decision_body(outcome: &Outcome, key: &str, cost: u64, applied: &AppliedPolicy) -> DecisionBody {
+/// The body for `outcome`, as sent; it borrows its strings, so building it copies none.
+pub fn decision_body<'a>(outcome: &Outcome, key: &'a str, cost: u64, applied: &'a AppliedPolicy) -> DecisionBody<'a> {
     let d = &outcome.decision;
     DecisionBody {
         allowed: d.allowed,
-        key: key.to_string(),
+        key: Cow::Borrowed(key),
         cost,
         limit: d.limit,
         remaining: d.remaining,
@@ -153,9 +155,9 @@ pub fn decision_body(outcome: &Outcome, key: &str, cost: u64, applied: &AppliedP
             Some(Wait::After(wait)) => Some(ceil_millis(wait).max(1)),
             Some(Wait::Never) | None => None,
         },
-        source: outcome.source.as_str().to_string(),
+        source: Cow::Borrowed(outcome.source.as_str()),
         policy: PolicyBody {
-            name: applied.name.clone(),
+            name: Cow::Borrowed(&applied.name),
             capacity: applied.policy.capacity(),
             refill_per_sec: applied.policy.refill_per_sec(),
             interval_us: applied.policy.interval_us(),

@@ -1,10 +1,13 @@
 //! Prometheus metrics in a registry of the service's own, so embedding the library twice (tests) never collides.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use actix_web::http::StatusCode;
 
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
 /// Decision latencies span a memory lookup (µs) to a slow database round trip (up to the store timeouts).
@@ -13,6 +16,19 @@ const LATENCY_BUCKETS: [f64; 16] =
 
 /// Label for HTTP requests that matched no route, so scanners cannot blow up the label set with raw paths.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// The `source` labels a decision can carry (`bucket_store::Source::as_str`), in a fixed order for [`DecisionHandles`].
+const SOURCES: [&str; 6] = ["memory", "redis", "postgres", "new-user", "fail-open", "refusal-cache"];
+
+/// The series every decision touches, each looked up once: `with_label_values` hashes the labels and takes the
+/// family's lock on every call, which a per-request path should not pay. Series appear on first use, as before.
+#[derive(Default)]
+struct DecisionHandles {
+    /// `bucket_decisions_total` by (allowed, denied) × [`SOURCES`].
+    counted: [[OnceLock<IntCounter>; SOURCES.len()]; 2],
+    /// `bucket_decision_duration_seconds` of the one store a process decides with, and its label.
+    timed: OnceLock<(String, Histogram)>,
+}
 
 /// Every metric the service exports; cloning shares them.
 #[derive(Clone)]
@@ -44,6 +60,7 @@ pub struct Metrics {
     pub grpc_requests: IntCounterVec,
     /// gRPC latency by `method`.
     pub grpc_duration: HistogramVec,
+    handles: Arc<DecisionHandles>,
 }
 
 impl Metrics {
@@ -119,24 +136,36 @@ impl Metrics {
             limits_reloads,
             grpc_requests,
             grpc_duration,
+            handles: Arc::default(),
         })
     }
 
     /// Counts one decision: its outcome, source, the tokens it took and how long the store took.
     pub fn record_decision(&self, allowed: bool, source: &str, cost: u64, store: &str, elapsed: Duration) {
         let outcome = if allowed { "allowed" } else { "denied" };
-        self.decisions.with_label_values(&[outcome, source]).inc();
+        match SOURCES.iter().position(|s| *s == source) {
+            Some(i) => self.handles.counted[usize::from(!allowed)][i]
+                .get_or_init(|| self.decisions.with_label_values(&[outcome, source]))
+                .inc(),
+            None => self.decisions.with_label_values(&[outcome, source]).inc(),
+        }
         if allowed {
             self.tokens_consumed.inc_by(cost);
         } else {
             self.requests_denied.inc();
         }
-        self.decision_duration.with_label_values(&[store]).observe(elapsed.as_secs_f64());
+        let (label, timer) =
+            self.handles.timed.get_or_init(|| (store.to_string(), self.decision_duration.with_label_values(&[store])));
+        if label == store {
+            timer.observe(elapsed.as_secs_f64());
+        } else {
+            self.decision_duration.with_label_values(&[store]).observe(elapsed.as_secs_f64());
+        }
     }
 
     /// Counts one HTTP request under its route pattern (never the raw path).
-    pub fn record_http(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
-        self.http_requests.with_label_values(&[route, method, &status.to_string()]).inc();
+    pub fn record_http(&self, route: &str, method: &str, status: StatusCode, elapsed: Duration) {
+        self.http_requests.with_label_values(&[route, method, status.as_str()]).inc();
         self.http_duration.with_label_values(&[route]).observe(elapsed.as_secs_f64());
     }
 
@@ -156,5 +185,47 @@ impl Metrics {
         let mut out = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
         String::from_utf8(out).map_err(|e| prometheus::Error::Msg(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bucket_store::Source;
+
+    use super::*;
+
+    #[test]
+    fn every_source_has_a_cached_series() {
+        let all =
+            [Source::Memory, Source::Redis, Source::Postgres, Source::NewUser, Source::FailOpen, Source::RefusalCache];
+        for source in all {
+            // Exhaustive on purpose: a new source fails to compile here until it is listed above and in SOURCES.
+            match source {
+                Source::Memory
+                | Source::Redis
+                | Source::Postgres
+                | Source::NewUser
+                | Source::FailOpen
+                | Source::RefusalCache => {}
+            }
+            assert!(SOURCES.contains(&source.as_str()), "{source:?}");
+        }
+    }
+
+    #[test]
+    fn cached_handles_count_the_same_series_as_the_families() {
+        let metrics = Metrics::new().unwrap();
+        for _ in 0..3 {
+            metrics.record_decision(true, "memory", 2, "memory", Duration::from_micros(5));
+        }
+        metrics.record_decision(false, "refusal-cache", 1, "memory", Duration::from_micros(5));
+        metrics.record_decision(true, "somewhere-else", 1, "other", Duration::from_micros(5));
+        assert_eq!(metrics.decisions.with_label_values(&["allowed", "memory"]).get(), 3);
+        assert_eq!(metrics.decisions.with_label_values(&["denied", "refusal-cache"]).get(), 1);
+        assert_eq!(metrics.decisions.with_label_values(&["allowed", "somewhere-else"]).get(), 1);
+        assert_eq!(metrics.decision_duration.with_label_values(&["memory"]).get_sample_count(), 4);
+        assert_eq!(metrics.decision_duration.with_label_values(&["other"]).get_sample_count(), 1);
+        assert_eq!(metrics.tokens_consumed.get(), 7);
+        assert_eq!(metrics.requests_denied.get(), 1);
     }
 }

@@ -24,7 +24,7 @@ use crate::routes::{auth, buckets, check, health, metrics, policies, ratelimit};
         ("X-RateLimit-Reset" = u64, description = "Whole seconds until the bucket is full, rounded up"),
     )
 )]
-pub struct Allowed(pub DecisionBody);
+pub struct Allowed(pub DecisionBody<'static>);
 
 /// A refused decision: nothing was taken.
 #[derive(ToResponse)]
@@ -43,7 +43,7 @@ pub struct Allowed(pub DecisionBody);
         ("X-RateLimit-Reset" = u64, description = "Whole seconds until the bucket is full, rounded up"),
     )
 )]
-pub struct Denied(pub DecisionBody);
+pub struct Denied(pub DecisionBody<'static>);
 
 /// A forward-auth refusal (`/v1/auth`): the decision's headers for the proxy to hand on, and a short error body.
 #[derive(ToResponse)]

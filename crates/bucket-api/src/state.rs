@@ -1,5 +1,6 @@
 //! What every request shares, built once at start: configuration, resolved policies, the store, metrics, logger.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -78,11 +79,11 @@ impl AppState {
     /// policy of its own, so a typo never goes unnoticed.
     pub fn requested_policy(&self, name: Option<&str>) -> Result<AppliedPolicy, ApiError> {
         match name {
-            None | Some("default") => Ok(AppliedPolicy { name: "default".into(), policy: self.default_policy }),
+            None | Some("default") => Ok(AppliedPolicy { name: Cow::Borrowed("default"), policy: self.default_policy }),
             Some(name) => self
                 .named_policies
                 .get(name)
-                .map(|policy| AppliedPolicy { name: name.to_string(), policy: *policy })
+                .map(|policy| AppliedPolicy { name: Cow::Owned(name.to_string()), policy: *policy })
                 .ok_or_else(|| ApiError::UnknownPolicy(name.to_string())),
         }
     }
@@ -94,7 +95,7 @@ impl AppState {
         requested: AppliedPolicy,
     ) -> Result<AppliedPolicy, bucket_store::StoreError> {
         Ok(match self.store.policy(key).await? {
-            Some(policy) => AppliedPolicy { name: "user".into(), policy },
+            Some(policy) => AppliedPolicy { name: Cow::Borrowed("user"), policy },
             None => requested,
         })
     }

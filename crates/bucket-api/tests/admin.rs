@@ -107,7 +107,7 @@ async fn a_per_key_policy_applies_at_once_keeps_the_spent_tokens_and_beats_named
     let res = call_service(&app, check("alice").to_request()).await;
     assert_eq!(header(&res, "RateLimit-Policy"), "\"user\";q=100;w=100");
     let body: DecisionBody = read_body_json(res).await;
-    assert_eq!((body.policy.name.as_str(), body.limit, body.remaining), ("user", 100, 96));
+    assert_eq!((&*body.policy.name, body.limit, body.remaining), ("user", 100, 96));
 
     let named = TestRequest::post().uri("/v1/check").set_json(json!({"key": "alice", "policy": "premium"}));
     let body: DecisionBody = read_body_json(call_service(&app, named.to_request()).await).await;

@@ -282,7 +282,7 @@ fn response_headers(
         return Vec::new();
     }
     let applied = |pending: &Pending<'_>| AppliedPolicy {
-        name: structured_string(&current_limit(pending.matched.rule).name),
+        name: structured_string(&current_limit(pending.matched.rule).name).into(),
         policy: pending.limit.policy,
     };
     let chosen: Vec<&(&Pending<'_>, Decision)> = match mode {

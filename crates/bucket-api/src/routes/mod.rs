@@ -59,9 +59,18 @@ pub fn build_app(
             async move {
                 let response = response.await?;
                 // The matched pattern, never the raw path: keys in paths would give every caller its own series.
-                let route = response.request().match_pattern().map(|pattern| route_label(&pattern));
-                let route = route.as_deref().unwrap_or(UNMATCHED_ROUTE);
-                metrics.record_http(route, method.as_str(), response.status().as_u16(), started.elapsed());
+                // Every resource of ours is named by its label (no allocation per request); only services that
+                // are not (Swagger UI) derive it from the pattern.
+                let request = response.request();
+                let status = response.status();
+                match request.match_name() {
+                    Some(route) => metrics.record_http(route, method.as_str(), status, started.elapsed()),
+                    None => {
+                        let route = request.match_pattern().map(|pattern| route_label(&pattern));
+                        let route = route.as_deref().unwrap_or(UNMATCHED_ROUTE);
+                        metrics.record_http(route, method.as_str(), status, started.elapsed());
+                    }
+                }
                 Ok(response)
             }
         })
@@ -69,7 +78,7 @@ pub fn build_app(
         .service(resource("/v1/check", "POST").route(web::post().to(check::check)))
         .service(resource("/v1/ratelimit", "POST").route(web::post().to(ratelimit::ratelimit)))
         // Any method: nginx's auth_request keeps the client's method, Caddy and Traefik send GET.
-        .service(web::resource("/v1/auth").route(web::route().to(auth::forward_auth)))
+        .service(named("/v1/auth").route(web::route().to(auth::forward_auth)))
         .service(
             resource("/v1/buckets/{key:.+}", "GET, DELETE")
                 .route(web::get().to(buckets::peek))
@@ -111,9 +120,14 @@ fn route_label(pattern: &str) -> String {
     label
 }
 
+/// A resource named by its metric label, which the metrics middleware reads without building it per request.
+fn named(path: &str) -> Resource {
+    web::resource(path).name(&route_label(path))
+}
+
 /// A resource whose wrong-method answer is a JSON 405 naming the `allowed` methods, like every other error.
 fn resource(path: &str, allowed: &'static str) -> Resource {
-    web::resource(path).default_service(web::to(move |req: HttpRequest| async move {
+    named(path).default_service(web::to(move |req: HttpRequest| async move {
         Err::<HttpResponse, _>(ApiError::MethodNotAllowed { method: req.method().to_string(), allowed })
     }))
 }
