@@ -4,11 +4,11 @@ use std::any::Any;
 use std::time::Duration;
 
 use bucket_store::postgres::PostgresStore;
-use bucket_store::redis::RedisStore;
+use bucket_store::redis::{RedisConfig, RedisMode, RedisStore};
 use bucket_store::tiered::{no_events, TieredConfig, TieredStore, WriteMode};
 use bucket_store::{AnyStore, CacheSettings, MemoryStore};
-use bucket_testkit::redis_server::shared_url;
-use bucket_testkit::{RedisPrefix, TestSchema};
+use bucket_testkit::redis_server::{self, shared_url};
+use bucket_testkit::{RedisCluster, RedisPrefix, RedisSentinelGroup, TestSchema};
 
 /// PostgreSQL text cannot hold NUL. The API refuses control characters before any store sees them
 /// (`bucket_store::Key`), so only what a store does when handed one anyway differs.
@@ -51,6 +51,40 @@ pub async fn redis() -> Subject<RedisStore> {
     let connect = || RedisStore::connect(keys.config(&shared_url())).expect("valid configuration");
     let (a, b) = (connect(), connect());
     Subject { name: "redis", a, b, nul_keys: NulKeys::Held, _guards: vec![Box::new(keys)] }
+}
+
+/// A configuration for the cluster this test binary shares (started on first use), under a fresh prefix. The
+/// cluster dies with the process, so its keys need no cleanup.
+fn cluster_config() -> RedisConfig {
+    let mut config = redis_server::config(&RedisCluster::shared().url());
+    config.mode = RedisMode::Cluster;
+    config
+}
+
+pub async fn redis_cluster() -> Subject<RedisStore> {
+    let config = cluster_config();
+    let connect = || RedisStore::connect(config.clone()).expect("valid configuration");
+    let (a, b) = (connect(), connect());
+    Subject { name: "redis cluster", a, b, nul_keys: NulKeys::Held, _guards: Vec::new() }
+}
+
+pub async fn redis_sentinel() -> Subject<RedisStore> {
+    let mut config = redis_server::config(&RedisSentinelGroup::shared().url());
+    config.mode = RedisMode::Sentinel;
+    config.sentinel_master = Some(bucket_testkit::redis_sentinel::MASTER_NAME.to_owned());
+    let connect = || RedisStore::connect(config.clone()).expect("valid configuration");
+    let (a, b) = (connect(), connect());
+    Subject { name: "redis sentinel", a, b, nul_keys: NulKeys::Held, _guards: Vec::new() }
+}
+
+pub async fn tiered_cluster() -> Subject<TieredStore> {
+    let (schema, config) = (TestSchema::new(), cluster_config());
+    let instance = || async {
+        let redis = RedisStore::connect(config.clone()).expect("valid configuration");
+        TieredStore::new(redis, schema.store().await, TieredConfig::default(), no_events()).await
+    };
+    let (a, b) = (instance().await, instance().await);
+    Subject { name: "tiered cluster", a, b, nul_keys: NulKeys::Unspecified, _guards: vec![Box::new(schema)] }
 }
 
 async fn tiered(name: &'static str, config: TieredConfig) -> Subject<TieredStore> {
