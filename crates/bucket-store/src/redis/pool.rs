@@ -244,6 +244,8 @@ fn classify(e: &RedisError, budget: Duration) -> StoreError {
         || e.is_connection_dropped()
         || e.is_connection_refusal()
         || e.kind() == ErrorKind::ClusterConnectionNotFound
+        // The sentinels name no reachable master: a failover in progress (or a wrong name, which /readyz shows).
+        || e.kind() == ErrorKind::MasterNameNotFoundBySentinel
         || transient_server
         || transient_code
     {

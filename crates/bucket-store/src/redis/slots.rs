@@ -9,9 +9,13 @@
 //! the tokens taken, capped at capacity, before the answer is given. A request is therefore allowed only if every
 //! one of its buckets was debited atomically, so no bucket ever grants more than a standalone Redis would.
 //!
-//! The price is transient **under**-admission: between a group's debit and its refund (one round trip), a concurrent
-//! request may find those tokens gone and be refused, although the first request ends up refunded. It can only be
-//! refused, never over-admitted. Taking the groups in one fixed order keeps two requests on the same keys from
+//! All buckets are peeked first (one round trip, every node at once): when one already lacks its cost, the request
+//! is refused without debiting anything, exactly as one script would refuse it. So a caller over one of its limits
+//! does not keep taking and giving back the tokens of the others (a limit shared by every caller, say).
+//!
+//! The price is transient **under**-admission when requests race: between a group's debit and its refund (one round
+//! trip), a concurrent request may find those tokens gone and be refused, although the first request ends up
+//! refunded. It can only be refused, never over-admitted. Taking the groups in one fixed order keeps two requests on the same keys from
 //! refusing each other in a cycle. A refund that fails (the node is unreachable) leaves the tokens taken: an
 //! under-admission until they refill, never an over-admission. Buckets of the groups after the refusing one are not
 //! debited at all; the decisions reported for them are peeks.
@@ -44,6 +48,12 @@ impl RedisStore {
         };
         if groups.len() == 1 {
             return self.decide_group(buckets, misses, now_us).await;
+        }
+        // A bucket that already lacks its cost refuses the request before anything is debited: a caller over one
+        // limit must not keep draining (however briefly) the other buckets it names, such as a shared one.
+        let peeked = try_join_all(buckets.iter().map(|b| self.peek_for(b, now_us))).await?;
+        if peeked.iter().any(|d| !d.decision.allowed) {
+            return Ok(Script::Decided { allowed: false, buckets: peeked });
         }
         let mut decided: Vec<Option<Decided>> = vec![None; buckets.len()];
         let mut debited: Vec<&[usize]> = Vec::new();
