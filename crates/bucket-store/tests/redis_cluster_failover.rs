@@ -84,9 +84,10 @@ async fn kill_a_master_under_load(wait_replicas: u32) -> Run {
     let index = cluster.kill_master_of(&store.bucket_key(&keys[0]));
     let killed = Instant::now();
     *killed_at.lock().unwrap() = Some(killed);
-    // The replica takes over after the node timeout; the old master comes back as its replica.
-    let c = Arc::clone(&cluster);
-    tokio::task::spawn_blocking(move || c.wait_until_ok(Duration::from_secs(30))).await.unwrap();
+    // The replica takes over after the node timeout; only then does the old master come back (empty: no
+    // persistence), as the new master's replica. Restarted earlier, it would still own its slots, empty.
+    let (c, key) = (Arc::clone(&cluster), store.bucket_key(&keys[0]));
+    tokio::task::spawn_blocking(move || c.wait_for_failover(&key, victim, Duration::from_secs(30))).await.unwrap();
     let c = Arc::clone(&cluster);
     tokio::task::spawn_blocking(move || c.node(index).restart()).await.unwrap();
     // Until every bucket is empty (a promoted replica that lost grants has more left), or 20 s.

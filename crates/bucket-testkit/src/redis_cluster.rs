@@ -43,7 +43,17 @@ impl RedisCluster {
                 let options = RedisOptions {
                     port: free_cluster_port(),
                     tied_to_process,
-                    args: ["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"].map(String::from).to_vec(),
+                    // No delay before a replica's first sync: a replica that never synced cannot be promoted.
+                    args: [
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-node-timeout",
+                        "2000",
+                        "--repl-diskless-sync-delay",
+                        "0",
+                    ]
+                    .map(String::from)
+                    .to_vec(),
                     ..RedisOptions::default()
                 };
                 PrivateRedis::launch(options).unwrap_or_else(|e| panic!("cluster node: {e}"))
@@ -55,7 +65,26 @@ impl RedisCluster {
         process::run(&mut create).unwrap_or_else(|e| panic!("redis-cli --cluster create: {e}"));
         let cluster = Self { nodes: nodes.into_iter().map(Mutex::new).collect() };
         cluster.wait_until_ok(FORM_TIMEOUT);
+        cluster.wait_until_replicated(FORM_TIMEOUT);
         cluster
+    }
+
+    /// Waits until every replica has completed its sync with its master (`master_link_status:up`), so that any
+    /// master can be failed over.
+    pub fn wait_until_replicated(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let ports: Vec<u16> = (0..self.nodes.len()).map(|i| self.node(i).port()).collect();
+            let synced = ports.iter().all(|&port| {
+                let info: String = self.query(port, redis::cmd("INFO").arg("replication")).unwrap_or_default();
+                info.contains("role:master") || info.contains("master_link_status:up")
+            });
+            if synced {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the replicas did not sync in {timeout:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Seed URLs of every node, comma-separated: what `REDIS_URL` holds in cluster mode.
@@ -156,11 +185,49 @@ impl RedisCluster {
         index
     }
 
-    /// The port of the master serving `key`'s slot now.
+    /// Waits until a node other than `old` serves `key`'s slot as master (the replica took over) and the cluster
+    /// is ok again; returns the new master's port.
+    pub fn wait_for_failover(&self, key: &str, old: u16, timeout: Duration) -> u16 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let port = self.master_port_of(key);
+            if port != old {
+                self.wait_until_ok(deadline.saturating_duration_since(Instant::now()));
+                return port;
+            }
+            if Instant::now() >= deadline {
+                let logs: Vec<String> = (0..self.nodes.len())
+                    .map(|i| {
+                        let node = self.node(i);
+                        process::log_tail(&node.dir().join(format!("redis-{}.log", node.port())), 8)
+                    })
+                    .collect();
+                panic!("no failover of {key}'s slot after {timeout:?}:\n{}\n{}", self.cluster_nodes(), logs.join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `command`'s answer from the first running node that gives one.
+    fn ask_any<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> T {
+        (0..self.nodes.len())
+            .find_map(|i| {
+                let port = {
+                    let mut node = self.node(i);
+                    if !node.is_running() {
+                        return None;
+                    }
+                    node.port()
+                };
+                self.query(port, command).ok()
+            })
+            .expect("a running node answers")
+    }
+
+    /// The port of the master serving `key`'s slot now, as the first running node sees it.
     pub fn master_port_of(&self, key: &str) -> u16 {
-        let port = self.master_ports()[0];
-        let slot: u16 = self.query(port, redis::cmd("CLUSTER").arg("KEYSLOT").arg(key)).expect("CLUSTER KEYSLOT");
-        let slots: Vec<redis::Value> = self.query(port, &redis::cmd("CLUSTER").arg("SLOTS").to_owned()).expect("SLOTS");
+        let slot: u16 = self.ask_any(redis::cmd("CLUSTER").arg("KEYSLOT").arg(key));
+        let slots: Vec<redis::Value> = self.ask_any(&redis::cmd("CLUSTER").arg("SLOTS").to_owned());
         for range in slots {
             let redis::Value::Array(fields) = range else { continue };
             let number = |v: &redis::Value| match v {

@@ -43,7 +43,11 @@ impl RedisSentinelGroup {
         let start = |options: RedisOptions| {
             PrivateRedis::launch(RedisOptions { tied_to_process, ..options }).unwrap_or_else(|e| panic!("{e}"))
         };
-        let master = start(RedisOptions::default());
+        // No delay before a replica's first sync: the group is formed once both replicas have synced.
+        let master = start(RedisOptions {
+            args: vec!["--repl-diskless-sync-delay".to_owned(), "0".to_owned()],
+            ..RedisOptions::default()
+        });
         let master_port = master.port();
         let replicaof = ["--replicaof".to_owned(), "127.0.0.1".to_owned(), master_port.to_string()];
         let replicas: Vec<PrivateRedis> =
