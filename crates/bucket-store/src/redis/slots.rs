@@ -59,7 +59,7 @@ impl RedisStore {
         let mut debited: Vec<&[usize]> = Vec::new();
         for (g, group) in groups.iter().enumerate() {
             let part: Vec<Bucket<'_>> = group.iter().map(|&i| buckets[i]).collect();
-            let part_misses: Vec<Miss> = group.iter().map(|&i| misses[i].clone()).collect();
+            let part_misses: Vec<Miss> = group.iter().map(|&i| misses[i]).collect();
             let outcome = match self.decide_group(&part, &part_misses, now_us).await {
                 Ok(outcome) => outcome,
                 Err(e) => {
