@@ -162,6 +162,7 @@ fn ensure_redis(url: &Url) -> Result<Option<PrivateRedis>> {
         tls: None,
         // A terminal's Ctrl-C must reach only the xtask, which stops the server (or keeps it running) itself.
         own_process_group: true,
+        ..RedisOptions::default()
     };
     let server = PrivateRedis::launch(options)?;
     if !process::wait_until(Duration::from_secs(20), || answers_ping(addr)) {

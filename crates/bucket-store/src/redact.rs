@@ -18,6 +18,10 @@ const HIDDEN: &str = "***";
 
 /// `url` with every password hidden and everything else an operator needs to see where it points kept.
 pub fn redact_url(url: &str) -> String {
+    // Several Redis URLs (cluster seeds, sentinels), comma-separated: each on its own.
+    if url.matches("://").count() > 1 && url.contains(',') {
+        return url.split(',').map(|one| redact_url(one.trim())).collect::<Vec<_>>().join(",");
+    }
     if url.contains("://") {
         redact_parsed_url(url)
     } else {
@@ -110,6 +114,7 @@ mod tests {
         assert_eq!(redact_url("postgres://bob:s3cr@t@db:5432/x"), "postgres://bob:***@db:5432/x");
         assert_eq!(redact_url("rediss://app:p@ss@host"), "rediss://app:***@host");
         assert_eq!(redact_url("redis://app:s3cret@host/1"), "redis://app:***@host/1");
+        assert_eq!(redact_url("redis://:pw@a:1, redis://:pw@b:2"), "redis://:***@a:1,redis://:***@b:2");
     }
 
     #[test]

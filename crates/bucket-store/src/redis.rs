@@ -8,7 +8,10 @@
 //! written before the set existed are added to it once (`SCAN`), on the first version read after an upgrade.
 //! The braces are a Redis Cluster hash tag: both keys of one user live in one slot, so the script never crosses
 //! slots. The multi-limit script (`redis/token_buckets.lua`, `redis/all.rs`) takes several users' keys at once:
-//! atomic on a standalone Redis; in Redis Cluster all the keys of one call would have to share a slot.
+//! atomic on one server; in Redis Cluster it runs once per slot group, with refunds (`redis/slots.rs`).
+//!
+//! Topology (`redis/topology.rs`, `[redis] mode`): one server, a Redis Cluster (redis-rs's cluster client, which
+//! follows MOVED/ASK and failovers) or the master named by sentinels (asked again for every new connection).
 //!
 //! `redis/token_bucket.lua` reads, refills, consumes, writes and sets the TTL in one step, on Redis's own clock
 //! (`TIME`), so instances with skewed clocks still agree. It is loaded once (`SCRIPT LOAD`), run by SHA
@@ -25,11 +28,14 @@
 //! calls still in flight on it end by their own deadlines.
 
 mod all;
+mod batch;
 mod connections;
 mod policies;
 mod pool;
 mod pubsub;
 mod script;
+mod slots;
+mod topology;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -42,12 +48,14 @@ use serde::Deserialize;
 
 pub use connections::PoolStatus;
 pub use script::OnMiss;
+pub use topology::RedisMode;
 
 pub(crate) use all::{Miss, Script};
 
 use crate::{DependencyHealth, Limit, Outcome, Outcomes, Source, Store, StoreError};
-use connections::Connections;
+use batch::Batch;
 use pool::Op;
+use topology::{Conns, Subscriber};
 
 const BACKEND: &str = "redis";
 
@@ -80,6 +88,17 @@ pub struct RedisConfig {
     /// PEM file of the CA(s) a `rediss://` server's certificate must chain to, instead of the system's roots;
     /// refused with a `redis://` URL, which would never use it.
     pub tls_ca_file: Option<PathBuf>,
+    /// One server, a Redis Cluster or a Sentinel-managed master (`BUCKET_REDIS_MODE`); in the last two, `url` may
+    /// list several comma-separated seed nodes or sentinels.
+    pub mode: RedisMode,
+    /// The master set the sentinels are asked for (`BUCKET_REDIS_SENTINEL_MASTER`): required in sentinel mode,
+    /// refused in the others.
+    pub sentinel_master: Option<String>,
+    /// Replicas that must acknowledge an allowed decision before it is answered (`BUCKET_REDIS_WAIT_REPLICAS`,
+    /// `WAIT n` right after the script, on the same connection to the same node). 0: Redis's asynchronous
+    /// replication, so a failover may lose the last grants and re-grant them. Fewer acknowledgements within the
+    /// command timeout make the call a store failure.
+    pub wait_replicas: u32,
 }
 
 /// The defaults with no URL yet: what a `[redis]` section leaves unset.
@@ -99,6 +118,9 @@ impl RedisConfig {
             connect_timeout: Duration::from_secs(1),
             key_prefix: "bucket:".to_owned(),
             tls_ca_file: None,
+            mode: RedisMode::Standalone,
+            sentinel_master: None,
+            wait_replicas: 0,
         }
     }
 
@@ -118,7 +140,30 @@ impl RedisConfig {
         if self.key_prefix.contains(['{', '}']) {
             return Err(format!("key_prefix {:?} must not contain '{{' or '}}'", self.key_prefix));
         }
-        Ok(())
+        let urls = topology::urls(&self.url);
+        if self.mode == RedisMode::Standalone && urls.len() > 1 {
+            return Err(format!(
+                "{} URLs given, but mode is standalone: set mode (BUCKET_REDIS_MODE) to cluster or sentinel",
+                urls.len()
+            ));
+        }
+        let tls = urls.iter().filter(|url| url.starts_with("rediss://")).count();
+        if tls != 0 && tls != urls.len() {
+            return Err("either every URL is rediss:// or none".into());
+        }
+        if self.tls_ca_file.is_some() && tls == 0 {
+            return Err("tls_ca_file is set, but the URL is not rediss://".into());
+        }
+        match (self.mode, &self.sentinel_master) {
+            (RedisMode::Sentinel, None) => {
+                Err("sentinel mode needs sentinel_master (BUCKET_REDIS_SENTINEL_MASTER), the master set name".into())
+            }
+            (RedisMode::Sentinel, Some(name)) if name.trim().is_empty() => Err("sentinel_master is empty".into()),
+            (RedisMode::Standalone | RedisMode::Cluster, Some(_)) => {
+                Err(format!("sentinel_master is set, but mode is {}: set mode to sentinel", self.mode.as_str()))
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -132,6 +177,9 @@ impl fmt::Debug for RedisConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("key_prefix", &self.key_prefix)
             .field("tls_ca_file", &self.tls_ca_file)
+            .field("mode", &self.mode)
+            .field("sentinel_master", &self.sentinel_master)
+            .field("wait_replicas", &self.wait_replicas)
             .finish()
     }
 }
@@ -147,9 +195,13 @@ pub struct RedisStore {
 }
 
 struct Inner {
-    connections: Arc<Connections>,
+    connections: Conns,
+    /// How Redis is deployed, for `/readyz` detail.
+    mode: RedisMode,
+    /// `[redis] wait_replicas`.
+    wait_replicas: u32,
     /// For the invalidation listener's own connection (a subscribed connection cannot carry commands).
-    client: redis::Client,
+    subscriber: Subscriber,
     prefix: String,
     command_timeout: Duration,
     /// `ping`'s bound: long enough to establish a connection as well as to get an answer.
@@ -158,6 +210,8 @@ struct Inner {
     sha: OnceLock<String>,
     /// The same for the multi-key script, `token_buckets.lua`.
     sha_all: OnceLock<String>,
+    /// The same for `refund.lua`.
+    sha_refund: OnceLock<String>,
 }
 
 impl RedisStore {
@@ -171,31 +225,31 @@ impl RedisStore {
             .set_connection_timeout(Some(config.connect_timeout))
             .set_response_timeout(Some(config.command_timeout));
         let invalid_url = |e: RedisError| invalid(format!("invalid url {}: {e}", config.redacted_url()));
-        if config.url.starts_with("rediss://") {
+        if config.url.contains("rediss://") {
             // The redis crate builds its rustls configuration from the process-wide provider; `ring` is the only
             // one this build compiles in. An `Err` means one is already installed, which is as good.
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
-        let client = match &config.tls_ca_file {
-            None => redis::Client::open(config.url.as_str()).map_err(invalid_url)?,
-            Some(path) => {
-                let pem = std::fs::read(path)
-                    .map_err(|e| invalid(format!("cannot read tls_ca_file {}: {e}", path.display())))?;
-                // Only these roots are trusted (not the system's); the crate refuses a non-`rediss://` URL here.
-                let certificates = redis::TlsCertificates { client_tls: None, root_cert: Some(pem) };
-                redis::Client::build_with_tls(config.url.as_str(), certificates).map_err(invalid_url)?
-            }
+        let roots = match &config.tls_ca_file {
+            None => None,
+            // Only these roots are trusted (not the system's); the crate refuses a non-`rediss://` URL with them.
+            Some(path) => Some(
+                std::fs::read(path).map_err(|e| invalid(format!("cannot read tls_ca_file {}: {e}", path.display())))?,
+            ),
         };
-        let connections = Connections::new(client.clone(), connection, config.pool_size, config.connect_timeout);
+        let (connections, subscriber) = topology::connect(&config, roots, connection).map_err(invalid_url)?;
         Ok(Self {
             inner: Arc::new(Inner {
-                connections: Arc::new(connections),
-                client,
+                connections,
+                mode: config.mode,
+                wait_replicas: config.wait_replicas,
+                subscriber,
                 prefix: config.key_prefix,
                 command_timeout: config.command_timeout,
                 probe_timeout: config.command_timeout.max(config.connect_timeout),
                 sha: OnceLock::new(),
                 sha_all: OnceLock::new(),
+                sha_refund: OnceLock::new(),
             }),
         })
     }
@@ -207,7 +261,10 @@ impl RedisStore {
 
     /// Open connections and calls in flight over them, for `/readyz` detail and tests.
     pub fn pool_status(&self) -> PoolStatus {
-        self.inner.connections.status()
+        match &self.inner.connections {
+            Conns::Single(connections) => connections.status(),
+            Conns::Cluster(connections) => connections.status(),
+        }
     }
 
     /// Whether Redis answers `PING`, within the longer of the command and connect timeouts.
@@ -226,11 +283,11 @@ impl RedisStore {
         if keys.is_empty() {
             return Ok(());
         }
-        let mut pipe = redis::pipe();
+        let mut batch = Batch::unordered();
         for key in keys {
-            pipe.del(self.bucket_key(key)).ignore();
+            batch.add_ignored(redis::cmd("DEL").arg(self.bucket_key(key)).to_owned());
         }
-        self.exec::<()>(Op::Pipe(&pipe), self.inner.command_timeout).await
+        self.exec::<()>(Op::Batch(&batch), self.inner.command_timeout).await
     }
 }
 
@@ -260,10 +317,10 @@ impl Store for RedisStore {
     }
 
     async fn reset(&self, key: &str) -> Result<(), StoreError> {
-        let mut pipe = redis::pipe();
-        pipe.cmd("DEL").arg(self.bucket_key(key)).ignore();
-        pipe.cmd("PUBLISH").arg(self.invalidation_channel()).arg(key).ignore();
-        self.exec::<()>(Op::Pipe(&pipe), self.inner.command_timeout).await
+        let mut batch = Batch::ordered();
+        batch.add_ignored(redis::cmd("DEL").arg(self.bucket_key(key)).to_owned());
+        batch.add_ignored(redis::cmd("PUBLISH").arg(self.invalidation_channel()).arg(key).to_owned());
+        self.exec::<()>(Op::Batch(&batch), self.inner.command_timeout).await
     }
 
     async fn health(&self) -> Vec<DependencyHealth> {
@@ -271,7 +328,8 @@ impl Store for RedisStore {
         let pool =
             format!("{} connections open, {} calls in flight, max {}", status.size, status.in_flight, status.max_size);
         let (up, detail) = match self.ping().await {
-            Ok(()) => (true, format!("PONG; {pool}")),
+            // In a cluster PING goes to every master, so PONG means all of them answered.
+            Ok(()) => (true, format!("PONG ({}); {pool}", self.inner.mode.as_str())),
             Err(e) => (false, format!("{e}; {pool}")),
         };
         vec![DependencyHealth { name: BACKEND, up, detail }]
@@ -318,6 +376,31 @@ mod tests {
         zero.command_timeout = Duration::ZERO;
         assert!(RedisStore::connect(zero).is_err());
         assert!(RedisStore::connect(RedisConfig::new("not a url")).is_err());
+    }
+
+    #[test]
+    fn modes_and_their_urls_are_checked_at_connect() {
+        let with = |url: &str, mode: RedisMode, master: Option<&str>| {
+            let mut config = RedisConfig::new(url);
+            config.mode = mode;
+            config.sentinel_master = master.map(str::to_owned);
+            RedisStore::connect(config)
+        };
+        let two = "redis://127.0.0.1:7000, redis://127.0.0.1:7001";
+        assert!(with(two, RedisMode::Standalone, None).is_err(), "several URLs need cluster or sentinel");
+        assert!(with(two, RedisMode::Cluster, None).is_ok());
+        assert!(with(two, RedisMode::Sentinel, Some("bucket")).is_ok());
+        assert!(with(two, RedisMode::Sentinel, None).is_err(), "sentinel needs the master set name");
+        assert!(with(two, RedisMode::Sentinel, Some(" ")).is_err());
+        assert!(with(two, RedisMode::Cluster, Some("bucket")).is_err(), "a master name outside sentinel mode");
+        assert!(with("redis://a,rediss://b", RedisMode::Cluster, None).is_err(), "TLS for some nodes only");
+        assert!(with("rediss://:pw@a:1,rediss://:pw@b:2", RedisMode::Cluster, None).is_ok());
+        let config: RedisConfig = serde_json::from_str(r#"{"mode": "sentinel", "sentinel_master": "bucket"}"#).unwrap();
+        assert_eq!((config.mode, config.sentinel_master.as_deref()), (RedisMode::Sentinel, Some("bucket")));
+        assert!(serde_json::from_str::<RedisConfig>(r#"{"mode": "clustered"}"#).is_err());
+        let mut plain_with_ca = RedisConfig::new("redis://127.0.0.1");
+        plain_with_ca.tls_ca_file = Some("/nonexistent.pem".into());
+        assert!(RedisStore::connect(plain_with_ca).is_err());
     }
 
     #[test]

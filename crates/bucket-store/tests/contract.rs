@@ -1,5 +1,6 @@
-//! The behaviour every store promises, written once and run against each: memory, PostgreSQL, Redis, tiered (sync
-//! and write-behind), and the wrapped stores the service actually runs ([`AnyStore`] with its refusal and policy
+//! The behaviour every store promises, written once and run against each: memory, PostgreSQL, Redis (one server,
+//! a 3-master Redis Cluster and a Sentinel-managed master, each started by the test kit), tiered (sync, write-behind
+//! and on the cluster), and the wrapped stores the service actually runs ([`AnyStore`] with its refusal and policy
 //! caches). Each subject is two instances on one backing store, as two API processes would be.
 //!
 //! What is specific to one store (rows, Redis keys and TTLs, fallbacks) stays in that store's own suite; the
@@ -246,4 +247,16 @@ macro_rules! contract {
     )*};
 }
 
-contract!(memory, postgres, redis, tiered_sync, tiered_write_behind, api_postgres, api_redis, api_tiered);
+contract!(
+    memory,
+    postgres,
+    redis,
+    tiered_sync,
+    tiered_write_behind,
+    api_postgres,
+    api_redis,
+    api_tiered,
+    redis_cluster,
+    redis_sentinel,
+    tiered_cluster,
+);

@@ -23,6 +23,10 @@ pub mod process;
 #[cfg(feature = "stores")]
 pub mod proxy_process;
 #[cfg(feature = "stores")]
+pub mod redis_cluster;
+#[cfg(feature = "stores")]
+pub mod redis_sentinel;
+#[cfg(feature = "stores")]
 pub mod redis_server;
 #[cfg(feature = "stores")]
 pub mod snippets;
@@ -39,10 +43,14 @@ pub use fault_proxy::{Fault, FaultProxy};
 pub use nginx::Nginx;
 #[cfg(feature = "stores")]
 pub use pg::{database_url, redirect, RawRow, TestSchema};
-pub use ports::free_port;
+pub use ports::{free_cluster_port, free_port};
 pub use private_postgres::{PostgresOptions, PrivatePostgres};
 pub use private_redis::{PrivateRedis, RedisOptions, RedisTls};
 pub use process::LaunchError;
+#[cfg(feature = "stores")]
+pub use redis_cluster::RedisCluster;
+#[cfg(feature = "stores")]
+pub use redis_sentinel::RedisSentinelGroup;
 #[cfg(feature = "stores")]
 pub use redis_server::{unique_prefix, RedisPrefix, Shared};
 #[cfg(feature = "stores")]

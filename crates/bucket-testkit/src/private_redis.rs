@@ -29,6 +29,13 @@ pub struct RedisOptions {
     /// Run in a process group of its own, so a terminal's Ctrl-C reaches only the caller, which stops it in order
     /// (or keeps it running).
     pub own_process_group: bool,
+    /// A configuration file, given before every other argument (a sentinel needs one it can rewrite).
+    pub config_file: Option<PathBuf>,
+    /// More arguments after the usual ones (`--cluster-enabled yes`, `--replicaof`, `--sentinel`).
+    pub args: Vec<String>,
+    /// Dies with this process even if never dropped (a server in a `static`, shared by a test binary's tests):
+    /// see [`process::spawn_tied_to_process`].
+    pub tied_to_process: bool,
 }
 
 /// The certificate files of a TLS-only server.
@@ -44,7 +51,16 @@ pub struct RedisTls {
 
 impl Default for RedisOptions {
     fn default() -> Self {
-        Self { bind: "127.0.0.1".into(), port: crate::free_port(), dir: None, tls: None, own_process_group: false }
+        Self {
+            bind: "127.0.0.1".into(),
+            port: crate::free_port(),
+            dir: None,
+            tls: None,
+            own_process_group: false,
+            config_file: None,
+            args: Vec::new(),
+            tied_to_process: false,
+        }
     }
 }
 
@@ -77,6 +93,9 @@ impl PrivateRedis {
                     .prefix("bucket-redis-")
                     .tempdir()
                     .map_err(|e| LaunchError(format!("cannot create a directory for redis-server: {e}")))?;
+                if options.tied_to_process {
+                    process::remove_at_exit(temp.path().to_path_buf());
+                }
                 (temp.path().to_path_buf(), Some(temp))
             }
         };
@@ -98,6 +117,9 @@ impl PrivateRedis {
         let log = std::fs::File::create(&self.log)
             .map_err(|e| LaunchError(format!("cannot create {}: {e}", self.log.display())))?;
         let mut command = Command::new(process::program("redis-server", "redis-server")?);
+        if let Some(file) = &o.config_file {
+            command.arg(file);
+        }
         match &o.tls {
             None => command.args(["--port", &o.port.to_string()]),
             Some(tls) => command
@@ -111,11 +133,13 @@ impl PrivateRedis {
         };
         command.args(["--bind", &o.bind, "--save", "", "--appendonly", "no"]);
         command.arg("--dir").arg(self.log.parent().expect("the log is in a directory"));
+        command.args(&o.args);
         command.stdin(Stdio::null()).stdout(log.try_clone().map_err(|e| LaunchError(e.to_string()))?).stderr(log);
         if o.own_process_group {
             command.process_group(0);
         }
-        let child = command.spawn().map_err(|e| LaunchError(format!("could not start redis-server: {e}")))?;
+        let child = if o.tied_to_process { process::spawn_tied_to_process(command) } else { command.spawn() }
+            .map_err(|e| LaunchError(format!("could not start redis-server: {e}")))?;
         self.child = Some(child);
         let addr = self.socket_addr()?;
         let child = self.child.as_mut().expect("just started");
@@ -157,9 +181,20 @@ impl PrivateRedis {
     /// SIGKILL: the process is gone, every connection reset.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
+            process::forget_at_exit(child.id());
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Whether the process runs (it was not killed and has not exited).
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+    }
+
+    /// The directory holding its log (and what the server writes: `nodes.conf`, a sentinel's configuration).
+    pub fn dir(&self) -> &std::path::Path {
+        self.log.parent().expect("the log is in a directory")
     }
 
     /// SIGSTOP: the server still accepts TCP connections (the kernel does that) but answers nothing.

@@ -1,8 +1,8 @@
 //! Several buckets in one script run (`token_buckets.lua`), all or nothing, checked against bucket-core.
 //!
-//! Atomic on a standalone Redis: the script reads, decides and writes every key before Redis serves anything
-//! else. In Redis Cluster a script may only touch one hash slot and each user's keys carry their own hash tag, so
-//! the keys of one call would have to share a slot first (not supported yet).
+//! Atomic on a standalone Redis (and a Sentinel-managed master): the script reads, decides and writes every key
+//! before Redis serves anything else. In Redis Cluster a script may only touch one hash slot, so `redis/slots.rs`
+//! runs it once per slot group and refunds on refusal: never over capacity, possibly briefly under.
 
 use bucket_core::{decide_all, BucketState, Demand};
 
@@ -60,9 +60,9 @@ impl RedisStore {
         }
     }
 
-    /// Decides `buckets` (distinct keys) all or nothing at `now_us` (`None`: Redis's clock), `misses[i]` saying
-    /// what a missing `buckets[i]` means.
-    pub(crate) async fn decide_all_at(
+    /// Decides `buckets` (distinct keys, all in one hash slot in a cluster) all or nothing in one script run at
+    /// `now_us` (`None`: Redis's clock), `misses[i]` saying what a missing `buckets[i]` means.
+    pub(super) async fn decide_group(
         &self,
         buckets: &[Bucket<'_>],
         misses: &[Miss],

@@ -16,8 +16,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use deadpool_redis::redis::aio::MultiplexedConnection;
-use deadpool_redis::redis::{AsyncConnectionConfig, Client, RedisError};
+use deadpool_redis::redis::{RedisError, RedisResult};
 use futures::future::{BoxFuture, FutureExt, Shared};
 use tokio::time::Instant;
 
@@ -36,24 +35,28 @@ pub(super) enum ConnectFailure {
 
 /// One connection attempt, awaited by every caller that finds no open connection; resolves to the new connection's
 /// id and the connection.
-type Attempt = Shared<BoxFuture<'static, Result<(u64, MultiplexedConnection), ConnectFailure>>>;
+type Attempt<C> = Shared<BoxFuture<'static, Result<(u64, C), ConnectFailure>>>;
 
-enum State {
+/// Opens one connection: to the one server (standalone), to the master the sentinels name now (sentinel), or to the
+/// whole cluster (a redis-rs `ClusterConnection`, itself multiplexed per node).
+pub(super) type Connector<C> = Box<dyn Fn() -> BoxFuture<'static, RedisResult<C>> + Send + Sync>;
+
+enum State<C> {
     Empty,
-    Connecting(u64, Attempt),
-    Open(u64, MultiplexedConnection),
+    Connecting(u64, Attempt<C>),
+    Open(u64, C),
 }
 
-struct Slot {
-    state: Mutex<State>,
+struct Slot<C> {
+    state: Mutex<State<C>>,
     /// Calls holding a lease on this slot's connection.
     in_flight: AtomicUsize,
     /// Milliseconds since [`Connections::epoch`] when a call last leased this slot's connection.
     last_used_ms: AtomicU64,
 }
 
-impl Slot {
-    fn state(&self) -> MutexGuard<'_, State> {
+impl<C> Slot<C> {
+    fn state(&self) -> MutexGuard<'_, State<C>> {
         // Nothing panics while holding the lock (clones and assignments only), so a poisoned lock's state is whole.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -71,40 +74,39 @@ pub struct PoolStatus {
 }
 
 /// The shared connections of one store (see the module comment).
-pub(super) struct Connections {
-    slots: Box<[Slot]>,
-    client: Client,
-    config: AsyncConnectionConfig,
+pub(super) struct Connections<C> {
+    slots: Box<[Slot<C>]>,
+    connector: Connector<C>,
     connect_timeout: Duration,
     next_id: AtomicU64,
     epoch: Instant,
 }
 
 /// A call's use of one connection; the in-flight count drops with it.
-pub(super) struct Lease<'a> {
-    slot: &'a Slot,
+pub(super) struct Lease<'a, C> {
+    slot: &'a Slot<C>,
     id: u64,
     /// The connection, a cheap clone of the shared one (a handle on its writer task).
-    pub(super) conn: MultiplexedConnection,
+    pub(super) conn: C,
     /// Whether the connection sat idle for [`IDLE_PROBE`] and should be probed before use.
     pub(super) idle: bool,
 }
 
-impl Drop for Lease<'_> {
+impl<C> Drop for Lease<'_, C> {
     fn drop(&mut self) {
         self.slot.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 /// What a caller does next: use an open connection, or wait for slot `usize`'s attempt.
-enum Pick<'a> {
-    Lease(Lease<'a>),
-    Wait(usize, Attempt),
+enum Pick<'a, C> {
+    Lease(Lease<'a, C>),
+    Wait(usize, Attempt<C>),
 }
 
-impl Connections {
-    /// Up to `size` connections from `client`, none opened yet.
-    pub(super) fn new(client: Client, config: AsyncConnectionConfig, size: usize, connect_timeout: Duration) -> Self {
+impl<C: Clone + Send + Sync + 'static> Connections<C> {
+    /// Up to `size` connections opened by `connector`, none opened yet.
+    pub(super) fn new(connector: Connector<C>, size: usize, connect_timeout: Duration) -> Self {
         let slots = (0..size)
             .map(|_| Slot {
                 state: Mutex::new(State::Empty),
@@ -112,11 +114,11 @@ impl Connections {
                 last_used_ms: AtomicU64::new(0),
             })
             .collect();
-        Self { slots, client, config, connect_timeout, next_id: AtomicU64::new(1), epoch: Instant::now() }
+        Self { slots, connector, connect_timeout, next_id: AtomicU64::new(1), epoch: Instant::now() }
     }
 
     /// A lease on the least busy open connection, waiting for one to open if none is (the caller bounds the wait).
-    pub(super) async fn acquire(self: &Arc<Self>) -> Result<Lease<'_>, ConnectFailure> {
+    pub(super) async fn acquire(self: &Arc<Self>) -> Result<Lease<'_, C>, ConnectFailure> {
         loop {
             match self.pick() {
                 Pick::Lease(lease) => return Ok(lease),
@@ -132,7 +134,7 @@ impl Connections {
     }
 
     /// Removes the lease's connection from its slot (if it is still there), so the next call opens a new one.
-    pub(super) fn discard(&self, lease: &Lease<'_>) {
+    pub(super) fn discard(&self, lease: &Lease<'_, C>) {
         let mut state = lease.slot.state();
         if matches!(&*state, State::Open(id, _) if *id == lease.id) {
             *state = State::Empty;
@@ -146,7 +148,7 @@ impl Connections {
         PoolStatus { size, in_flight, max_size: self.slots.len() }
     }
 
-    fn pick(self: &Arc<Self>) -> Pick<'_> {
+    fn pick(self: &Arc<Self>) -> Pick<'_, C> {
         let mut least: Option<(usize, usize)> = None;
         let mut empty = None;
         let mut connecting = None;
@@ -191,7 +193,7 @@ impl Connections {
     }
 
     /// Leases slot `index`'s open connection: any (`conn` `None`) or the one with this id just opened.
-    fn lease(&self, index: usize, id: u64, conn: Option<MultiplexedConnection>) -> Option<Lease<'_>> {
+    fn lease(&self, index: usize, id: u64, conn: Option<C>) -> Option<Lease<'_, C>> {
         let slot = &self.slots[index];
         let state = slot.state();
         let (id, conn) = match (&*state, conn) {
@@ -208,7 +210,7 @@ impl Connections {
     }
 
     /// Starts opening a connection in empty slot `index`; `None` if the slot is no longer empty.
-    fn start(self: &Arc<Self>, index: usize) -> Option<Attempt> {
+    fn start(self: &Arc<Self>, index: usize) -> Option<Attempt<C>> {
         let mut state = self.slots[index].state();
         if !matches!(&*state, State::Empty) {
             return None;
@@ -216,7 +218,7 @@ impl Connections {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let this = Arc::clone(self);
         let task = tokio::spawn(async move {
-            let connect = this.client.get_multiplexed_async_connection_with_config(&this.config);
+            let connect = (this.connector)();
             let result = match tokio::time::timeout(this.connect_timeout, connect).await {
                 Ok(Ok(conn)) => Ok(conn),
                 Ok(Err(e)) => Err(ConnectFailure::Failed(e)),

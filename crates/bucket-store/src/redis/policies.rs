@@ -3,6 +3,7 @@
 use bucket_core::Policy;
 use deadpool_redis::redis;
 
+use super::batch::Batch;
 use super::pool::Op;
 use super::{corrupt, RedisStore};
 use crate::{PolicyStore, StoreError};
@@ -35,26 +36,31 @@ impl RedisStore {
     pub(super) async fn index_existing_policies(&self) -> Result<u64, StoreError> {
         let head = format!("{}policy:{{", self.inner.prefix);
         let pattern = format!("{}*", glob_escape(&head));
-        let mut cursor: u64 = 0;
-        loop {
-            let mut scan = redis::cmd("SCAN");
-            scan.arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(POLICY_READ_CHUNK);
-            let (next, names): (u64, Vec<String>) = self.exec(Op::Cmd(&scan), self.inner.command_timeout).await?;
-            let keys: Vec<&str> = names.iter().filter_map(|name| name.strip_prefix(&head)?.strip_suffix('}')).collect();
-            if !keys.is_empty() {
-                let mut add = redis::cmd("SADD");
-                add.arg(self.policy_index_key()).arg(&keys);
-                self.exec::<()>(Op::Cmd(&add), self.inner.command_timeout).await?;
+        // A SCAN sees one node's keys: in a cluster every master is scanned.
+        for (host, port) in self.masters().await? {
+            let mut cursor: u64 = 0;
+            loop {
+                let mut scan = redis::cmd("SCAN");
+                scan.arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(POLICY_READ_CHUNK);
+                let (next, names): (u64, Vec<String>) =
+                    self.exec(Op::At(&scan, &host, port), self.inner.command_timeout).await?;
+                let keys: Vec<&str> =
+                    names.iter().filter_map(|name| name.strip_prefix(&head)?.strip_suffix('}')).collect();
+                if !keys.is_empty() {
+                    let mut add = redis::cmd("SADD");
+                    add.arg(self.policy_index_key()).arg(&keys);
+                    self.exec::<()>(Op::Cmd(&add), self.inner.command_timeout).await?;
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
             }
-            if next == 0 {
-                break;
-            }
-            cursor = next;
         }
-        let mut pipe = redis::pipe();
-        pipe.cmd("SET").arg(self.policy_indexed_key()).arg(1).ignore();
-        pipe.cmd("INCR").arg(self.policy_version_key());
-        let (version,): (u64,) = self.exec(Op::Pipe(&pipe), self.inner.command_timeout).await?;
+        let mut batch = Batch::ordered();
+        batch.add_ignored(redis::cmd("SET").arg(self.policy_indexed_key()).arg(1).to_owned());
+        batch.add(redis::cmd("INCR").arg(self.policy_version_key()).to_owned());
+        let (version,): (u64,) = self.exec(Op::Batch(&batch), self.inner.command_timeout).await?;
         Ok(version)
     }
 }
@@ -91,30 +97,37 @@ impl PolicyStore for RedisStore {
         // Only the policy hash is written: the bucket keeps its tokens and refills at the new rate from now on. The
         // key joins the index and the version is bumped last, so a reader that sees the new version (and then reads
         // the index) sees the new policy. A plain pipeline, not MULTI: the three keys are in different cluster slots.
-        let mut pipe = redis::pipe();
-        pipe.cmd("HSET").arg(self.policy_key(key)).arg("c").arg(policy.capacity()).arg("i").arg(policy.interval_us());
-        pipe.ignore();
-        pipe.cmd("SADD").arg(self.policy_index_key()).arg(key).ignore();
-        pipe.cmd("INCR").arg(self.policy_version_key()).ignore();
-        pipe.cmd("PUBLISH").arg(self.invalidation_channel()).arg(key).ignore();
-        self.exec::<()>(Op::Pipe(&pipe), self.inner.command_timeout).await
+        let mut batch = Batch::ordered();
+        batch.add_ignored(
+            redis::cmd("HSET")
+                .arg(self.policy_key(key))
+                .arg("c")
+                .arg(policy.capacity())
+                .arg("i")
+                .arg(policy.interval_us())
+                .to_owned(),
+        );
+        batch.add_ignored(redis::cmd("SADD").arg(self.policy_index_key()).arg(key).to_owned());
+        batch.add_ignored(redis::cmd("INCR").arg(self.policy_version_key()).to_owned());
+        batch.add_ignored(redis::cmd("PUBLISH").arg(self.invalidation_channel()).arg(key).to_owned());
+        self.exec::<()>(Op::Batch(&batch), self.inner.command_timeout).await
     }
 
     async fn delete_policy(&self, key: &str) -> Result<bool, StoreError> {
-        let mut pipe = redis::pipe();
-        pipe.cmd("DEL").arg(self.policy_key(key));
-        pipe.cmd("SREM").arg(self.policy_index_key()).arg(key).ignore();
-        pipe.cmd("INCR").arg(self.policy_version_key()).ignore();
-        pipe.cmd("PUBLISH").arg(self.invalidation_channel()).arg(key).ignore();
-        let (deleted,): (u64,) = self.exec(Op::Pipe(&pipe), self.inner.command_timeout).await?;
+        let mut batch = Batch::ordered();
+        batch.add(redis::cmd("DEL").arg(self.policy_key(key)).to_owned());
+        batch.add_ignored(redis::cmd("SREM").arg(self.policy_index_key()).arg(key).to_owned());
+        batch.add_ignored(redis::cmd("INCR").arg(self.policy_version_key()).to_owned());
+        batch.add_ignored(redis::cmd("PUBLISH").arg(self.invalidation_channel()).arg(key).to_owned());
+        let (deleted,): (u64,) = self.exec(Op::Batch(&batch), self.inner.command_timeout).await?;
         Ok(deleted > 0)
     }
 
     async fn policy_version(&self) -> Result<u64, StoreError> {
-        let mut pipe = redis::pipe();
-        pipe.cmd("GET").arg(self.policy_version_key());
-        pipe.cmd("EXISTS").arg(self.policy_indexed_key());
-        let (version, indexed): (Option<u64>, bool) = self.exec(Op::Pipe(&pipe), self.inner.command_timeout).await?;
+        let mut batch = Batch::unordered();
+        batch.add(redis::cmd("GET").arg(self.policy_version_key()).to_owned());
+        batch.add(redis::cmd("EXISTS").arg(self.policy_indexed_key()).to_owned());
+        let (version, indexed): (Option<u64>, bool) = self.exec(Op::Batch(&batch), self.inner.command_timeout).await?;
         if !indexed {
             return self.index_existing_policies().await;
         }
@@ -129,12 +142,12 @@ impl PolicyStore for RedisStore {
         let mut all = Vec::with_capacity(keys.len());
         // Pipelined in chunks so each call stays well inside `command_timeout` however many policies there are.
         for chunk in keys.chunks(POLICY_READ_CHUNK) {
-            let mut pipe = redis::pipe();
+            let mut batch = Batch::unordered();
             for key in chunk {
-                pipe.cmd("HMGET").arg(self.policy_key(key)).arg("c").arg("i");
+                batch.add(redis::cmd("HMGET").arg(self.policy_key(key)).arg("c").arg("i").to_owned());
             }
             let fields: Vec<(Option<u64>, Option<u64>)> =
-                self.exec(Op::Pipe(&pipe), self.inner.command_timeout).await?;
+                self.exec(Op::Batch(&batch), self.inner.command_timeout).await?;
             for (key, fields) in chunk.iter().zip(fields) {
                 match fields {
                     // Deleted between SMEMBERS and HMGET: the version has moved too, so the next refresh agrees.

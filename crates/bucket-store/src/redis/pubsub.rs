@@ -24,7 +24,7 @@ impl RedisStore {
     /// A connection of its own subscribed to [`RedisStore::invalidation_channel`], within the probe timeout.
     pub(crate) async fn subscribe_invalidations(&self) -> Result<redis::aio::PubSub, StoreError> {
         let subscribe = async {
-            let mut pubsub = self.inner.client.get_async_pubsub().await?;
+            let mut pubsub = self.inner.subscriber.pubsub().await?;
             pubsub.subscribe(self.invalidation_channel()).await?;
             Ok::<_, RedisError>(pubsub)
         };

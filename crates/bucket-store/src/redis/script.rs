@@ -13,6 +13,8 @@ pub(super) enum Lua {
     One,
     /// `token_buckets.lua`: several buckets, all or nothing (`redis/all.rs`).
     All,
+    /// `refund.lua`: gives back what a multi-key request took in one slot (`redis/slots.rs`).
+    Refund,
 }
 
 impl Lua {
@@ -21,6 +23,7 @@ impl Lua {
         match self {
             Lua::One => include_str!("token_bucket.lua"),
             Lua::All => include_str!("token_buckets.lua"),
+            Lua::Refund => include_str!("refund.lua"),
         }
     }
 }

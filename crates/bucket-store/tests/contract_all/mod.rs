@@ -149,6 +149,9 @@ pub async fn concurrent_requests_are_all_or_nothing<S: Store + Clone + 'static>(
             assert_eq!(consumed, given, "{name}: {key}: consumed {consumed}, allowed requests took {given}");
         }
         assert!(given <= 40, "{name}: {key}");
-        assert!(given > 30, "{name}: {key}: only {given} of 40 given: the test did not exhaust the bucket");
+        // Refunds across slots may refuse a racing request that a single script would have allowed (documented
+        // transient under-admission): the bucket ends close to empty, not necessarily empty.
+        let least = if s.refunds { 20 } else { 30 };
+        assert!(given > least, "{name}: {key}: only {given} of 40 given: the test did not exhaust the bucket");
     }
 }

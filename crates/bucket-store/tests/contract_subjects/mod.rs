@@ -4,11 +4,11 @@ use std::any::Any;
 use std::time::Duration;
 
 use bucket_store::postgres::PostgresStore;
-use bucket_store::redis::RedisStore;
+use bucket_store::redis::{RedisConfig, RedisMode, RedisStore};
 use bucket_store::tiered::{no_events, TieredConfig, TieredStore, WriteMode};
 use bucket_store::{AnyStore, CacheSettings, MemoryStore};
-use bucket_testkit::redis_server::shared_url;
-use bucket_testkit::{RedisPrefix, TestSchema};
+use bucket_testkit::redis_server::{self, shared_url};
+use bucket_testkit::{RedisCluster, RedisPrefix, RedisSentinelGroup, TestSchema};
 
 /// PostgreSQL text cannot hold NUL. The API refuses control characters before any store sees them
 /// (`bucket_store::Key`), so only what a store does when handed one anyway differs.
@@ -32,25 +32,69 @@ pub struct Subject<S> {
     pub b: S,
     /// What the store does with keys holding NUL.
     pub nul_keys: NulKeys,
+    /// Several limits across Redis Cluster slots are debited slot by slot and refunded on refusal: a racing request
+    /// may be refused by a debit that is then undone (transient under-admission, never over-admission).
+    pub refunds: bool,
     _guards: Vec<Box<dyn Any + Send>>,
 }
 
 pub async fn memory() -> Subject<MemoryStore> {
     let store = MemoryStore::new();
-    Subject { name: "memory", a: store.clone(), b: store, nul_keys: NulKeys::Held, _guards: Vec::new() }
+    Subject { name: "memory", a: store.clone(), b: store, nul_keys: NulKeys::Held, refunds: false, _guards: Vec::new() }
 }
 
 pub async fn postgres() -> Subject<PostgresStore> {
     let schema = TestSchema::new();
     let (a, b) = (schema.store().await, schema.store().await);
-    Subject { name: "postgres", a, b, nul_keys: NulKeys::Refused, _guards: vec![Box::new(schema)] }
+    Subject { name: "postgres", a, b, nul_keys: NulKeys::Refused, refunds: false, _guards: vec![Box::new(schema)] }
 }
 
 pub async fn redis() -> Subject<RedisStore> {
     let keys = RedisPrefix::shared();
     let connect = || RedisStore::connect(keys.config(&shared_url())).expect("valid configuration");
     let (a, b) = (connect(), connect());
-    Subject { name: "redis", a, b, nul_keys: NulKeys::Held, _guards: vec![Box::new(keys)] }
+    Subject { name: "redis", a, b, nul_keys: NulKeys::Held, refunds: false, _guards: vec![Box::new(keys)] }
+}
+
+/// A configuration for the cluster this test binary shares (started on first use), under a fresh prefix. The
+/// cluster dies with the process, so its keys need no cleanup.
+fn cluster_config() -> RedisConfig {
+    let mut config = redis_server::config(&RedisCluster::shared().url());
+    config.mode = RedisMode::Cluster;
+    config
+}
+
+pub async fn redis_cluster() -> Subject<RedisStore> {
+    let config = cluster_config();
+    let connect = || RedisStore::connect(config.clone()).expect("valid configuration");
+    let (a, b) = (connect(), connect());
+    Subject { name: "redis cluster", a, b, nul_keys: NulKeys::Held, refunds: true, _guards: Vec::new() }
+}
+
+pub async fn redis_sentinel() -> Subject<RedisStore> {
+    let mut config = redis_server::config(&RedisSentinelGroup::shared().url());
+    config.mode = RedisMode::Sentinel;
+    config.sentinel_master = Some(bucket_testkit::redis_sentinel::MASTER_NAME.to_owned());
+    let connect = || RedisStore::connect(config.clone()).expect("valid configuration");
+    let (a, b) = (connect(), connect());
+    Subject { name: "redis sentinel", a, b, nul_keys: NulKeys::Held, refunds: false, _guards: Vec::new() }
+}
+
+pub async fn tiered_cluster() -> Subject<TieredStore> {
+    let (schema, config) = (TestSchema::new(), cluster_config());
+    let instance = || async {
+        let redis = RedisStore::connect(config.clone()).expect("valid configuration");
+        TieredStore::new(redis, schema.store().await, TieredConfig::default(), no_events()).await
+    };
+    let (a, b) = (instance().await, instance().await);
+    Subject {
+        name: "tiered cluster",
+        a,
+        b,
+        nul_keys: NulKeys::Unspecified,
+        refunds: true,
+        _guards: vec![Box::new(schema)],
+    }
 }
 
 async fn tiered(name: &'static str, config: TieredConfig) -> Subject<TieredStore> {
@@ -61,7 +105,14 @@ async fn tiered(name: &'static str, config: TieredConfig) -> Subject<TieredStore
         TieredStore::new(redis, schema.store().await, config.clone(), no_events()).await
     };
     let (a, b) = (instance().await, instance().await);
-    Subject { name, a, b, nul_keys: NulKeys::Unspecified, _guards: vec![Box::new(schema), Box::new(keys)] }
+    Subject {
+        name,
+        a,
+        b,
+        nul_keys: NulKeys::Unspecified,
+        refunds: false,
+        _guards: vec![Box::new(schema), Box::new(keys)],
+    }
 }
 
 pub async fn tiered_sync() -> Subject<TieredStore> {
@@ -85,17 +136,17 @@ fn caches() -> CacheSettings {
 pub async fn api_postgres() -> Subject<AnyStore> {
     let s = postgres().await;
     let (a, b) = (AnyStore::postgres(s.a, caches()), AnyStore::postgres(s.b, caches()));
-    Subject { name: "api postgres", a, b, nul_keys: s.nul_keys, _guards: s._guards }
+    Subject { name: "api postgres", a, b, nul_keys: s.nul_keys, refunds: s.refunds, _guards: s._guards }
 }
 
 pub async fn api_redis() -> Subject<AnyStore> {
     let s = redis().await;
     let (a, b) = (AnyStore::redis(s.a, caches()), AnyStore::redis(s.b, caches()));
-    Subject { name: "api redis", a, b, nul_keys: s.nul_keys, _guards: s._guards }
+    Subject { name: "api redis", a, b, nul_keys: s.nul_keys, refunds: s.refunds, _guards: s._guards }
 }
 
 pub async fn api_tiered() -> Subject<AnyStore> {
     let s = tiered_sync().await;
     let (a, b) = (AnyStore::tiered(s.a, caches()), AnyStore::tiered(s.b, caches()));
-    Subject { name: "api tiered", a, b, nul_keys: s.nul_keys, _guards: s._guards }
+    Subject { name: "api tiered", a, b, nul_keys: s.nul_keys, refunds: s.refunds, _guards: s._guards }
 }

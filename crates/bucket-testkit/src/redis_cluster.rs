@@ -1,0 +1,250 @@
+//! A real Redis Cluster of this machine's `redis-server`s: 3 masters and 3 replicas on loopback, for the tests that
+//! prove the store in cluster mode. Started once per test binary ([`RedisCluster::shared`]) or per test
+//! ([`RedisCluster::start`]) for a test that kills nodes.
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
+
+use deadpool_redis::redis;
+
+use crate::ports::free_cluster_port;
+use crate::private_redis::{PrivateRedis, RedisOptions};
+use crate::process;
+
+/// How long the cluster may take to agree on its slots after `redis-cli --cluster create` (about 2 s here).
+const FORM_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The node timeout: a master unreachable this long is failed over to its replica.
+pub const NODE_TIMEOUT: Duration = Duration::from_millis(2_000);
+
+/// Six `redis-server --cluster-enabled yes` nodes formed into one cluster (3 masters, 1 replica each).
+pub struct RedisCluster {
+    nodes: Vec<Mutex<PrivateRedis>>,
+}
+
+impl RedisCluster {
+    /// The cluster every test of this test binary shares, started on first use and killed when the process ends.
+    pub fn shared() -> &'static RedisCluster {
+        static SHARED: OnceLock<RedisCluster> = OnceLock::new();
+        SHARED.get_or_init(|| Self::launch(true))
+    }
+
+    /// A cluster of the caller's own, killed when dropped: for a test that kills or reshards.
+    pub fn start() -> Self {
+        Self::launch(false)
+    }
+
+    fn launch(tied_to_process: bool) -> Self {
+        let program = process::program("redis-cli", "redis-server").unwrap_or_else(|e| panic!("{e}"));
+        let nodes: Vec<PrivateRedis> = (0..6)
+            .map(|_| {
+                let options = RedisOptions {
+                    port: free_cluster_port(),
+                    tied_to_process,
+                    // No delay before a replica's first sync: a replica that never synced cannot be promoted.
+                    args: [
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-node-timeout",
+                        "2000",
+                        "--repl-diskless-sync-delay",
+                        "0",
+                    ]
+                    .map(String::from)
+                    .to_vec(),
+                    ..RedisOptions::default()
+                };
+                PrivateRedis::launch(options).unwrap_or_else(|e| panic!("cluster node: {e}"))
+            })
+            .collect();
+        let mut create = Command::new(program);
+        create.args(["--cluster", "create"]).args(nodes.iter().map(PrivateRedis::addr));
+        create.args(["--cluster-replicas", "1", "--cluster-yes"]);
+        process::run(&mut create).unwrap_or_else(|e| panic!("redis-cli --cluster create: {e}"));
+        let cluster = Self { nodes: nodes.into_iter().map(Mutex::new).collect() };
+        cluster.wait_until_ok(FORM_TIMEOUT);
+        cluster.wait_until_replicated(FORM_TIMEOUT);
+        cluster
+    }
+
+    /// Waits until every replica has completed its sync with its master (`master_link_status:up`), so that any
+    /// master can be failed over.
+    pub fn wait_until_replicated(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let ports: Vec<u16> = (0..self.nodes.len()).map(|i| self.node(i).port()).collect();
+            let synced = ports.iter().all(|&port| {
+                let info: String = self.query(port, redis::cmd("INFO").arg("replication")).unwrap_or_default();
+                info.contains("role:master") || info.contains("master_link_status:up")
+            });
+            if synced {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the replicas did not sync in {timeout:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Seed URLs of every node, comma-separated: what `REDIS_URL` holds in cluster mode.
+    pub fn url(&self) -> String {
+        self.urls().join(",")
+    }
+
+    /// One `redis://` URL per node.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(|node| lock(node).url()).collect()
+    }
+
+    /// Node `i` (0..6), to kill, freeze or restart it.
+    pub fn node(&self, i: usize) -> MutexGuard<'_, PrivateRedis> {
+        lock(&self.nodes[i])
+    }
+
+    /// Ports of the nodes that are masters now, as the first live node reports them (`CLUSTER NODES`).
+    pub fn master_ports(&self) -> Vec<u16> {
+        let mut masters: Vec<u16> = self
+            .cluster_nodes()
+            .lines()
+            .filter(|line| {
+                let flags = line.split(' ').nth(2).unwrap_or("");
+                flags.contains("master") && !flags.contains("fail")
+            })
+            .filter_map(|line| line.split(' ').nth(1)?.split(['@', ':']).nth(1)?.parse().ok())
+            .collect();
+        masters.sort_unstable();
+        masters
+    }
+
+    /// The index of the node with this port.
+    pub fn index_of(&self, port: u16) -> usize {
+        (0..self.nodes.len()).find(|&i| self.node(i).port() == port).expect("a node of this cluster")
+    }
+
+    /// Runs `command` on the node at `port` (e.g. `INFO commandstats` to count what each master served).
+    pub fn query<T: redis::FromRedisValue>(&self, port: u16, command: &redis::Cmd) -> redis::RedisResult<T> {
+        let mut conn = redis::Client::open(format!("redis://127.0.0.1:{port}"))?.get_connection()?;
+        command.query(&mut conn)
+    }
+
+    /// Commands each master executed (`INFO stats`, `total_commands_processed`), by port.
+    pub fn commands_per_master(&self) -> HashMap<u16, u64> {
+        self.master_ports()
+            .into_iter()
+            .map(|port| {
+                let info: String = self.query(port, redis::cmd("INFO").arg("stats")).expect("INFO stats");
+                let total = info
+                    .lines()
+                    .find_map(|line| line.strip_prefix("total_commands_processed:"))
+                    .and_then(|n| n.trim().parse().ok())
+                    .expect("total_commands_processed in INFO stats");
+                (port, total)
+            })
+            .collect()
+    }
+
+    /// Waits until every running node says `cluster_state:ok` and knows 3 live masters; panics after `timeout`.
+    pub fn wait_until_ok(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let ports: Vec<u16> = (0..self.nodes.len())
+                .filter_map(|i| {
+                    let mut node = self.node(i);
+                    node.is_running().then(|| node.port())
+                })
+                .collect();
+            let ok = ports.iter().all(|&port| {
+                self.query::<String>(port, &redis::cmd("CLUSTER").arg("INFO").to_owned())
+                    .is_ok_and(|info| info.contains("cluster_state:ok"))
+            });
+            if ok && self.master_ports().len() == 3 {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the cluster is not ok after {timeout:?}:\n{}", self.cluster_nodes());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `CLUSTER NODES` as the first node that answers sees it.
+    pub fn cluster_nodes(&self) -> String {
+        (0..self.nodes.len())
+            .find_map(|i| {
+                let port = self.node(i).port();
+                self.query::<String>(port, &redis::cmd("CLUSTER").arg("NODES").to_owned()).ok()
+            })
+            .unwrap_or_default()
+    }
+
+    /// SIGKILLs the master serving `key`'s slot, so that its replica takes over after [`NODE_TIMEOUT`]; returns
+    /// the killed node's index (restart it with [`RedisCluster::node`]).
+    pub fn kill_master_of(&self, key: &str) -> usize {
+        let port = self.master_port_of(key);
+        let index = self.index_of(port);
+        self.node(index).kill();
+        index
+    }
+
+    /// Waits until a node other than `old` serves `key`'s slot as master (the replica took over) and the cluster
+    /// is ok again; returns the new master's port.
+    pub fn wait_for_failover(&self, key: &str, old: u16, timeout: Duration) -> u16 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let port = self.master_port_of(key);
+            if port != old {
+                self.wait_until_ok(deadline.saturating_duration_since(Instant::now()));
+                return port;
+            }
+            if Instant::now() >= deadline {
+                let logs: Vec<String> = (0..self.nodes.len())
+                    .map(|i| {
+                        let node = self.node(i);
+                        process::log_tail(&node.dir().join(format!("redis-{}.log", node.port())), 8)
+                    })
+                    .collect();
+                panic!("no failover of {key}'s slot after {timeout:?}:\n{}\n{}", self.cluster_nodes(), logs.join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `command`'s answer from the first running node that gives one.
+    fn ask_any<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> T {
+        (0..self.nodes.len())
+            .find_map(|i| {
+                let port = {
+                    let mut node = self.node(i);
+                    if !node.is_running() {
+                        return None;
+                    }
+                    node.port()
+                };
+                self.query(port, command).ok()
+            })
+            .expect("a running node answers")
+    }
+
+    /// The port of the master serving `key`'s slot now, as the first running node sees it.
+    pub fn master_port_of(&self, key: &str) -> u16 {
+        let slot: u16 = self.ask_any(redis::cmd("CLUSTER").arg("KEYSLOT").arg(key));
+        let slots: Vec<redis::Value> = self.ask_any(&redis::cmd("CLUSTER").arg("SLOTS").to_owned());
+        for range in slots {
+            let redis::Value::Array(fields) = range else { continue };
+            let number = |v: &redis::Value| match v {
+                redis::Value::Int(n) => *n,
+                _ => -1,
+            };
+            let (start, end) = (number(&fields[0]), number(&fields[1]));
+            if (start..=end).contains(&i64::from(slot)) {
+                if let redis::Value::Array(master) = &fields[2] {
+                    return u16::try_from(number(&master[1])).expect("a port");
+                }
+            }
+        }
+        panic!("no master serves slot {slot}");
+    }
+}
+
+fn lock(node: &Mutex<PrivateRedis>) -> MutexGuard<'_, PrivateRedis> {
+    node.lock().unwrap_or_else(PoisonError::into_inner)
+}
