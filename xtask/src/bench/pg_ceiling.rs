@@ -110,7 +110,7 @@ fn statement(sql: &str) -> String {
 
 /// One pgbench run of `seconds` with this ceiling's clients; its transactions per second.
 fn pgbench(database_url: &str, schema: &str, script: &PathBuf, seconds: u64) -> Result<f64> {
-    pgbench_with(database_url, schema, script, seconds, CLIENTS, THREADS)
+    pgbench_with(database_url, schema, script, seconds, CLIENTS, THREADS, "")
 }
 
 /// One pgbench run of `seconds` with `clients` connections on `threads` threads; its transactions per second.
@@ -121,6 +121,7 @@ pub(super) fn pgbench_with(
     seconds: u64,
     clients: u32,
     threads: u32,
+    session_options: &str,
 ) -> Result<f64> {
     let mut command = Command::new("pgbench");
     command
@@ -128,7 +129,7 @@ pub(super) fn pgbench_with(
         .args(["-T", &seconds.max(1).to_string(), "-f"])
         .arg(script)
         .arg(database_url)
-        .env("PGOPTIONS", format!("-c search_path={schema}"));
+        .env("PGOPTIONS", format!("-c search_path={schema} {session_options}"));
     let output = process::run_checked(&mut command)?;
     let text = String::from_utf8_lossy(&output.stdout);
     text.lines()
