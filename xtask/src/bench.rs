@@ -24,6 +24,7 @@ mod docs;
 mod grpc;
 mod http;
 mod pg_ceiling;
+mod pg_table;
 mod redis_ceiling;
 
 use docs::{draw_chart, write_docs};
@@ -42,8 +43,9 @@ const REFILL_PER_SEC: &str = "1";
 #[command(after_help = "Parts: micro (criterion: core and memory store vs governor; in-process memory per key),
        http (wrk against the release API for each store, GET /healthz as the floor),
        memory (the API's resident memory after 1,000,000 keys and after their eviction),
-       grpc (ShouldRateLimit via bucket-grpc-load beside POST /v1/check via wrk, memory store, same run).
-Defaults: all four, 5 s measured after a 2 s warm-up, 32 connections on one wrk thread.")]
+       grpc (ShouldRateLimit via bucket-grpc-load beside POST /v1/check via wrk, memory store, same run),
+       pg-table (only when named: pgbench on decide.sql, a 10,000,000-row table vs an empty one).
+Defaults: the first four, 5 s measured after a 2 s warm-up, 32 connections on one wrk thread.")]
 pub struct Args {
     /// Run only these parts.
     #[arg(long, value_enum, value_delimiter = ',', value_name = "PARTS")]
@@ -72,11 +74,13 @@ enum Part {
     Http,
     Memory,
     Grpc,
+    /// Only when asked for: the decide statement on 10,000,000 rows against an empty table.
+    PgTable,
 }
 
 impl Args {
     fn runs(&self, part: Part) -> bool {
-        self.only.is_empty() || self.only.contains(&part)
+        (self.only.is_empty() && part != Part::PgTable) || self.only.contains(&part)
     }
 }
 
@@ -125,11 +129,17 @@ pub fn run(options: &Args) -> Result<()> {
     if options.runs(Part::Grpc) {
         grpc = Some(run_grpc(options)?);
     }
+    let pg_table = if options.runs(Part::PgTable) {
+        let services = services::ensure()?;
+        Some(pg_table::run(&services.database_url)?)
+    } else {
+        None
+    };
     env_lines.push(format!("finished with load average {}", load_average()));
 
     let results = json!({
         "env": env_lines, "micro": micro, "http": http, "pg_ceiling": pg_ceiling, "redis_ceiling": redis_ceiling,
-        "memory": memory, "grpc": grpc
+        "memory": memory, "grpc": grpc, "pg_table": pg_table
     });
     std::fs::create_dir_all(target_dir().join("bench"))?;
     std::fs::write(&results_path, serde_json::to_string_pretty(&results)?)?;

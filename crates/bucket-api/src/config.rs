@@ -354,6 +354,7 @@ impl Config {
             ("postgres.pool_size", self.postgres.pool_size as u128),
             ("postgres.connect_timeout_ms", self.postgres.connect_timeout.as_millis()),
             ("postgres.statement_timeout_ms", self.postgres.statement_timeout.as_millis()),
+            ("postgres.prune_batch_size", self.postgres.prune_batch_size as u128),
             ("redis.pool_size", self.redis.pool_size as u128),
             ("redis.command_timeout_ms", self.redis.command_timeout.as_millis()),
             ("redis.connect_timeout_ms", self.redis.connect_timeout.as_millis()),

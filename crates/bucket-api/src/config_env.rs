@@ -50,6 +50,8 @@ const VARIABLES: &[(&str, &str, Form)] = &[
     ("BUCKET_PG_STATEMENT_TIMEOUT_MS", "postgres.statement_timeout_ms", Form::Trimmed),
     ("BUCKET_PG_SCHEMA", "postgres.schema", Form::EmptyUnsets),
     ("BUCKET_PG_TLS_CA_FILE", "postgres.tls_ca_file", Form::EmptyUnsets),
+    ("BUCKET_PG_PRUNE_INTERVAL_MS", "postgres.prune_interval_ms", Form::Trimmed),
+    ("BUCKET_PG_PRUNE_BATCH_SIZE", "postgres.prune_batch_size", Form::Trimmed),
     ("BUCKET_REDIS_POOL_SIZE", "redis.pool_size", Form::Trimmed),
     ("BUCKET_REDIS_TIMEOUT_MS", "redis.command_timeout_ms", Form::Trimmed),
     ("BUCKET_REDIS_CONNECT_TIMEOUT_MS", "redis.connect_timeout_ms", Form::Trimmed),

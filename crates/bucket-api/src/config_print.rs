@@ -57,6 +57,8 @@ impl Redacted<'_> {
             ("postgres.statement_timeout_ms", ms(pg.statement_timeout)),
             ("postgres.schema", pg.schema.clone().unwrap_or_else(|| "(from the URL)".into())),
             ("postgres.tls_ca_file", ca_file(&pg.tls_ca_file)),
+            ("postgres.prune_interval_ms", ms(pg.prune_interval)),
+            ("postgres.prune_batch_size", pg.prune_batch_size.to_string()),
             ("redis.pool_size", redis.pool_size.to_string()),
             ("redis.command_timeout_ms", ms(redis.command_timeout)),
             ("redis.connect_timeout_ms", ms(redis.connect_timeout)),

@@ -16,7 +16,7 @@ use crate::identity::{caller_key, IdentitySettings};
 use crate::metrics::Metrics;
 use crate::rls::reload::watch_limits;
 use crate::server::StartError;
-use crate::store_metrics::StoreCollector;
+use crate::store_metrics::{PrunedCollector, StoreCollector};
 
 /// The application state behind `web::Data`; cloning the store or metrics shares them.
 pub struct AppState {
@@ -45,6 +45,8 @@ impl AppState {
         let metrics = Metrics::new()?;
         let source = store.clone();
         metrics.register(Box::new(StoreCollector::new(Arc::new(move || source.tiered_stats()))?))?;
+        let source = store.clone();
+        metrics.register(Box::new(PrunedCollector::new(Arc::new(move || source.pruned_rows()))?))?;
         // Series that exist from the start read as 0 instead of "no data", so alerts on them work before the first
         // outage.
         metrics.store_errors.with_label_values(&[config.store.as_str()]);

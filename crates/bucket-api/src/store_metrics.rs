@@ -104,6 +104,39 @@ impl Collector for StoreCollector {
     }
 }
 
+/// Where [`PrunedCollector`] reads the PostgreSQL pruner's total; `None` for a store without PostgreSQL.
+pub type PrunedSource = Arc<dyn Fn() -> Option<u64> + Send + Sync>;
+
+/// Exports `bucket_pruned_rows_total` (rows of refilled buckets the PostgreSQL pruner deleted), read at scrape.
+pub struct PrunedCollector {
+    source: PrunedSource,
+    descs: Vec<Desc>,
+}
+
+impl PrunedCollector {
+    /// A collector reading `source` at every scrape; fails only if the metric name were invalid.
+    pub fn new(source: PrunedSource) -> Result<Self, prometheus::Error> {
+        let descs = Self::counter()?.desc().into_iter().cloned().collect();
+        Ok(Self { source, descs })
+    }
+
+    fn counter() -> Result<IntCounter, prometheus::Error> {
+        IntCounter::new("bucket_pruned_rows_total", "Rows of refilled buckets deleted from PostgreSQL by this instance")
+    }
+}
+
+impl Collector for PrunedCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let Ok(counter) = Self::counter() else { return Vec::new() };
+        counter.inc_by((self.source)().unwrap_or(0));
+        counter.collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -156,6 +189,16 @@ mod tests {
         assert!(end > 0);
         assert_eq!(exported(&text, r#"bucket_fallbacks_total{from="redis",to="postgres"}"#), end);
         assert_eq!(exported(&text, "bucket_redis_invalidations_total"), end);
+    }
+
+    #[test]
+    fn pruned_rows_are_the_stores_total_and_zero_without_postgres() {
+        let metrics = Metrics::new().unwrap();
+        metrics.register(Box::new(PrunedCollector::new(Arc::new(|| Some(1234))).unwrap())).unwrap();
+        assert_eq!(exported(&metrics.render().unwrap(), "bucket_pruned_rows_total"), 1234);
+        let metrics = Metrics::new().unwrap();
+        metrics.register(Box::new(PrunedCollector::new(Arc::new(|| None)).unwrap())).unwrap();
+        assert_eq!(exported(&metrics.render().unwrap(), "bucket_pruned_rows_total"), 0);
     }
 
     #[test]

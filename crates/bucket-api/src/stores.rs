@@ -2,13 +2,13 @@
 
 use std::time::Duration;
 
-use bucket_store::postgres::{PostgresConfig, PostgresStore};
+use bucket_store::postgres::{PostgresConfig, PostgresStore, PruneEvent, PruneEvents};
 use bucket_store::redis::{RedisConfig, RedisStore};
 use std::sync::Arc;
 
 use bucket_store::tiered::{TieredEvent, TieredEvents, TieredStore};
 use bucket_store::{AnyStore, CacheSettings, MemoryStore};
-use slog::{error, info, o, warn, Logger};
+use slog::{debug, error, info, o, warn, Logger};
 
 use crate::config::{Config, StoreKind};
 use crate::server::StartError;
@@ -35,7 +35,10 @@ pub async fn build_store(config: &Config, log: &Logger) -> Result<AnyStore, Star
         }
         StoreKind::Postgres => {
             let url = required(&config.database_url, "DATABASE_URL")?;
-            AnyStore::postgres(connect_postgres(postgres(url), log).await?, caches)
+            let pg = connect_postgres(postgres(url), log).await?;
+            // The pruner holds a clone of the pool and runs for the life of the process.
+            drop(pg.spawn_pruner(log_prunes(log)));
+            AnyStore::postgres(pg, caches)
         }
         StoreKind::Redis => {
             let url = required(&config.redis_url, "REDIS_URL")?;
@@ -43,6 +46,7 @@ pub async fn build_store(config: &Config, log: &Logger) -> Result<AnyStore, Star
         }
         StoreKind::Tiered => {
             let pg = connect_postgres(postgres(required(&config.database_url, "DATABASE_URL")?), log).await?;
+            drop(pg.spawn_pruner(log_prunes(log)));
             let redis = connect_redis(&redis(required(&config.redis_url, "REDIS_URL")?), log).await?;
             AnyStore::tiered(TieredStore::new(redis, pg, config.tiered.clone(), log_events(log)).await, caches)
         }
@@ -64,6 +68,18 @@ fn cache_settings(policy_ttl: Duration, refusal_ttl: Duration) -> CacheSettings 
         refusal_max_age: refusal_ttl,
         refusal_entries: REFUSAL_CACHE_ENTRIES,
     }
+}
+
+/// The PostgreSQL pruner's batches as debug lines, its failures as warnings (it retries on its next turn).
+fn log_prunes(log: &Logger) -> PruneEvents {
+    let log = log.new(o!("task" => "prune"));
+    Arc::new(move |event| match event {
+        PruneEvent::Batch { rows, elapsed } => {
+            debug!(log, "pruned rows of refilled buckets"; "rows" => rows, "elapsed_ms" => elapsed.as_millis() as u64)
+        }
+        PruneEvent::Busy => debug!(log, "another instance is pruning: skipped this turn"),
+        PruneEvent::Failed { error } => warn!(log, "pruning failed: retrying on the next turn"; "error" => error),
+    })
 }
 
 /// The tiered store's changes of state as log lines (one per change: connected, lost, recovered, queue full).

@@ -32,6 +32,8 @@ const SAMPLES: &[(&str, &str)] = &[
     ("BUCKET_PG_STATEMENT_TIMEOUT_MS", "400"),
     ("BUCKET_PG_SCHEMA", "tenant_a"),
     ("BUCKET_PG_TLS_CA_FILE", "/etc/bucket/pg-ca.pem"),
+    ("BUCKET_PG_PRUNE_INTERVAL_MS", "30000"),
+    ("BUCKET_PG_PRUNE_BATCH_SIZE", "500"),
     ("BUCKET_REDIS_POOL_SIZE", "8"),
     ("BUCKET_REDIS_TIMEOUT_MS", "50"),
     ("BUCKET_REDIS_CONNECT_TIMEOUT_MS", "700"),

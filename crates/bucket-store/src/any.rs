@@ -68,6 +68,15 @@ impl AnyStore {
         }
     }
 
+    /// Rows of refilled buckets the PostgreSQL pruner deleted since start, for `/metrics`; `None` without PostgreSQL.
+    pub fn pruned_rows(&self) -> Option<u64> {
+        match self {
+            AnyStore::Postgres(s) => Some(s.store().pruned_rows()),
+            AnyStore::Tiered(s) => Some(s.store().postgres().pruned_rows()),
+            _ => None,
+        }
+    }
+
     /// The tiered store's fallback and queue counters, for `/metrics`; `None` for the other stores.
     pub fn tiered_stats(&self) -> Option<TieredStats> {
         match self {

@@ -31,4 +31,4 @@ pub use policy_cache::CachedPolicies;
 pub use refusal_cache::RefusalCache;
 pub use shared::{CacheSettings, Shared};
 pub use store::{DependencyHealth, Limit, Outcome, Outcomes, PolicyStore, Source, Store};
-pub use versioned::{Decided, VersionedState};
+pub use versioned::{Decided, PendingWrite, VersionedState};

@@ -25,6 +25,7 @@ mod errors;
 mod notify;
 mod plans;
 mod prepared;
+mod prune;
 mod session;
 mod statements;
 mod tls;
@@ -44,11 +45,13 @@ use futures::FutureExt;
 pub use config::PostgresConfig;
 pub use notify::spawn_listener;
 pub use plans::SessionStatement;
+pub use prune::{PruneEvent, PruneEvents};
 
 use prepared::prepared;
 
 use crate::{
-    Decided, DependencyHealth, Limit, Outcome, Outcomes, PolicyStore, Source, Store, StoreError, VersionedState,
+    Decided, DependencyHealth, Limit, Outcome, Outcomes, PendingWrite, PolicyStore, Source, Store, StoreError,
+    VersionedState,
 };
 
 /// A pooled PostgreSQL store; cloning shares the pool.
@@ -59,6 +62,15 @@ pub struct PostgresStore {
     statement_timeout: Duration,
     /// Where resets and policy changes are announced to the other instances.
     channel: Arc<notify::Channel>,
+    /// The pruner's settings and its count of deleted rows (`postgres/prune.rs`).
+    prune: Arc<Pruning>,
+}
+
+/// How the pruner runs, and what it deleted so far.
+struct Pruning {
+    interval: Duration,
+    batch_size: usize,
+    rows: std::sync::atomic::AtomicU64,
 }
 
 /// Shows the pool's state and bounds (never the URL, which may hold a password).
@@ -164,6 +176,9 @@ impl PostgresStore {
         if config.connect_timeout.is_zero() || config.statement_timeout.is_zero() {
             return Err(errors::backend("connect_timeout and statement_timeout must be above zero"));
         }
+        if config.prune_batch_size == 0 {
+            return Err(errors::backend("prune_batch_size must be at least 1"));
+        }
         let tls = Arc::new(tls::Tls::prepare(&config.url, config.tls_ca_file.as_deref())?);
         let setup = session::SessionSetup::for_pool(&config, tls.clone())?;
         let channel = Arc::new(notify::Channel::new(&config, tls.clone())?);
@@ -185,7 +200,18 @@ impl PostgresStore {
             .max_size(config.pool_size)
             .build()
             .map_err(|e| errors::backend(format!("cannot build the connection pool: {e}")))?;
-        Ok(Self { pool, connect_timeout: config.connect_timeout, statement_timeout: config.statement_timeout, channel })
+        let prune = Arc::new(Pruning {
+            interval: config.prune_interval,
+            batch_size: config.prune_batch_size,
+            rows: Default::default(),
+        });
+        Ok(Self {
+            pool,
+            connect_timeout: config.connect_timeout,
+            statement_timeout: config.statement_timeout,
+            channel,
+            prune,
+        })
     }
 
     /// The atomic check at `now_us` (µs since the epoch), or on the server's clock when `None` (production).
@@ -239,29 +265,30 @@ impl PostgresStore {
         Ok(self.read(key, None).await?.0)
     }
 
-    /// Writes a state decided elsewhere unless the stored version is the same or newer; `true` when it wrote.
-    pub async fn save(&self, key: &str, v: &VersionedState) -> Result<bool, StoreError> {
-        Ok(self.save_all(std::iter::once((key, v))).await? > 0)
+    /// Writes a state decided elsewhere unless the stored version is the same or newer, or the state is already
+    /// full (the same as no row: `save_batch.sql`); `true` when it wrote.
+    pub async fn save(&self, key: &str, write: &PendingWrite) -> Result<bool, StoreError> {
+        Ok(self.save_all(std::iter::once((key, write))).await? > 0)
     }
 
     /// [`PostgresStore::save`] for many keys in one statement; a key given twice keeps its highest version.
     /// Returns the number of rows written.
-    pub async fn save_batch(&self, items: &[(String, VersionedState)]) -> Result<u64, StoreError> {
-        self.save_all(items.iter().map(|(key, v)| (key.as_str(), v))).await
+    pub async fn save_batch(&self, items: &[(String, PendingWrite)]) -> Result<u64, StoreError> {
+        self.save_all(items.iter().map(|(key, w)| (key.as_str(), w))).await
     }
 
-    async fn save_all<'a>(
-        &self,
-        items: impl Iterator<Item = (&'a str, &'a VersionedState)>,
-    ) -> Result<u64, StoreError> {
-        let (mut keys, mut tokens, mut times, mut versions) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for (key, v) in items {
+    async fn save_all<'a>(&self, items: impl Iterator<Item = (&'a str, &'a PendingWrite)>) -> Result<u64, StoreError> {
+        let (mut keys, mut tokens, mut times, mut versions, mut fills) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (key, w) in items {
+            let v = &w.after;
             keys.push(key.to_owned());
             let count = i32::try_from(v.state.tokens)
                 .map_err(|_| errors::backend(format!("{} tokens do not fit the tokens column", v.state.tokens)))?;
             tokens.push(count);
             times.push(signed(v.state.last_refill_us, "last_refill_us")?);
             versions.push(signed(v.version, "version")?);
+            fills.push(signed(w.full_at_us.saturating_sub(v.state.last_refill_us), "fill time")?);
         }
         if keys.is_empty() {
             return Ok(0);
@@ -271,6 +298,7 @@ impl PostgresStore {
                 .bind::<Array<Integer>, _>(tokens)
                 .bind::<Array<BigInt>, _>(times)
                 .bind::<Array<BigInt>, _>(versions)
+                .bind::<Array<BigInt>, _>(fills)
         });
         let written = self.statement(move |conn| query.execute(conn).boxed()).await?;
         // usize → u64 never truncates on supported targets.

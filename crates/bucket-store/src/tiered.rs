@@ -38,7 +38,9 @@ mod policies;
 
 pub use events::{no_events, TieredEvent, TieredEvents};
 
-use crate::{Decided, DependencyHealth, Limit, Outcome, Outcomes, Source, Store, StoreError, VersionedState};
+use crate::{
+    Decided, DependencyHealth, Limit, Outcome, Outcomes, PendingWrite, Source, Store, StoreError, VersionedState,
+};
 use loops::{flush_loop, probe_loop};
 use policies::postgres_marked_down;
 
@@ -205,6 +207,11 @@ impl TieredStore {
         }
     }
 
+    /// The PostgreSQL tier, whose pruner the service starts.
+    pub fn postgres(&self) -> &PostgresStore {
+        &self.inner.pg
+    }
+
     /// The Redis tier, whose channel carries this store's invalidations.
     pub fn redis(&self) -> &RedisStore {
         &self.inner.redis
@@ -275,14 +282,14 @@ impl Inner {
 
     async fn check_in_redis(&self, key: &str, policy: &Policy, cost: u64) -> Result<Outcome, StoreError> {
         if let Some(decided) = self.redis.decide_at(key, policy, cost, None, OnMiss::Report).await? {
-            self.persist(key, &decided).await;
+            self.persist(key, policy, &decided).await;
             return Ok(Outcome { decision: decided.decision, source: Source::Redis });
         }
         let (seed, source) = self.load_seed(key, policy).await;
         let decided = self.redis.seed_and_decide(key, policy, cost, &seed, None).await?;
         // Another instance seeded the key between our miss and our seed: its state decided, as a Redis hit.
         let source = if decided.created { source } else { Source::Redis };
-        self.persist(key, &decided).await;
+        self.persist(key, policy, &decided).await;
         Ok(Outcome { decision: decided.decision, source })
     }
 
@@ -304,12 +311,12 @@ impl Inner {
     }
 
     /// Copies an allowed decision to PostgreSQL, now or through the queue.
-    async fn persist(&self, key: &str, decided: &Decided) {
+    async fn persist(&self, key: &str, policy: &Policy, decided: &Decided) {
         if !decided.decision.allowed {
             return;
         }
         if self.config.write_mode == WriteMode::Sync && self.pg_up.load(Ordering::Acquire) {
-            match self.pg.save(key, &decided.after).await {
+            match self.pg.save(key, &PendingWrite::new(policy, decided.after)).await {
                 Ok(_) => {
                     self.write_statements.fetch_add(1, Ordering::Relaxed);
                     return;
@@ -320,11 +327,11 @@ impl Inner {
         if self.config.write_mode == WriteMode::Sync {
             self.queued_while_down.fetch_add(1, Ordering::Relaxed);
         }
-        self.enqueue(key, decided.after);
+        self.enqueue(key, PendingWrite::new(policy, decided.after));
     }
 
     /// Queues a write for PostgreSQL, reporting a full queue once per episode.
-    fn enqueue(&self, key: &str, after: VersionedState) {
+    fn enqueue(&self, key: &str, after: PendingWrite) {
         if self.queue.push(key, after) == Enqueued::Full && !self.queue_full_logged.swap(true, Ordering::AcqRel) {
             (self.events)(TieredEvent::QueueFull { capacity: self.queue.capacity() });
         }

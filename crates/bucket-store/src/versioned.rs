@@ -1,6 +1,6 @@
 //! What the tiered store copies between Redis and PostgreSQL: a state with the version that orders its writes.
 
-use bucket_core::{BucketState, Decision};
+use bucket_core::{full_at, BucketState, Decision, Policy};
 
 /// A bucket state and its version; every allowed decision increments the version, and a write carrying a lower
 /// or equal version than the stored one is discarded, so an older state never overwrites a newer one.
@@ -21,4 +21,21 @@ pub struct Decided {
     pub after: VersionedState,
     /// Whether this decision created the key (PostgreSQL inserted the row / the key was seeded as new).
     pub created: bool,
+}
+
+/// A state on its way to PostgreSQL with the instant its bucket is full again, which the row's `full_at` records
+/// so that the pruner can forget the row once it has passed (`postgres/prune.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PendingWrite {
+    /// The state and version to write.
+    pub after: VersionedState,
+    /// `bucket_core::full_at` of the state under the policy that decided it, in µs since the epoch.
+    pub full_at_us: u64,
+}
+
+impl PendingWrite {
+    /// `after` as decided under `policy`.
+    pub fn new(policy: &Policy, after: VersionedState) -> Self {
+        Self { after, full_at_us: full_at(policy, after.state) }
+    }
 }

@@ -9,11 +9,11 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use crate::VersionedState;
+use crate::PendingWrite;
 
 /// Pending writes keyed by bucket key; the newest version of each key wins.
 pub struct WriteQueue {
-    pending: Mutex<HashMap<String, VersionedState>>,
+    pending: Mutex<HashMap<String, PendingWrite>>,
     /// Writes taken for a statement that has not yet succeeded or been restored. Changed and read only under the
     /// `pending` lock, so `pending + in_flight` never misses a write moving between the two.
     in_flight: AtomicUsize,
@@ -42,10 +42,10 @@ impl WriteQueue {
     }
 
     /// Queues a write, keeping only the newest version per key.
-    pub fn push(&self, key: &str, state: VersionedState) -> Enqueued {
+    pub fn push(&self, key: &str, state: PendingWrite) -> Enqueued {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(existing) = pending.get_mut(key) {
-            if state.version > existing.version {
+            if state.after.version > existing.after.version {
                 *existing = state;
             }
             return Enqueued::Queued;
@@ -62,9 +62,9 @@ impl WriteQueue {
 
     /// Takes up to `max` pending writes for one batch; they count as in flight until [`WriteQueue::written`] or
     /// [`WriteQueue::restore`].
-    pub fn take(&self, max: usize) -> Vec<(String, VersionedState)> {
+    pub fn take(&self, max: usize) -> Vec<(String, PendingWrite)> {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        let batch: Vec<(String, VersionedState)> = if pending.len() <= max {
+        let batch: Vec<(String, PendingWrite)> = if pending.len() <= max {
             pending.drain().collect()
         } else {
             let keys: Vec<String> = pending.keys().take(max).cloned().collect();
@@ -82,7 +82,7 @@ impl WriteQueue {
 
     /// Takes the pending write of one key, if any: the tiered store writes it before PostgreSQL decides that key
     /// itself, so that PostgreSQL decides from the newest state rather than one the queue is about to overwrite.
-    pub fn take_key(&self, key: &str) -> Option<VersionedState> {
+    pub fn take_key(&self, key: &str) -> Option<PendingWrite> {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         let taken = pending.remove(key);
         if taken.is_some() {
@@ -92,14 +92,14 @@ impl WriteQueue {
     }
 
     /// Puts back a batch that could not be written, unless newer versions arrived meanwhile.
-    pub fn restore(&self, batch: Vec<(String, VersionedState)>) {
+    pub fn restore(&self, batch: Vec<(String, PendingWrite)>) {
         // Restored writes were counted against the bound while in flight, so putting them back keeps
         // `pending + in_flight` within it; none is dropped here, they were already accepted.
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         self.in_flight.fetch_sub(batch.len(), Ordering::Relaxed);
         for (key, state) in batch {
             match pending.get_mut(&key) {
-                Some(existing) if existing.version >= state.version => {}
+                Some(existing) if existing.after.version >= state.after.version => {}
                 Some(existing) => *existing = state,
                 None => {
                     pending.insert(key, state);
@@ -141,8 +141,9 @@ mod tests {
     use super::*;
     use bucket_core::BucketState;
 
-    fn v(tokens: u64, version: u64) -> VersionedState {
-        VersionedState { state: BucketState { tokens, last_refill_us: 0 }, version }
+    fn v(tokens: u64, version: u64) -> PendingWrite {
+        let after = crate::VersionedState { state: BucketState { tokens, last_refill_us: 0 }, version };
+        PendingWrite { after, full_at_us: 10 - tokens }
     }
 
     #[test]

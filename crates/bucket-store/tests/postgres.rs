@@ -8,13 +8,21 @@ use std::time::{Duration, Instant};
 
 use bucket_core::{BucketState, Policy};
 use bucket_store::postgres::{PostgresConfig, PostgresStore};
-use bucket_store::{Limit, PolicyStore, Source, Store, StoreError, VersionedState};
+use bucket_store::{Limit, PendingWrite, PolicyStore, Source, Store, StoreError, VersionedState};
 use bucket_testkit::{database_url, redirect, Fault, FaultProxy, TestSchema};
 use common::cases::T0;
 use diesel_async::SimpleAsyncConnection;
 
 fn versioned(tokens: u64, last_refill_us: u64, version: u64) -> VersionedState {
     VersionedState { state: BucketState { tokens, last_refill_us }, version }
+}
+
+/// `versioned(..)` to save, not full for a century (a full state is not written at all: tests/prune.rs).
+fn pending(tokens: u64, last_refill_us: u64, version: u64) -> PendingWrite {
+    PendingWrite {
+        after: versioned(tokens, last_refill_us, version),
+        full_at_us: last_refill_us + 100 * 365 * 86_400_000_000,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -106,11 +114,11 @@ async fn an_older_state_never_overwrites_a_newer_one() {
     let schema = TestSchema::new();
     let store = schema.store().await;
 
-    assert!(store.save("k", &versioned(5, T0 + 5, 5)).await.unwrap(), "absent: inserted");
-    assert!(!store.save("k", &versioned(3, T0 + 3, 3)).await.unwrap(), "older: discarded");
-    assert!(!store.save("k", &versioned(9, T0 + 9, 5)).await.unwrap(), "same version: discarded");
+    assert!(store.save("k", &pending(5, T0 + 5, 5)).await.unwrap(), "absent: inserted");
+    assert!(!store.save("k", &pending(3, T0 + 3, 3)).await.unwrap(), "older: discarded");
+    assert!(!store.save("k", &pending(9, T0 + 9, 5)).await.unwrap(), "same version: discarded");
     assert_eq!(store.load("k").await.unwrap(), Some(versioned(5, T0 + 5, 5)));
-    assert!(store.save("k", &versioned(6, T0 + 6, 6)).await.unwrap(), "newer: written");
+    assert!(store.save("k", &pending(6, T0 + 6, 6)).await.unwrap(), "newer: written");
     assert_eq!(store.load("k").await.unwrap(), Some(versioned(6, T0 + 6, 6)));
 
     // A decision continues from the saved version.
@@ -123,16 +131,16 @@ async fn an_older_state_never_overwrites_a_newer_one() {
 async fn save_batch_applies_the_guard_per_key_in_one_statement() {
     let schema = TestSchema::new();
     let store = schema.store().await;
-    store.save("old", &versioned(5, T0, 5)).await.unwrap();
-    store.save("new", &versioned(5, T0, 5)).await.unwrap();
+    store.save("old", &pending(5, T0, 5)).await.unwrap();
+    store.save("new", &pending(5, T0, 5)).await.unwrap();
 
     let written = store
         .save_batch(&[
-            ("old".into(), versioned(1, T0 + 1, 3)), // older than stored: discarded
-            ("new".into(), versioned(2, T0 + 2, 7)), // newer: written
-            ("dup".into(), versioned(3, T0 + 3, 2)), // absent, given twice: the higher version wins
-            ("dup".into(), versioned(4, T0 + 4, 4)),
-            ("dup".into(), versioned(8, T0 + 8, 1)),
+            ("old".into(), pending(1, T0 + 1, 3)), // older than stored: discarded
+            ("new".into(), pending(2, T0 + 2, 7)), // newer: written
+            ("dup".into(), pending(3, T0 + 3, 2)), // absent, given twice: the higher version wins
+            ("dup".into(), pending(4, T0 + 4, 4)),
+            ("dup".into(), pending(8, T0 + 8, 1)),
         ])
         .await
         .unwrap();
@@ -207,7 +215,7 @@ async fn migrations_are_idempotent_and_keep_the_seed_table() {
     let first = schema.store().await;
     first.check("kept", &Policy::from_interval_us(3, 1_000_000).unwrap(), 1).await.unwrap();
     let _second = schema.store().await;
-    assert_eq!(schema.count("__diesel_schema_migrations").await, 6);
+    assert_eq!(schema.count("__diesel_schema_migrations").await, 7);
     assert_eq!(schema.row("kept").await.unwrap().tokens, 2, "a second start keeps the data");
 
     let columns: Vec<_> = schema
@@ -224,6 +232,13 @@ async fn migrations_are_idempotent_and_keep_the_seed_table() {
             (s("tokens"), s("integer"), None, s("NO"), None),
             (s("last_refill_time"), s("timestamp with time zone"), None, s("NO"), Some(s("now()"))),
             (s("version"), s("bigint"), None, s("NO"), Some(s("0"))),
+            (
+                s("full_at"),
+                s("timestamp with time zone"),
+                None,
+                s("NO"),
+                Some(s("'infinity'::timestamp with time zone"))
+            ),
         ]
     );
     let primary_key = format!(

@@ -7,7 +7,7 @@
 
 use bucket_core::{BucketState, Policy};
 use bucket_store::postgres::SessionStatement;
-use bucket_store::{Limit, PolicyStore, Store, VersionedState};
+use bucket_store::{Limit, PendingWrite, PolicyStore, Store, VersionedState};
 use bucket_testkit::TestSchema;
 
 /// Each statement's text exactly as the store prepares it.
@@ -19,9 +19,13 @@ const LOCKED_READ: &str = include_str!("../src/postgres/decide_all_read.sql");
 const WRITE: &str = include_str!("../src/postgres/decide_all_write.sql");
 const POLICY_GET: &str = include_str!("../src/postgres/policy_get.sql");
 const POLICY_VERSION: &str = include_str!("../src/postgres/policy_version.sql");
+const PRUNE_LOCK: &str = include_str!("../src/postgres/prune_lock.sql");
+const PRUNE: &str = include_str!("../src/postgres/prune.sql");
 
-fn versioned(tokens: u64, last_refill_us: u64, version: u64) -> VersionedState {
-    VersionedState { state: BucketState { tokens, last_refill_us }, version }
+/// A state to save that is not full for a century, so the save writes it.
+fn pending(tokens: u64, last_refill_us: u64, version: u64) -> PendingWrite {
+    let after = VersionedState { state: BucketState { tokens, last_refill_us }, version };
+    PendingWrite { after, full_at_us: last_refill_us + 100 * 365 * 86_400_000_000 }
 }
 
 /// How often the session ran `sql`, failing unless it was prepared exactly once.
@@ -49,14 +53,15 @@ async fn every_statement_on_the_decision_path_is_prepared_once_then_reused() {
         assert!(!store.check(&key, &policy, 5).await.unwrap().decision.allowed, "decide, refused, then read");
         store.peek(&key, &policy).await.unwrap();
         assert!(store.load(&key).await.unwrap().is_some());
-        assert!(store.save("saved", &versioned(1, 1_000, round + 1)).await.unwrap());
-        let batch = [(format!("batch-{round}"), versioned(1, 1_000, 1))];
+        assert!(store.save("saved", &pending(1, 1_000, round + 1)).await.unwrap());
+        let batch = [(format!("batch-{round}"), pending(1, 1_000, 1))];
         assert_eq!(store.save_batch(&batch).await.unwrap(), 1);
         let (a, b) = (format!("all-a-{round}"), format!("all-b-{round}"));
         let limits = [Limit { key: &a, policy, cost: 1 }, Limit { key: &b, policy, cost: 1 }];
         assert!(store.check_all(&limits).await.unwrap().allowed, "the three statements of check_all");
         assert_eq!(store.policy(&key).await.unwrap(), None);
         store.policy_version().await.unwrap();
+        assert_eq!(store.prune_batch_at(None).await.unwrap(), Some(0), "the pruner's two statements");
     }
 
     let statements = store.session_statements().await.unwrap();
@@ -69,6 +74,8 @@ async fn every_statement_on_the_decision_path_is_prepared_once_then_reused() {
         (WRITE, ROUNDS),
         (POLICY_GET, ROUNDS),
         (POLICY_VERSION, ROUNDS),
+        (PRUNE_LOCK, ROUNDS),
+        (PRUNE, ROUNDS),
     ];
     for (sql, runs) in expected {
         assert_eq!(executions(&statements, sql), runs, "{}", first_line(sql));

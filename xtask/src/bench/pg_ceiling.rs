@@ -65,7 +65,7 @@ fn ratio(http: &Value, ceiling: &Value) -> Option<Value> {
 }
 
 /// Creates `schema` and applies every migration's `up.sql` to it, in order, as the store would.
-fn migrate(database_url: &str, schema: &str) -> Result<()> {
+pub(super) fn migrate(database_url: &str, schema: &str) -> Result<()> {
     psql(database_url, None, &["-c", &format!("CREATE SCHEMA \"{schema}\"")])?;
     let mut ups: Vec<PathBuf> = std::fs::read_dir(paths::in_workspace("migrations"))?
         .map(|entry| entry.map(|e| e.path().join("up.sql")))
@@ -80,7 +80,7 @@ fn migrate(database_url: &str, schema: &str) -> Result<()> {
 }
 
 /// The pgbench script: decide.sql with pgbench variables for its parameters.
-fn write_script() -> Result<PathBuf> {
+pub(super) fn write_script() -> Result<PathBuf> {
     let path = paths::in_workspace("crates/bucket-store/src/postgres/decide.sql");
     let sql = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let interval_us = (1e6 / REFILL_PER_SEC.parse::<f64>()?).round() as u64;
@@ -108,15 +108,28 @@ fn statement(sql: &str) -> String {
         .fold(code.join("\n"), |text, (param, variable)| text.replace(param, variable))
 }
 
-/// One pgbench run of `seconds`; its transactions per second.
+/// One pgbench run of `seconds` with this ceiling's clients; its transactions per second.
 fn pgbench(database_url: &str, schema: &str, script: &PathBuf, seconds: u64) -> Result<f64> {
+    pgbench_with(database_url, schema, script, seconds, CLIENTS, THREADS, "")
+}
+
+/// One pgbench run of `seconds` with `clients` connections on `threads` threads; its transactions per second.
+pub(super) fn pgbench_with(
+    database_url: &str,
+    schema: &str,
+    script: &PathBuf,
+    seconds: u64,
+    clients: u32,
+    threads: u32,
+    session_options: &str,
+) -> Result<f64> {
     let mut command = Command::new("pgbench");
     command
-        .args(["-n", "-M", "prepared", "-c", &CLIENTS.to_string(), "-j", &THREADS.to_string()])
+        .args(["-n", "-M", "prepared", "-c", &clients.to_string(), "-j", &threads.to_string()])
         .args(["-T", &seconds.max(1).to_string(), "-f"])
         .arg(script)
         .arg(database_url)
-        .env("PGOPTIONS", format!("-c search_path={schema}"));
+        .env("PGOPTIONS", format!("-c search_path={schema} {session_options}"));
     let output = process::run_checked(&mut command)?;
     let text = String::from_utf8_lossy(&output.stdout);
     text.lines()
@@ -126,7 +139,7 @@ fn pgbench(database_url: &str, schema: &str, script: &PathBuf, seconds: u64) -> 
         .ok_or_else(|| anyhow!("no `tps = ` line in pgbench's output:\n{text}"))
 }
 
-fn psql(database_url: &str, schema: Option<&str>, args: &[&str]) -> Result<String> {
+pub(super) fn psql(database_url: &str, schema: Option<&str>, args: &[&str]) -> Result<String> {
     let mut command = Command::new("psql");
     command.args([database_url, "-XAtq"]).args(args);
     if let Some(schema) = schema {

@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 
-use bucket_core::{decide_all, BucketState, Demand};
+use bucket_core::{decide_all, full_at, BucketState, Demand};
 use diesel::sql_types::{Array, BigInt, Integer, Nullable, Text};
 use diesel::QueryableByName;
 use diesel_async::pooled_connection::deadpool::Object;
@@ -189,8 +189,18 @@ async fn decide_locked(conn: &mut AsyncPgConnection, input: &Input) -> Result<De
         .map(|s| signed(s.last_refill_us, "last_refill_us"))
         .collect::<Result<Vec<_>, _>>()
         .map_err(Abort::Store)?;
+    let fills = all
+        .after
+        .iter()
+        .zip(&input.demands)
+        .map(|(s, (policy, _))| signed(full_at(policy, *s) - s.last_refill_us, "fill time"))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(Abort::Store)?;
     let written: Vec<WrittenRow> = prepared::<DecideAllWrite, _>(|q| {
-        q.bind::<Array<Text>, _>(input.keys.clone()).bind::<Array<Integer>, _>(tokens).bind::<Array<BigInt>, _>(times)
+        q.bind::<Array<Text>, _>(input.keys.clone())
+            .bind::<Array<Integer>, _>(tokens)
+            .bind::<Array<BigInt>, _>(times)
+            .bind::<Array<BigInt>, _>(fills)
     })
     .load(conn)
     .await?;

@@ -30,6 +30,12 @@ pub struct PostgresConfig {
     /// PEM file of the CA(s) the server's certificate must chain to (a private CA); without it the system's roots.
     /// Setting it makes `verify-full` the default `sslmode` (see `postgres/tls.rs` for every mode).
     pub tls_ca_file: Option<PathBuf>,
+    /// How often the pruner deletes the rows of refilled buckets (`postgres/prune.rs`); 0 turns it off. A row goes
+    /// within about this long after its bucket is full.
+    #[serde(rename = "prune_interval_ms", deserialize_with = "crate::millis::deserialize")]
+    pub prune_interval: Duration,
+    /// Most rows one pruning statement deletes: small batches hold few row locks, briefly.
+    pub prune_batch_size: usize,
 }
 
 /// The defaults with no URL yet: what a `[postgres]` section leaves unset.
@@ -40,7 +46,8 @@ impl Default for PostgresConfig {
 }
 
 impl PostgresConfig {
-    /// The defaults (16 connections, 2 s to connect, 1 s per statement, the URL's own schema) for `url`.
+    /// The defaults (16 connections, 2 s to connect, 1 s per statement, the URL's own schema, pruning every 10 s in
+    /// batches of 1000) for `url`.
     ///
     /// 16, not the 32 that measured fastest for one instance under 32 concurrent checks (docs/perf.md section 8):
     /// every instance may open its whole pool, and 4 instances of 32 exceed PostgreSQL's default max_connections
@@ -54,6 +61,8 @@ impl PostgresConfig {
             statement_timeout: Duration::from_secs(1),
             schema: None,
             tls_ca_file: None,
+            prune_interval: Duration::from_secs(10),
+            prune_batch_size: 1000,
         }
     }
 
@@ -73,6 +82,8 @@ impl fmt::Debug for PostgresConfig {
             .field("statement_timeout", &self.statement_timeout)
             .field("schema", &self.schema)
             .field("tls_ca_file", &self.tls_ca_file)
+            .field("prune_interval", &self.prune_interval)
+            .field("prune_batch_size", &self.prune_batch_size)
             .finish()
     }
 }

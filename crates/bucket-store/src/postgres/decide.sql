@@ -24,6 +24,10 @@
 --                     : (tokens + added, last_refill + added * interval)   -- keeps the part-token
 --   allowed    ⇔ refilled.tokens >= cost, and then the row becomes (refilled.tokens - cost, refilled.last_refill)
 -- A refused check fails the WHERE, so the row is not written at all (its xmin does not change).
+--   full_at    = refilled.last_refill + (capacity - refilled.tokens + cost) * interval, which is
+--                full ? last_refill + E + cost * interval : last_refill + (capacity - tokens + cost) * interval
+--                (the instant the pruner may delete the row: migration rate_limits_full_at, postgres/prune.rs).
+--                Two interval terms, each below 2^53 µs, so the float8 factor PostgreSQL multiplies by is exact.
 --
 -- "now" is read once, in the `clock` CTE (clock_timestamp() is volatile: every call would differ), and reaches
 -- the DO UPDATE as EXCLUDED.last_refill_time, the instant the proposed new row carries. The clock is read before
@@ -34,9 +38,9 @@ WITH clock AS (
     SELECT bucket_clock($5::bigint) AS at
 ),
 decided AS (
-    INSERT INTO rate_limits AS b (user_id, tokens, last_refill_time, version)
+    INSERT INTO rate_limits AS b (user_id, tokens, last_refill_time, version, full_at)
     -- A new key is a full bucket minus this check's cost; a cost above capacity creates nothing.
-    SELECT $1, $2::bigint - $4::bigint, clock.at, 1
+    SELECT $1, $2::bigint - $4::bigint, clock.at, 1, clock.at + INTERVAL '1 microsecond' * ($4::bigint * $3::bigint)
     FROM clock
     WHERE $4::bigint <= $2::bigint
     ON CONFLICT (user_id) DO UPDATE
@@ -51,7 +55,13 @@ decided AS (
             THEN bucket_elapsed_us(b.last_refill_time, EXCLUDED.last_refill_time)
             ELSE bucket_elapsed_us(b.last_refill_time, EXCLUDED.last_refill_time) / $3::bigint * $3::bigint
         END,
-        version = b.version + 1
+        version = b.version + 1,
+        -- The new state's full_at (see the header): refilled's own, plus cost tokens' worth of time.
+        full_at = b.last_refill_time + INTERVAL '1 microsecond' * CASE
+            WHEN b.tokens + bucket_elapsed_us(b.last_refill_time, EXCLUDED.last_refill_time) / $3::bigint >= $2::bigint
+            THEN bucket_elapsed_us(b.last_refill_time, EXCLUDED.last_refill_time)
+            ELSE ($2::bigint - b.tokens) * $3::bigint
+        END + INTERVAL '1 microsecond' * ($4::bigint * $3::bigint)
     WHERE least(
             $2::bigint,
             b.tokens + bucket_elapsed_us(b.last_refill_time, EXCLUDED.last_refill_time) / $3::bigint

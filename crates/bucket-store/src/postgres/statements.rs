@@ -32,6 +32,10 @@ statements! {
     Announce = "announce.sql";
     /// Forgets a bucket.
     Reset = "reset.sql";
+    /// The pruner's turn: a per-schema advisory lock held to the end of the transaction.
+    PruneLock = "prune_lock.sql";
+    /// Deletes a batch of rows whose bucket is full.
+    Prune = "prune.sql";
     /// One key's policy.
     PolicyGet = "policy_get.sql";
     /// Removes one key's policy.

@@ -9,7 +9,7 @@ use super::policies::postgres_marked_down;
 use super::{Inner, TieredStore, WriteMode};
 use crate::limits::Grouped;
 use crate::redis::{Miss, Script};
-use crate::{Decided, Limit, Outcomes, Source, StoreError, VersionedState};
+use crate::{Decided, Limit, Outcomes, PendingWrite, Source, StoreError};
 
 impl Inner {
     /// `check_all`: Redis when it may decide, PostgreSQL otherwise, as `check` does.
@@ -74,8 +74,12 @@ impl Inner {
     /// Copies an allowed request's states to PostgreSQL: one batch statement in sync mode (before the answer), the
     /// queue otherwise or when PostgreSQL fails.
     async fn persist_all(&self, grouped: &Grouped<'_>, decided: &[Decided]) {
-        let items: Vec<(String, VersionedState)> =
-            grouped.keys().zip(decided).map(|(key, d)| (key.to_owned(), d.after)).collect();
+        let items: Vec<(String, PendingWrite)> = grouped
+            .buckets
+            .iter()
+            .zip(decided)
+            .map(|(b, d)| (b.key.to_owned(), PendingWrite::new(&b.policy, d.after)))
+            .collect();
         if self.config.write_mode == WriteMode::Sync && self.pg_up.load(Ordering::Acquire) {
             match self.pg.save_batch(&items).await {
                 Ok(_) => {
@@ -119,7 +123,7 @@ impl Inner {
     /// `apply_pending_write` for every key of the request, in one batch statement.
     async fn apply_pending_writes(&self, grouped: &Grouped<'_>) -> Result<(), StoreError> {
         drop(self.flushing.lock().await);
-        let pending: Vec<(String, VersionedState)> =
+        let pending: Vec<(String, PendingWrite)> =
             grouped.keys().filter_map(|key| self.queue.take_key(key).map(|v| (key.to_owned(), v))).collect();
         if pending.is_empty() {
             return Ok(());
