@@ -9,18 +9,16 @@
 -- that UPDATEs a row leaves its `full_at` as it was, which may then be too early: keep the pruner off
 -- (BUCKET_PG_PRUNE_INTERVAL_MS=0) until every instance runs this version.
 --
--- Existing rows: a row does not record its policy. Where the key has a per-key policy, `full_at` is exact. For
--- the others it is seven days after the row's last refill, which is at or after the true instant for every policy
--- that refills from empty within seven days (the stored tokens are never below zero). A deployment that ran a
--- policy slower than that should raise the bound below before migrating.
+-- Existing rows: a row does not record its policy. Where the key has a per-key policy, `full_at` is exact. The
+-- others keep 'infinity' until their next write sets it: guessing a bound here would delete the not-yet-full rows
+-- of any policy slower than the guess, which over-admits. An operator who knows the slowest policy the table has
+-- seen can let the pruner have the untouched old rows at once (README, "Rows that outlive their buckets"):
+--   UPDATE rate_limits SET full_at = last_refill_time + INTERVAL '<slowest fill time>' WHERE full_at = 'infinity';
 ALTER TABLE rate_limits ADD COLUMN full_at TIMESTAMPTZ NOT NULL DEFAULT 'infinity';
 
 UPDATE rate_limits AS b
-SET full_at = coalesce(
-    (SELECT b.last_refill_time + INTERVAL '1 microsecond' * (greatest(p.capacity - b.tokens, 0) * p.interval_us)
-     FROM policies AS p
-     WHERE p.key = b.user_id),
-    b.last_refill_time + INTERVAL '7 days'
-);
+SET full_at = b.last_refill_time + INTERVAL '1 microsecond' * (greatest(p.capacity - b.tokens, 0) * p.interval_us)
+FROM policies AS p
+WHERE p.key = b.user_id;
 
 CREATE INDEX rate_limits_full_at ON rate_limits (full_at);
