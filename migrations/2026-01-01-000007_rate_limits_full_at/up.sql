@@ -12,7 +12,7 @@
 -- Existing rows: a row does not record its policy. Where the key has a per-key policy, `full_at` is exact. The
 -- others keep 'infinity' until their next write sets it: guessing a bound here would delete the not-yet-full rows
 -- of any policy slower than the guess, which over-admits. An operator who knows the slowest policy the table has
--- seen can let the pruner have the untouched old rows at once (README, "Rows that outlive their buckets"):
+-- seen can let the pruner have the untouched old rows at once (docs/reliability.md, "Known limits of pruning"):
 --   UPDATE rate_limits SET full_at = last_refill_time + INTERVAL '<slowest fill time>' WHERE full_at = 'infinity';
 ALTER TABLE rate_limits ADD COLUMN full_at TIMESTAMPTZ NOT NULL DEFAULT 'infinity';
 
