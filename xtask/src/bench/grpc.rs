@@ -98,7 +98,8 @@ pub(super) fn run_grpc(o: &Args) -> Result<Value> {
         let check_mode = format!("check-{shape}");
         wrk(api.addr, o.warmup_s, o.connections, &[check_mode.clone(), format!("{prefix}-http-warm"), "0".into()])?;
         let before = api.cpu_seconds()?;
-        let mut check = wrk(api.addr, o.duration_s, o.connections, &[check_mode, format!("{prefix}-http"), "0".into()])?;
+        let mut check =
+            wrk(api.addr, o.duration_s, o.connections, &[check_mode, format!("{prefix}-http"), "0".into()])?;
         check["cpu_s"] = json!(api.cpu_seconds()? - before);
         // The warm-up is a run of its own, as wrk's, so the CPU read around the measured run is that run's only.
         grpc_load(&url, shape, &format!("{prefix}-grpc-warm"), o.warmup_s, 0, o.connections, connections)?;

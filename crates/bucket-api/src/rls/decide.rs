@@ -269,11 +269,7 @@ fn rule_name(rule: &Rule) -> &str {
 }
 
 fn current_limit(rule: &Rule) -> CurrentLimit {
-    CurrentLimit {
-        name: rule_name(rule).to_owned(),
-        requests_per_unit: rule.requests_per_unit,
-        unit: rule.unit,
-    }
+    CurrentLimit { name: rule_name(rule).to_owned(), requests_per_unit: rule.requests_per_unit, unit: rule.unit }
 }
 
 /// `RateLimit` / `RateLimit-Policy` for the chosen limits, and `Retry-After` when refused: the longest wait among

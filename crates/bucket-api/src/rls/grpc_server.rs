@@ -25,9 +25,9 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 use tonic::body::Body;
 use tonic::codegen::http::{Request, Response};
+use tonic::codegen::Service;
 use tonic::service::Routes;
 use tonic::Status;
-use tonic::codegen::Service;
 
 use crate::rls::grpc::{RateLimiter, RLS_DESCRIPTOR};
 use crate::state::AppState;
