@@ -116,12 +116,27 @@ pub struct RateLimitHeaders {
     pub retry_after: Option<u64>,
 }
 
-impl RateLimitHeaders {
-    /// The headers for `decision` under `applied`; `None` when the decision can never turn into an allowance
-    /// (`Wait::Never`), which callers report as a 400 instead of a 429 with a meaningless wait.
-    pub fn new(decision: &Decision, applied: &AppliedPolicy) -> Option<Self> {
-        let name = &applied.name;
-        let window = ceil_secs(Duration::from_micros(applied.policy.fill_time_us()));
+/// The numbers behind `RateLimit-Policy` and `RateLimit`, apart from any formatting, so the gateway front writes
+/// them straight into its own header values while sharing this arithmetic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeaderNumbers {
+    /// `q`: the capacity.
+    pub quota: u64,
+    /// `w`: whole seconds to refill from empty, rounded up.
+    pub window: u64,
+    /// `r`: tokens left.
+    pub remaining: u64,
+    /// `t`: seconds until the next token, or until `cost` tokens on a refusal (then at least 1).
+    pub t: u64,
+    /// `Retry-After`, on a refusal only.
+    pub retry_after: Option<u64>,
+}
+
+impl HeaderNumbers {
+    /// The numbers for `decision` under `policy`; `None` when the decision can never turn into an allowance
+    /// (`Wait::Never`).
+    pub fn new(decision: &Decision, policy: &Policy) -> Option<Self> {
+        let window = ceil_secs(Duration::from_micros(policy.fill_time_us()));
         let (t, retry_after) = match decision.retry_after {
             None => (ceil_secs(decision.next_token_after), None),
             Some(Wait::After(wait)) => {
@@ -130,13 +145,23 @@ impl RateLimitHeaders {
             }
             Some(Wait::Never) => return None,
         };
+        Some(Self { quota: policy.capacity(), window, remaining: decision.remaining, t, retry_after })
+    }
+}
+
+impl RateLimitHeaders {
+    /// The headers for `decision` under `applied`; `None` when the decision can never turn into an allowance
+    /// (`Wait::Never`), which callers report as a 400 instead of a 429 with a meaningless wait.
+    pub fn new(decision: &Decision, applied: &AppliedPolicy) -> Option<Self> {
+        let name = &applied.name;
+        let n = HeaderNumbers::new(decision, &applied.policy)?;
         Some(Self {
-            policy: format!("\"{name}\";q={};w={window}", applied.policy.capacity()),
-            ratelimit: format!("\"{name}\";r={};t={t}", decision.remaining),
+            policy: format!("\"{name}\";q={};w={}", n.quota, n.window),
+            ratelimit: format!("\"{name}\";r={};t={}", n.remaining, n.t),
             limit: decision.limit,
             remaining: decision.remaining,
             reset: ceil_secs(decision.reset_after),
-            retry_after,
+            retry_after: n.retry_after,
         })
     }
 }

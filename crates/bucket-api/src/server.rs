@@ -10,7 +10,7 @@ use slog::{error, info, Logger};
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, ConfigError};
-use crate::rls::grpc::GrpcServer;
+use crate::rls::grpc_server::GrpcServer;
 use crate::routes::build_app;
 use crate::state::AppState;
 use crate::stores::build_store;

@@ -112,24 +112,29 @@ fn memory_table(m: &Value) -> String {
 
 fn grpc_table(g: &Value, env: &str) -> String {
     let mut t = String::from(
-        "| key shape | POST /v1/check decisions/s | p99 ms | ShouldRateLimit decisions/s | p99 ms | refused (HTTP / gRPC) \
-         | gRPC errors | gRPC ÷ HTTP per decision | load avg |\n|---|---:|---:|---:|---:|---:|---:|---:|---|\n",
+        "| key shape | POST /v1/check decisions/s | p99 ms | server CPU µs/decision | ShouldRateLimit decisions/s \
+         | p99 ms | server CPU µs/decision | refused (HTTP / gRPC) | gRPC errors | gRPC ÷ HTTP throughput \
+         | gRPC ÷ HTTP per decision (CPU; target ≥ 1.0) | load avg |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
     );
     for r in g["rows"].as_array().into_iter().flatten() {
         let (c, q) = (&r["check"], &r["grpc"]);
         let share = |refused: &Value, all: &Value| 100.0 * f(refused) / f(all).max(1.0);
         let _ = writeln!(
             t,
-            "| {} | {:.0} | {:.2} | {:.0} | {:.2} | {:.1}% / {:.1}% | {} | {:.2}× | {} |",
+            "| {} | {:.0} | {:.2} | {:.1} | {:.0} | {:.2} | {:.1} | {:.1}% / {:.1}% | {} | {:.2}× | {:.2}× | {} |",
             r["label"].as_str().unwrap_or(""),
             f(&c["rps"]),
             f(&c["p99_us"]) / 1000.0,
+            f(&r["check_cpu_us"]),
             f(&q["rps"]),
             f(&q["p99_us"]) / 1000.0,
+            f(&r["grpc_cpu_us"]),
             share(&c["non_2xx"], &c["requests"]),
             share(&q["over_limit"], &q["requests"]),
             q["errors"],
             f(&r["ratio"]),
+            f(&r["cpu_ratio"]),
             q["load"].as_str().unwrap_or("?")
         );
     }

@@ -1,6 +1,9 @@
 //! The `grpc` part of `cargo xtask bench`: the gateway front (Envoy's `ShouldRateLimit`) loaded by
 //! `bucket-grpc-load` (Rust, tonic; no Go, no Docker) beside `POST /v1/check` loaded by wrk, on one release API with
-//! the memory store, in the same run, with the same limit (capacity 10, 1 token/s) and the same key shapes.
+//! the memory store, in the same run, with the same limit (capacity 10, 1 token/s) and the same key shapes. Besides
+//! decisions per second it reads the server's own CPU time around every run, so the target (gRPC at least as fast
+//! per decision as `POST /v1/check`) is also judged as CPU per decision, which the client's share and the machine's
+//! other load do not move.
 
 use std::process::{Command, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -43,11 +46,19 @@ pub(super) fn build_load_generator() -> Result<()> {
 }
 
 /// One `bucket-grpc-load` run; its `BENCH` line with `rps` (answered decisions per second) and the load average.
-fn grpc_load(url: &str, shape: &str, prefix: &str, seconds: u64, warmup: u64, concurrency: u32) -> Result<Value> {
+fn grpc_load(
+    url: &str,
+    shape: &str,
+    prefix: &str,
+    seconds: u64,
+    warmup: u64,
+    concurrency: u32,
+    connections: usize,
+) -> Result<Value> {
     let mut command = Command::new(target_dir().join("release/bucket-grpc-load"));
     command
         .args(["--url", url, "--shape", shape, "--prefix", prefix, "--pool", POOL])
-        .args(["--concurrency", &concurrency.to_string(), "--connections", "1", "--threads", "1"])
+        .args(["--concurrency", &concurrency.to_string(), "--connections", &connections.to_string(), "--threads", "1"])
         .args(["--duration", &seconds.to_string(), "--warmup", &warmup.to_string()])
         .stdin(Stdio::null());
     let load = load_average();
@@ -74,6 +85,10 @@ pub(super) fn run_grpc(o: &Args) -> Result<Value> {
     println!("== grpc: memory store, ShouldRateLimit (bucket-grpc-load) beside POST /v1/check (wrk)");
     let api = Api::start("api-grpc", &env)?;
     let url = format!("http://127.0.0.1:{grpc_port}");
+    // One HTTP/2 connection per server worker, as Envoy opens one per worker thread: each worker serves the
+    // connections it accepted, so a single connection would leave the other workers idle while wrk's 32
+    // connections reach all of them.
+    let connections = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let mut rows = Vec::new();
     for (shape, label) in SHAPES {
         if interrupt::requested() {
@@ -82,27 +97,39 @@ pub(super) fn run_grpc(o: &Args) -> Result<Value> {
         let prefix = format!("{run_id}-{shape}");
         let check_mode = format!("check-{shape}");
         wrk(api.addr, o.warmup_s, o.connections, &[check_mode.clone(), format!("{prefix}-http-warm"), "0".into()])?;
-        let check = wrk(api.addr, o.duration_s, o.connections, &[check_mode, format!("{prefix}-http"), "0".into()])?;
-        let grpc = grpc_load(&url, shape, &format!("{prefix}-grpc"), o.duration_s, o.warmup_s, o.connections)?;
+        let before = api.cpu_seconds()?;
+        let mut check =
+            wrk(api.addr, o.duration_s, o.connections, &[check_mode, format!("{prefix}-http"), "0".into()])?;
+        check["cpu_s"] = json!(api.cpu_seconds()? - before);
+        // The warm-up is a run of its own, as wrk's, so the CPU read around the measured run is that run's only.
+        grpc_load(&url, shape, &format!("{prefix}-grpc-warm"), o.warmup_s, 0, o.connections, connections)?;
+        let before = api.cpu_seconds()?;
+        let mut grpc = grpc_load(&url, shape, &format!("{prefix}-grpc"), o.duration_s, 0, o.connections, connections)?;
+        grpc["cpu_s"] = json!(api.cpu_seconds()? - before);
         let ratio = grpc["rps"].as_f64().unwrap_or(0.0) / check["rps"].as_f64().unwrap_or(f64::NAN);
+        let us_per = |v: &Value, decisions: f64| v["cpu_s"].as_f64().unwrap_or(f64::NAN) * 1e6 / decisions.max(1.0);
+        let check_us = us_per(&check, check["requests"].as_f64().unwrap_or(0.0));
+        let grpc_us = us_per(&grpc, grpc["requests"].as_f64().unwrap_or(0.0));
+        let cpu_ratio = check_us / grpc_us;
         println!(
-            "  {shape:<4} POST /v1/check {:>8.0}/s p99 {:>6} µs | ShouldRateLimit {:>8.0}/s p99 {:>6} µs | gRPC ÷ \
-             HTTP {ratio:.2} (load {})",
+            "  {shape:<4} POST /v1/check {:>8.0}/s {check_us:>5.1} µs CPU | ShouldRateLimit {:>8.0}/s {grpc_us:>5.1} µs \
+             CPU | gRPC ÷ HTTP: throughput {ratio:.2}, per decision (CPU) {cpu_ratio:.2}; target 1.0 (load {})",
             check["rps"].as_f64().unwrap_or(0.0),
-            check["p99_us"],
             grpc["rps"].as_f64().unwrap_or(0.0),
-            grpc["p99_us"],
             grpc["load"].as_str().unwrap_or("?")
         );
-        rows.push(json!({ "shape": shape, "label": label, "check": check, "grpc": grpc, "ratio": ratio }));
+        rows.push(json!({
+            "shape": shape, "label": label, "check": check, "grpc": grpc, "ratio": ratio,
+            "check_cpu_us": check_us, "grpc_cpu_us": grpc_us, "cpu_ratio": cpu_ratio,
+        }));
     }
     drop(api);
     Ok(json!({
         "command": format!(
             "POST /v1/check: wrk -t1 -c{c} -d{d}s --latency -s loadtest/bench_http.lua -- check-<shape>; \
-             ShouldRateLimit: bucket-grpc-load --concurrency {c} --connections 1 --threads 1 --duration {d} \
-             --shape <shape> (each after a {w} s warm-up)",
-            c = o.connections, d = o.duration_s, w = o.warmup_s),
+             ShouldRateLimit: bucket-grpc-load --concurrency {c} --connections {n} --threads 1 --duration {d} \
+             --shape <shape> (each after a {w} s warm-up); server CPU from /proc/<pid>/stat around each run",
+            c = o.connections, d = o.duration_s, w = o.warmup_s, n = connections),
         "rows": rows,
     }))
 }

@@ -93,6 +93,21 @@ impl Api {
     fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// CPU seconds the server has used so far (user + system, `/proc/<pid>/stat`): around a run, its cost per
+    /// request whatever the client and the machine's other load spend.
+    pub(super) fn cpu_seconds(&self) -> Result<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))?;
+        // Fields after the command name, which is in parentheses and may hold spaces: utime and stime are the
+        // 14th and 15th fields of the line, so the 12th and 13th after it.
+        let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+        let ticks: Vec<f64> = after.split_whitespace().skip(11).take(2).filter_map(|t| t.parse().ok()).collect();
+        if ticks.len() != 2 {
+            bail!("cannot read utime and stime from /proc/{}/stat", self.pid());
+        }
+        // The kernel reports them in USER_HZ, 100 on every Linux this project runs on.
+        Ok((ticks[0] + ticks[1]) / 100.0)
+    }
 }
 
 impl Drop for Api {

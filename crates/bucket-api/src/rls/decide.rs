@@ -10,7 +10,7 @@ use bucket_store::{Limit, Outcomes, Source, Store, StoreError};
 use slog::{debug, info, warn};
 
 use crate::config::FailureMode;
-use crate::headers::{ceil_secs, AppliedPolicy, RateLimitHeaders};
+use crate::headers::{ceil_secs, HeaderNumbers};
 use crate::rls::config::ResponseHeaders;
 use crate::rls::request::RlsRequest;
 use crate::state::AppState;
@@ -263,16 +263,18 @@ impl DescriptorAnswer {
     }
 }
 
+/// The name a rule is reported under: its `name`, else its descriptor path.
+fn rule_name(rule: &Rule) -> &str {
+    rule.name.as_deref().unwrap_or(&rule.path)
+}
+
 fn current_limit(rule: &Rule) -> CurrentLimit {
-    CurrentLimit {
-        name: rule.name.clone().unwrap_or_else(|| rule.path.clone()),
-        requests_per_unit: rule.requests_per_unit,
-        unit: rule.unit,
-    }
+    CurrentLimit { name: rule_name(rule).to_owned(), requests_per_unit: rule.requests_per_unit, unit: rule.unit }
 }
 
 /// `RateLimit` / `RateLimit-Policy` for the chosen limits, and `Retry-After` when refused: the longest wait among
-/// the refusing limits, since every one of them must have room again.
+/// the refusing limits, since every one of them must have room again. Each value is written once into its own
+/// string: this runs on every call of the gateway front.
 fn response_headers(
     mode: ResponseHeaders,
     decided: &[(&Pending<'_>, Decision)],
@@ -281,22 +283,35 @@ fn response_headers(
     if mode == ResponseHeaders::None || decided.is_empty() {
         return Vec::new();
     }
-    let applied = |pending: &Pending<'_>| AppliedPolicy {
-        name: structured_string(&current_limit(pending.matched.rule).name).into(),
-        policy: pending.limit.policy,
-    };
-    let chosen: Vec<&(&Pending<'_>, Decision)> = match mode {
-        ResponseHeaders::All => decided.iter().collect(),
+    let chosen = match mode {
+        ResponseHeaders::All => decided,
         // Closest to refusing: a refusing limit first, then the fewest tokens left.
-        _ => decided.iter().min_by_key(|(_, d)| (d.allowed, d.remaining)).into_iter().collect(),
+        _ => decided.iter().min_by_key(|(_, d)| (d.allowed, d.remaining)).map(std::slice::from_ref).unwrap_or_default(),
     };
-    let rendered: Vec<RateLimitHeaders> =
-        chosen.iter().filter_map(|(pending, d)| RateLimitHeaders::new(d, &applied(pending))).collect();
+    let (mut policy, mut ratelimit) = (String::new(), String::new());
+    for (pending, d) in chosen {
+        let Some(n) = HeaderNumbers::new(d, &pending.limit.policy) else { continue };
+        if !policy.is_empty() {
+            policy.push_str(", ");
+            ratelimit.push_str(", ");
+        }
+        let name = rule_name(pending.matched.rule);
+        let mut int = itoa::Buffer::new();
+        push_structured_string(&mut policy, name);
+        for (field, value) in [(";q=", n.quota), (";w=", n.window)] {
+            policy.push_str(field);
+            policy.push_str(int.format(value));
+        }
+        push_structured_string(&mut ratelimit, name);
+        for (field, value) in [(";r=", n.remaining), (";t=", n.t)] {
+            ratelimit.push_str(field);
+            ratelimit.push_str(int.format(value));
+        }
+    }
     let mut headers = Vec::with_capacity(3);
-    if !rendered.is_empty() {
-        let join = |f: fn(&RateLimitHeaders) -> &str| rendered.iter().map(f).collect::<Vec<_>>().join(", ");
-        headers.push(("ratelimit-policy", join(|h| &h.policy)));
-        headers.push(("ratelimit", join(|h| &h.ratelimit)));
+    if !policy.is_empty() {
+        headers.push(("ratelimit-policy", policy));
+        headers.push(("ratelimit", ratelimit));
     }
     if over_limit {
         let wait = decided
@@ -307,15 +322,16 @@ fn response_headers(
             })
             .max();
         if let Some(wait) = wait {
-            headers.push(("retry-after", wait.to_string()));
+            headers.push(("retry-after", itoa::Buffer::new().format(wait).to_owned()));
         }
     }
     headers
 }
 
-/// A name as the inside of a structured-field string: printable ASCII, `"` and `\` escaped, anything else `?`.
-fn structured_string(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
+/// A name as a structured-field string, quotes included: printable ASCII, `"` and `\` escaped, anything else `?`.
+fn push_structured_string(out: &mut String, name: &str) {
+    out.reserve(name.len() + 2);
+    out.push('"');
     for c in name.chars() {
         match c {
             '"' | '\\' => {
@@ -326,17 +342,23 @@ fn structured_string(name: &str) -> String {
             _ => out.push('?'),
         }
     }
-    out
+    out.push('"');
 }
 
 #[cfg(test)]
 mod tests {
-    use super::structured_string;
+    use super::push_structured_string;
+
+    fn structured_string(name: &str) -> String {
+        let mut out = String::new();
+        push_structured_string(&mut out, name);
+        out
+    }
 
     #[test]
     fn names_become_valid_structured_field_strings() {
-        assert_eq!(structured_string("per-user"), "per-user");
-        assert_eq!(structured_string("a\"b\\c"), "a\\\"b\\\\c");
-        assert_eq!(structured_string("é\n"), "??");
+        assert_eq!(structured_string("per-user"), "\"per-user\"");
+        assert_eq!(structured_string("a\"b\\c"), "\"a\\\"b\\\\c\"");
+        assert_eq!(structured_string("é\n"), "\"??\"");
     }
 }

@@ -15,7 +15,8 @@ pub struct RlsRequest {
     /// The descriptors, decided together: `(key, value)` entries, outermost first. (Envoy's per-descriptor `limit`
     /// override is not taken: the configured rules decide, so a gateway cannot raise its own limit.)
     pub descriptors: Vec<Descriptor>,
-    /// Each descriptor's own cost (`hits_addend` on the descriptor), by index; absent or 0 means the request's.
+    /// Each descriptor's own cost (`hits_addend` on the descriptor), by index; absent (the list may be empty when
+    /// no descriptor has one) or 0 means the request's.
     pub descriptor_hits: Vec<Option<u64>>,
     /// Tokens each descriptor takes unless it says otherwise; 0 (unset in protobuf) means 1, as Envoy means it.
     pub hits_addend: u64,
