@@ -82,7 +82,12 @@ async fn every_scenario_passes_over_grpc_and_cache_vs_db_is_skipped() {
         assert_eq!(s.verdict, expected, "{}: {}", s.name, s.reason);
     }
     let burst = report.get(ScenarioName::Burst).unwrap();
-    assert_eq!(burst.reason, "5 allowed, 5 refused of 10 (capacity 5); headers consistent");
+    // The rule refills 20 tokens/s, so a burst slowed by a busy machine may see a token come back mid-run (the
+    // tester then sends more and allows for it in its verdict, checked above): the capacity part is exact, the
+    // counts are bounded.
+    assert!(burst.reason.ends_with("(capacity 5); headers consistent"), "{}", burst.reason);
+    let allowed: u64 = burst.reason.split(' ').next().and_then(|n| n.parse().ok()).expect("count first");
+    assert!(allowed >= 5, "{}", burst.reason);
     assert!(report.get(ScenarioName::CacheVsDb).unwrap().reason.starts_with("over gRPC no answer names the store"));
     assert_eq!(report.exit_code(), 0);
 }
