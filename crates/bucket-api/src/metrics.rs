@@ -4,6 +4,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
+use bucket_store::Source;
 
 use prometheus::core::Collector;
 use prometheus::{
@@ -17,15 +18,16 @@ const LATENCY_BUCKETS: [f64; 16] =
 /// Label for HTTP requests that matched no route, so scanners cannot blow up the label set with raw paths.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
 
-/// The `source` labels a decision can carry (`bucket_store::Source::as_str`), in a fixed order for [`DecisionHandles`].
-const SOURCES: [&str; 6] = ["memory", "redis", "postgres", "new-user", "fail-open", "refusal-cache"];
+/// How many `bucket_store::Source`s there are: [`DecisionHandles`] keeps one series per source and outcome, indexed
+/// by the enum's discriminant (a test fails to compile when a source is added without raising this).
+const SOURCES: usize = 6;
 
 /// The series every decision touches, each looked up once: `with_label_values` hashes the labels and takes the
 /// family's lock on every call, which a per-request path should not pay. Series appear on first use, as before.
 #[derive(Default)]
 struct DecisionHandles {
-    /// `bucket_decisions_total` by (allowed, denied) × [`SOURCES`].
-    counted: [[OnceLock<IntCounter>; SOURCES.len()]; 2],
+    /// `bucket_decisions_total` by (allowed, denied) × source.
+    counted: [[OnceLock<IntCounter>; SOURCES]; 2],
     /// `bucket_decision_duration_seconds` of the one store a process decides with, and its label.
     timed: OnceLock<(String, Histogram)>,
 }
@@ -141,13 +143,11 @@ impl Metrics {
     }
 
     /// Counts one decision: its outcome, source, the tokens it took and how long the store took.
-    pub fn record_decision(&self, allowed: bool, source: &str, cost: u64, store: &str, elapsed: Duration) {
+    pub fn record_decision(&self, allowed: bool, source: Source, cost: u64, store: &str, elapsed: Duration) {
         let outcome = if allowed { "allowed" } else { "denied" };
-        match SOURCES.iter().position(|s| *s == source) {
-            Some(i) => self.handles.counted[usize::from(!allowed)][i]
-                .get_or_init(|| self.decisions.with_label_values(&[outcome, source]))
-                .inc(),
-            None => self.decisions.with_label_values(&[outcome, source]).inc(),
+        match self.handles.counted[usize::from(!allowed)].get(source as usize) {
+            Some(series) => series.get_or_init(|| self.decisions.with_label_values(&[outcome, source.as_str()])).inc(),
+            None => self.decisions.with_label_values(&[outcome, source.as_str()]).inc(),
         }
         if allowed {
             self.tokens_consumed.inc_by(cost);
@@ -190,8 +190,6 @@ impl Metrics {
 
 #[cfg(test)]
 mod tests {
-    use bucket_store::Source;
-
     use super::*;
 
     #[test]
@@ -199,7 +197,7 @@ mod tests {
         let all =
             [Source::Memory, Source::Redis, Source::Postgres, Source::NewUser, Source::FailOpen, Source::RefusalCache];
         for source in all {
-            // Exhaustive on purpose: a new source fails to compile here until it is listed above and in SOURCES.
+            // Exhaustive on purpose: a new source fails to compile here until it is listed above.
             match source {
                 Source::Memory
                 | Source::Redis
@@ -208,21 +206,23 @@ mod tests {
                 | Source::FailOpen
                 | Source::RefusalCache => {}
             }
-            assert!(SOURCES.contains(&source.as_str()), "{source:?}");
+            assert!((source as usize) < SOURCES, "{source:?}: raise SOURCES");
         }
+        assert_eq!(all.len(), SOURCES);
     }
 
     #[test]
     fn cached_handles_count_the_same_series_as_the_families() {
         let metrics = Metrics::new().unwrap();
         for _ in 0..3 {
-            metrics.record_decision(true, "memory", 2, "memory", Duration::from_micros(5));
+            metrics.record_decision(true, Source::Memory, 2, "memory", Duration::from_micros(5));
         }
-        metrics.record_decision(false, "refusal-cache", 1, "memory", Duration::from_micros(5));
-        metrics.record_decision(true, "somewhere-else", 1, "other", Duration::from_micros(5));
+        metrics.record_decision(false, Source::RefusalCache, 1, "memory", Duration::from_micros(5));
+        metrics.record_decision(true, Source::FailOpen, 1, "other", Duration::from_micros(5));
         assert_eq!(metrics.decisions.with_label_values(&["allowed", "memory"]).get(), 3);
         assert_eq!(metrics.decisions.with_label_values(&["denied", "refusal-cache"]).get(), 1);
-        assert_eq!(metrics.decisions.with_label_values(&["allowed", "somewhere-else"]).get(), 1);
+        assert_eq!(metrics.decisions.with_label_values(&["denied", "memory"]).get(), 0);
+        assert_eq!(metrics.decisions.with_label_values(&["allowed", "fail-open"]).get(), 1);
         assert_eq!(metrics.decision_duration.with_label_values(&["memory"]).get_sample_count(), 4);
         assert_eq!(metrics.decision_duration.with_label_values(&["other"]).get_sample_count(), 1);
         assert_eq!(metrics.tokens_consumed.get(), 7);

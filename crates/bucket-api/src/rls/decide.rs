@@ -191,13 +191,7 @@ async fn decide_all(state: &AppState, pending: &[Pending<'_>]) -> Result<Outcome
     let result = state.store.check_all(&limits).await;
     if let Ok(outcomes) = &result {
         let cost = limits.iter().map(|l| l.cost).sum();
-        state.metrics.record_decision(
-            outcomes.allowed,
-            outcomes.source.as_str(),
-            cost,
-            state.store_label(),
-            started.elapsed(),
-        );
+        state.metrics.record_decision(outcomes.allowed, outcomes.source, cost, state.store_label(), started.elapsed());
     }
     result
 }

@@ -119,7 +119,7 @@ pub(crate) async fn decide_logged(
     match result {
         Ok(outcome) => {
             let d = &outcome.decision;
-            state.metrics.record_decision(d.allowed, outcome.source.as_str(), cost, state.store_label(), elapsed);
+            state.metrics.record_decision(d.allowed, outcome.source, cost, state.store_label(), elapsed);
             debug!(log, "decision";
                 "user_id" => key, "source" => outcome.source.as_str(), "allowed" => d.allowed,
                 "remaining" => d.remaining, "cost" => cost, "policy" => &applied.name);
