@@ -38,4 +38,20 @@ impl PendingWrite {
     pub fn new(policy: &Policy, after: VersionedState) -> Self {
         Self { after, full_at_us: full_at(policy, after.state) }
     }
+
+    /// Whether this write must replace `older` for the same key: a higher version, or a write from a later run of
+    /// versions. A key whose bucket refilled was dropped (Redis expired it, the pruner deleted its row) and counts
+    /// again from version 0, so a queued write from before is outranked by version alone; but a run only restarts
+    /// once the old state was full, so whichever state starts at or after the other's `full_at` is the newer one.
+    /// Within one run this reduces to the version order: an allowed decision leaves `last_refill < full_at`, and
+    /// `last_refill` never moves back as the version grows.
+    pub fn supersedes(&self, older: &PendingWrite) -> bool {
+        if self.after.state.last_refill_us >= older.full_at_us {
+            return true;
+        }
+        if older.after.state.last_refill_us >= self.full_at_us {
+            return false;
+        }
+        self.after.version > older.after.version
+    }
 }

@@ -2,8 +2,9 @@
 //!
 //! Used by the tiered store in two cases: write-behind mode (every allowed decision goes here and a flusher sends
 //! them in one statement every few milliseconds), and PostgreSQL being down in synchronous mode (the write that
-//! failed waits here until PostgreSQL answers again). Coalescing keeps only the newest version of each key: the
-//! version guard in PostgreSQL would discard the older ones anyway, so nothing is lost by dropping them early.
+//! failed waits here until PostgreSQL answers again). Coalescing keeps only the newest write of each key
+//! ([`PendingWrite::supersedes`]: the version, or a later run of versions after the key refilled and was dropped):
+//! the version guard in PostgreSQL would discard the older ones anyway, so nothing is lost by dropping them early.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -11,7 +12,7 @@ use std::sync::Mutex;
 
 use crate::PendingWrite;
 
-/// Pending writes keyed by bucket key; the newest version of each key wins.
+/// Pending writes keyed by bucket key; the newest write of each key wins.
 pub struct WriteQueue {
     pending: Mutex<HashMap<String, PendingWrite>>,
     /// Writes taken for a statement that has not yet succeeded or been restored. Changed and read only under the
@@ -41,11 +42,11 @@ impl WriteQueue {
         }
     }
 
-    /// Queues a write, keeping only the newest version per key.
+    /// Queues a write, keeping only the newest per key.
     pub fn push(&self, key: &str, state: PendingWrite) -> Enqueued {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(existing) = pending.get_mut(key) {
-            if state.after.version > existing.after.version {
+            if state.supersedes(existing) {
                 *existing = state;
             }
             return Enqueued::Queued;
@@ -99,7 +100,7 @@ impl WriteQueue {
         self.in_flight.fetch_sub(batch.len(), Ordering::Relaxed);
         for (key, state) in batch {
             match pending.get_mut(&key) {
-                Some(existing) if existing.after.version >= state.after.version => {}
+                Some(existing) if !state.supersedes(existing) => {}
                 Some(existing) => *existing = state,
                 None => {
                     pending.insert(key, state);
@@ -205,6 +206,36 @@ mod tests {
         let batch = q.take(10);
         q.written(batch.len());
         assert_eq!((q.len(), q.unwritten()), (0, 0));
+    }
+
+    /// A write at `last_refill_us` leaving `tokens` of 10, one token per µs.
+    fn at(last_refill_us: u64, tokens: u64, version: u64) -> PendingWrite {
+        let after = crate::VersionedState { state: BucketState { tokens, last_refill_us }, version };
+        PendingWrite { after, full_at_us: last_refill_us + 10 - tokens }
+    }
+
+    #[test]
+    fn a_write_from_a_new_run_of_versions_replaces_a_full_one() {
+        // Version 50 is full at 105; the key was dropped and counted again from 0: its version 1 at 200 is newer.
+        let q = WriteQueue::new(10);
+        q.push("a", at(100, 5, 50));
+        q.push("a", at(200, 9, 1));
+        assert_eq!(q.take(10), vec![("a".to_owned(), at(200, 9, 1))]);
+        // Restoring the old run's batch does not bring it back over the new run's write.
+        q.push("b", at(100, 5, 50));
+        let batch = q.take(10);
+        q.push("b", at(200, 9, 1));
+        q.restore(batch);
+        assert_eq!(q.take(10), vec![("b".to_owned(), at(200, 9, 1))]);
+    }
+
+    #[test]
+    fn within_one_run_the_version_decides() {
+        let q = WriteQueue::new(10);
+        q.push("a", at(100, 5, 7));
+        q.push("a", at(101, 4, 6));
+        q.push("a", at(102, 2, 8));
+        assert_eq!(q.take(10), vec![("a".to_owned(), at(102, 2, 8))]);
     }
 
     #[test]
