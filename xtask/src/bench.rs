@@ -26,6 +26,7 @@ mod http;
 mod pg_ceiling;
 mod pg_table;
 mod redis_ceiling;
+mod targets;
 
 use docs::{draw_chart, write_docs};
 use grpc::{build_load_generator, run_grpc};
@@ -91,7 +92,7 @@ pub fn run(options: &Args) -> Result<()> {
         let text = std::fs::read_to_string(&results_path)
             .with_context(|| format!("reading {} (run `cargo xtask bench` first)", results_path.display()))?;
         let results: Value = serde_json::from_str(&text)?;
-        write_docs(&results)?;
+        write_docs(&results, &targets::merge_latest(&results)?)?;
         if !results["http"].is_null() {
             draw_chart(&results_path)?;
         }
@@ -144,9 +145,11 @@ pub fn run(options: &Args) -> Result<()> {
     std::fs::create_dir_all(target_dir().join("bench"))?;
     std::fs::write(&results_path, serde_json::to_string_pretty(&results)?)?;
     println!("== results in {}", results_path.display());
+    let latest = targets::merge_latest(&results)?;
+    targets::print(&targets::judge(&latest));
 
     if !options.no_docs {
-        write_docs(&results)?;
+        write_docs(&results, &latest)?;
         if http.is_some() {
             draw_chart(&results_path)?;
         }

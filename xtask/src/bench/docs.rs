@@ -150,12 +150,14 @@ fn replace_marked(doc: &str, name: &str, body: &str) -> Result<String> {
     Ok(format!("{}\n{}\n{}", &doc[..start], body.trim_end(), &doc[end..]))
 }
 
-pub(super) fn write_docs(results: &Value) -> Result<()> {
+/// Rewrites the documents from this run's `results`; the targets table from `latest` (every part's last run).
+pub(super) fn write_docs(results: &Value, latest: &Value) -> Result<()> {
     let env: Vec<String> =
         results["env"].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(String::from)).collect();
     let env_text = format!("Command: `cargo xtask bench`. Machine: {}.", env.join("; "));
     let perf_path = paths::in_workspace("docs/perf.md");
     let mut perf = std::fs::read_to_string(&perf_path).with_context(|| format!("reading {}", perf_path.display()))?;
+    perf = replace_marked(&perf, "targets", &super::targets::table(&super::targets::judge(latest)))?;
     if !results["grpc"].is_null() {
         perf = replace_marked(&perf, "grpc", &grpc_table(&results["grpc"], &format!("Machine: {}.", env.join("; "))))?;
     }
