@@ -216,3 +216,63 @@ async fn resharding_under_load_costs_no_error_and_never_over_admits() {
         assert!(got <= bound, "{key} granted {got}, more than {bound} (capacity {CAPACITY} + refill over {elapsed:?})");
     }
 }
+
+/// One slot caught half-way through its move, step by step: a single check on a key already moved follows `ASK`; a
+/// script over two keys of the slot, one moved and one not, gets `TRYAGAIN` until the slot settles and is then
+/// answered, well within its timeout (redis-rs's default back-off, at least 1.28 s, outlasted it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_over_a_half_moved_slot_is_retried_until_the_slot_settles() {
+    let cluster = Arc::new(tokio::task::spawn_blocking(RedisCluster::start).await.unwrap());
+    let mut config: RedisConfig = config(&cluster.url());
+    config.mode = RedisMode::Cluster;
+    config.command_timeout = Duration::from_millis(500);
+    let store = RedisStore::connect(config).unwrap();
+    let policy = Policy::from_interval_us(5, 3_600_000_000).unwrap();
+    let (a, b) = ("{half}a", "{half}b");
+    let (key_a, key_b) = (store.bucket_key(a), store.bucket_key(b));
+    let slot = cluster.slot_of(&key_a);
+    assert_eq!(slot, cluster.slot_of(&key_b));
+    let from = cluster.master_port_of(&key_a);
+    let to = cluster.master_ports().into_iter().find(|&port| port != from).unwrap();
+    for key in [a, b] {
+        assert!(store.check(key, &policy, 1).await.unwrap().decision.allowed);
+    }
+
+    let c = Arc::clone(&cluster);
+    let asked = tokio::task::spawn_blocking(move || {
+        c.open_slot_move(slot, from, to);
+        c.migrate_key(from, to, &key_a);
+        c.error_replies().get("ASK").copied().unwrap_or(0)
+    })
+    .await
+    .unwrap();
+    assert_eq!(store.check(a, &policy, 1).await.unwrap().decision.remaining, 3, "a, on the new master, via ASK");
+    assert!(cluster.error_replies().get("ASK").copied().unwrap_or(0) > asked, "no ASK was followed");
+
+    let started = Instant::now();
+    let both = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let limits = [a, b].map(|key| Limit { key, policy, cost: 1 });
+            store.check_all(&limits).await
+        })
+    };
+    let c = Arc::clone(&cluster);
+    tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while c.error_replies().get("TRYAGAIN").copied().unwrap_or(0) == 0 {
+            assert!(Instant::now() < deadline, "the script over a and b was never told TRYAGAIN");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        c.migrate_key(from, to, &store.bucket_key(b));
+        c.close_slot_move(slot, to);
+    })
+    .await
+    .unwrap();
+    let out = both.await.unwrap().expect("answered once the slot settled");
+    let took = started.elapsed();
+    println!("the script over a half-moved slot was answered {took:?} after it was sent");
+    assert!(out.allowed);
+    assert_eq!(out.decisions.iter().map(|d| d.remaining).collect::<Vec<_>>(), vec![2, 3]);
+    assert!(took < Duration::from_millis(500), "{took:?}");
+}

@@ -89,6 +89,45 @@ impl RedisCluster {
         self.wait_until_ok(Duration::from_secs(30));
         took
     }
+
+    /// Opens `slot` for a move from the master on `from` to the one on `to` (`CLUSTER SETSLOT … IMPORTING` on
+    /// `to`, `MIGRATING` on `from`), as `redis-cli --cluster reshard` does before it moves the slot's keys: `from`
+    /// then answers `ASK` for a key it no longer holds, and `TRYAGAIN` for a command over several keys of which
+    /// it holds only some.
+    pub fn open_slot_move(&self, slot: u16, from: u16, to: u16) {
+        let (from_id, to_id) = (self.node_at(from).id, self.node_at(to).id);
+        let set = |port: u16, how: &str, id: &str| {
+            let mut cmd = redis::cmd("CLUSTER");
+            cmd.arg("SETSLOT").arg(slot).arg(how).arg(id);
+            self.query::<()>(port, &cmd).unwrap_or_else(|e| panic!("CLUSTER SETSLOT {slot} {how} on {port}: {e}"));
+        };
+        set(to, "IMPORTING", &from_id);
+        set(from, "MIGRATING", &to_id);
+    }
+
+    /// Moves one key from the master on `from` to the one on `to` (`MIGRATE`), its slot opened by
+    /// [`RedisCluster::open_slot_move`].
+    pub fn migrate_key(&self, from: u16, to: u16, key: &str) {
+        let mut migrate = redis::cmd("MIGRATE");
+        migrate.arg("127.0.0.1").arg(to).arg("").arg(0).arg(5_000).arg("KEYS").arg(key);
+        let reply: String = self.query(from, &migrate).unwrap_or_else(|e| panic!("MIGRATE {key}: {e}"));
+        assert_eq!(reply, "OK", "MIGRATE {key} from {from} to {to}");
+    }
+
+    /// Gives `slot` to the master on `to` on every master (`CLUSTER SETSLOT … NODE`), closing a move opened by
+    /// [`RedisCluster::open_slot_move`] once its keys have migrated, and waits until the nodes agree.
+    pub fn close_slot_move(&self, slot: u16, to: u16) {
+        let to_id = self.node_at(to).id;
+        let mut masters = self.master_ports();
+        // The new owner first, as redis-cli does, so that the slot is never without a master that takes it.
+        masters.sort_by_key(|&port| port != to);
+        for port in masters {
+            let mut cmd = redis::cmd("CLUSTER");
+            cmd.arg("SETSLOT").arg(slot).arg("NODE").arg(&to_id);
+            self.query::<()>(port, &cmd).unwrap_or_else(|e| panic!("CLUSTER SETSLOT {slot} NODE on {port}: {e}"));
+        }
+        self.wait_until_ok(Duration::from_secs(30));
+    }
 }
 
 #[cfg(test)]
