@@ -148,8 +148,9 @@ pub(super) fn connect(
     }
 }
 
-/// First back-off after `TRYAGAIN`, `CLUSTERDOWN` or `LOADING` in cluster mode, in milliseconds; it doubles with
-/// each retry (plus jitter), up to [`retry_waits`]' ceiling.
+/// The scale of the back-off after `TRYAGAIN`, `CLUSTERDOWN` or `LOADING` in cluster mode: before retry `n`
+/// redis-rs pauses a random time between [`retry_waits`]' minimum and `factor × 2ⁿ` ms (so up to 4, 8, 16 … ms),
+/// never longer than its maximum.
 const RETRY_WAIT_FACTOR_MS: u64 = 2;
 
 /// The shortest and longest pause (ms) redis-rs's cluster client takes before it sends a command again after
