@@ -156,6 +156,7 @@ async fn resharding_under_load_costs_no_error_and_never_over_admits() {
     })
     .await
     .unwrap();
+    // A little more load on the settled cluster, then stop.
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Relaxed);
     for task in tasks {
@@ -188,7 +189,7 @@ async fn resharding_under_load_costs_no_error_and_never_over_admits() {
     assert!(during > 0, "no decision ran during the reshard");
     assert!(count("MOVED") > 0, "no client was redirected: did the load reach the moved slots? {replies:?}");
 
-    // The slots moved: the lowest 3,000 of `from`'s, all now `to`'s.
+    // The slots moved: 3,000 fewer on `from`, 3,000 more on `to`, and every slot `from` lost is `to`'s.
     let (from_after, to_after) = (cluster.node_at(from).slots, cluster.node_at(to).slots);
     assert_eq!(from_after.len(), before_slots.0.len() - SLOTS);
     assert_eq!(to_after.len(), before_slots.1.len() + SLOTS);
