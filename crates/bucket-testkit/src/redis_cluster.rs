@@ -144,6 +144,30 @@ impl RedisCluster {
             .collect()
     }
 
+    /// Error replies every running node has sent, by kind (`INFO errorstats`: `MOVED`, `ASK`, `TRYAGAIN`, …),
+    /// summed over the nodes: how often clients were redirected or told to retry.
+    pub fn error_replies(&self) -> HashMap<String, u64> {
+        let mut total: HashMap<String, u64> = HashMap::new();
+        for i in 0..self.nodes.len() {
+            let port = {
+                let mut node = self.node(i);
+                if !node.is_running() {
+                    continue;
+                }
+                node.port()
+            };
+            let info: String = self.query(port, redis::cmd("INFO").arg("errorstats")).unwrap_or_default();
+            for line in info.lines() {
+                // errorstat_MOVED:count=12
+                let Some((kind, count)) = line.strip_prefix("errorstat_").and_then(|l| l.split_once(":count=")) else {
+                    continue;
+                };
+                *total.entry(kind.to_owned()).or_default() += count.trim().parse::<u64>().unwrap_or(0);
+            }
+        }
+        total
+    }
+
     /// Waits until every running node says `cluster_state:ok` and knows 3 live masters; panics after `timeout`.
     pub fn wait_until_ok(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
@@ -204,6 +228,49 @@ impl RedisCluster {
                     .collect();
                 panic!("no failover of {key}'s slot after {timeout:?}:\n{}\n{}", self.cluster_nodes(), logs.join("\n"));
             }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILLs the masters on `ports` and all their replicas, so that no replica can take over their slots: the
+    /// cluster loses coverage (and, with 2 of 3 masters gone, its quorum), and the surviving nodes answer
+    /// `CLUSTERDOWN` once they notice. Returns the killed nodes' indices, for [`RedisCluster::restart_nodes`].
+    pub fn kill_shards(&self, ports: &[u16]) -> Vec<usize> {
+        let mut doomed: Vec<u16> = ports.to_vec();
+        for &port in ports {
+            doomed.extend(self.replica_ports_of(port));
+        }
+        let indices: Vec<usize> = doomed.iter().map(|&port| self.index_of(port)).collect();
+        for &i in &indices {
+            self.node(i).kill();
+        }
+        indices
+    }
+
+    /// Starts the nodes at `indices` again on their ports, with their directories and so their `nodes.conf`
+    /// (`cluster-config-file`): each rejoins with its identity, role and slots, without its data (no persistence).
+    pub fn restart_nodes(&self, indices: &[usize]) {
+        for &i in indices {
+            self.node(i).restart();
+        }
+    }
+
+    /// `cluster_state` (`ok` or `fail`) as the node on `port` reports it in `CLUSTER INFO`; `None` when it does
+    /// not answer.
+    pub fn state_at(&self, port: u16) -> Option<String> {
+        let info: String = self.query(port, &redis::cmd("CLUSTER").arg("INFO").to_owned()).ok()?;
+        info.lines().find_map(|line| line.strip_prefix("cluster_state:")).map(|state| state.trim().to_owned())
+    }
+
+    /// Waits until the node on `port` reports `cluster_state:<state>`; panics after `timeout`.
+    pub fn wait_for_state(&self, port: u16, state: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.state_at(port).as_deref() != Some(state) {
+            assert!(
+                Instant::now() < deadline,
+                "node {port} is not `{state}` after {timeout:?}:\n{}",
+                self.cluster_nodes()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }

@@ -112,9 +112,13 @@ pub(super) fn connect(
             Ok((Conns::Single(Arc::new(Connections::new(connector, size, timeout))), Subscriber::Servers(vec![client])))
         }
         RedisMode::Cluster => {
+            let (min_wait, max_wait) = retry_waits(config.command_timeout);
             let mut builder = ClusterClientBuilder::new(urls.clone())
                 .connection_timeout(config.connect_timeout)
-                .response_timeout(config.command_timeout);
+                .response_timeout(config.command_timeout)
+                .min_retry_wait(min_wait)
+                .max_retry_wait(max_wait)
+                .retry_wait_formula(RETRY_WAIT_FACTOR_MS, 2);
             if roots.is_some() {
                 builder = builder.certs(certificates());
             }
@@ -142,6 +146,21 @@ pub(super) fn connect(
             Ok((Conns::Single(Arc::new(Connections::new(connector, size, timeout))), Subscriber::Sentinel(sentinel)))
         }
     }
+}
+
+/// The scale of the back-off after `TRYAGAIN`, `CLUSTERDOWN` or `LOADING` in cluster mode: before retry `n`
+/// redis-rs pauses a random time between [`retry_waits`]' minimum and `factor × 2ⁿ` ms (so up to 4, 8, 16 … ms),
+/// never longer than its maximum.
+const RETRY_WAIT_FACTOR_MS: u64 = 2;
+
+/// The shortest and longest pause (ms) redis-rs's cluster client takes before it sends a command again after
+/// `TRYAGAIN` (a script over several keys of a slot caught half-way through a migration), `CLUSTERDOWN` or
+/// `LOADING`. Its defaults (at least 1.28 s) exceed the whole command timeout, so the first `TRYAGAIN` of a reshard
+/// turned into a timeout (`tests/redis_cluster_reshard.rs`); a slot's migration takes milliseconds, so a few short
+/// pauses, the longest a quarter of the timeout, see it through and leave the call its own deadline.
+fn retry_waits(command_timeout: std::time::Duration) -> (u64, u64) {
+    let max = (command_timeout.as_millis() / 4).clamp(2, 1_000) as u64;
+    (1, max)
 }
 
 /// A client that asks the sentinels at `urls` for `master`. The URLs' user, password and database apply to the
@@ -192,6 +211,14 @@ pub(super) fn slot(key: &[u8]) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_pauses_fit_well_inside_the_command_timeout() {
+        use std::time::Duration;
+        assert_eq!(retry_waits(Duration::from_millis(100)), (1, 25));
+        assert_eq!(retry_waits(Duration::from_millis(1)), (1, 2), "never an empty range");
+        assert_eq!(retry_waits(Duration::from_secs(60)), (1, 1_000));
+    }
 
     #[test]
     fn slots_follow_the_hash_tag_rules_of_redis_cluster() {
