@@ -8,7 +8,9 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
-use actix_web::http::{header, StatusCode};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::web::BytesMut;
 use actix_web::HttpResponse;
 use bucket_core::{Decision, Policy, Wait};
 use bucket_store::Outcome;
@@ -29,6 +31,14 @@ pub const X_RATELIMIT_LIMIT: &str = "x-ratelimit-limit";
 pub const X_RATELIMIT_REMAINING: &str = "x-ratelimit-remaining";
 /// Widely used header: seconds until the bucket is full again (relative, not an epoch).
 pub const X_RATELIMIT_RESET: &str = "x-ratelimit-reset";
+
+// The same names as header constants, so building a response parses none of them.
+const H_X_DATA_SOURCE: HeaderName = HeaderName::from_static(X_DATA_SOURCE);
+const H_RATELIMIT_POLICY: HeaderName = HeaderName::from_static(RATELIMIT_POLICY);
+const H_RATELIMIT: HeaderName = HeaderName::from_static(RATELIMIT);
+const H_X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static(X_RATELIMIT_LIMIT);
+const H_X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static(X_RATELIMIT_REMAINING);
+const H_X_RATELIMIT_RESET: HeaderName = HeaderName::from_static(X_RATELIMIT_RESET);
 
 /// A policy together with the name it is reported under: `default`, a configured name, or `user` for a per-key one.
 #[derive(Debug, Clone, PartialEq)]
@@ -191,28 +201,78 @@ pub fn decision_body<'a>(outcome: &Outcome, key: &'a str, cost: u64, applied: &'
 }
 
 /// The full HTTP answer for a decision: 200 or 429 with every rate-limit header and the JSON body.
+///
+/// Built for the request path (docs/perf.md §4c): header names are constants, every header value is a slice of one
+/// buffer the numbers are written into (one allocation instead of one per header), and the body is written by
+/// [`crate::decision_json`]. The values are the [`RateLimitHeaders`] strings; a test holds them equal.
 pub fn decision_response(
     outcome: &Outcome,
     key: &str,
     cost: u64,
     applied: &AppliedPolicy,
 ) -> Result<HttpResponse, ApiError> {
-    let headers = RateLimitHeaders::new(&outcome.decision, applied).ok_or_else(|| cost_exceeds(cost, applied))?;
-    let status = if outcome.decision.allowed { StatusCode::OK } else { StatusCode::TOO_MANY_REQUESTS };
+    let d = &outcome.decision;
+    let n = HeaderNumbers::new(d, &applied.policy).ok_or_else(|| cost_exceeds(cost, applied))?;
+    let status = if d.allowed { StatusCode::OK } else { StatusCode::TOO_MANY_REQUESTS };
     let mut response = HttpResponse::build(status);
-    response
-        .insert_header((X_DATA_SOURCE, outcome.source.as_str()))
-        .insert_header((RATELIMIT_POLICY, headers.policy))
-        .insert_header((RATELIMIT, headers.ratelimit))
-        .insert_header((X_RATELIMIT_LIMIT, headers.limit.to_string()))
-        .insert_header((X_RATELIMIT_REMAINING, headers.remaining.to_string()))
-        .insert_header((X_RATELIMIT_RESET, headers.reset.to_string()))
-        // A decision is true for one instant; no cache may replay it.
-        .insert_header((header::CACHE_CONTROL, "no-store"));
-    if let Some(secs) = headers.retry_after {
-        response.insert_header((header::RETRY_AFTER, secs.to_string()));
+    let name = applied.name.as_bytes();
+    let mut buf = BytesMut::with_capacity(64 + 2 * name.len());
+    let mut ends = [0usize; 6];
+    quoted(&mut buf, name);
+    push_number(&mut buf, b";q=", n.quota);
+    push_number(&mut buf, b";w=", n.window);
+    ends[0] = buf.len();
+    quoted(&mut buf, name);
+    push_number(&mut buf, b";r=", n.remaining);
+    push_number(&mut buf, b";t=", n.t);
+    ends[1] = buf.len();
+    push_number(&mut buf, b"", d.limit);
+    ends[2] = buf.len();
+    push_number(&mut buf, b"", d.remaining);
+    ends[3] = buf.len();
+    push_number(&mut buf, b"", ceil_secs(d.reset_after));
+    ends[4] = buf.len();
+    if let Some(secs) = n.retry_after {
+        push_number(&mut buf, b"", secs);
     }
-    Ok(response.json(decision_body(outcome, key, cost, applied)))
+    ends[5] = buf.len();
+    let values = buf.freeze();
+    let names = [&H_RATELIMIT_POLICY, &H_RATELIMIT, &H_X_RATELIMIT_LIMIT, &H_X_RATELIMIT_REMAINING, &H_X_RATELIMIT_RESET];
+    response.insert_header((H_X_DATA_SOURCE, HeaderValue::from_static(outcome.source.as_str())));
+    let mut start = 0;
+    for (i, end) in ends.into_iter().enumerate() {
+        // Policy names are validated at configuration (A-Z a-z 0-9 - _ .) and the rest are digits, so every value
+        // is a valid header value; the check only guards that promise.
+        if let Ok(value) = HeaderValue::from_maybe_shared(values.slice(start..end)) {
+            match names.get(i) {
+                Some(name) => {
+                    response.insert_header(((*name).clone(), value));
+                }
+                None if end > start => {
+                    response.insert_header((header::RETRY_AFTER, value));
+                }
+                None => {}
+            }
+        }
+        start = end;
+    }
+    // A decision is true for one instant; no cache may replay it.
+    response.insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
+    response.insert_header((header::CONTENT_TYPE, HeaderValue::from_static("application/json")));
+    let mut body = Vec::with_capacity(224 + key.len() + name.len());
+    crate::decision_json::write(&decision_body(outcome, key, cost, applied), &mut body);
+    Ok(response.body(body))
+}
+
+fn quoted(buf: &mut BytesMut, name: &[u8]) {
+    buf.extend_from_slice(b"\"");
+    buf.extend_from_slice(name);
+    buf.extend_from_slice(b"\"");
+}
+
+fn push_number(buf: &mut BytesMut, prefix: &[u8], n: u64) {
+    buf.extend_from_slice(prefix);
+    buf.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 /// The 400 for a cost no amount of waiting can satisfy.
@@ -270,6 +330,37 @@ mod tests {
         assert_eq!(h.ratelimit, "\"default\";r=0;t=1");
         let long = decision(false, 0, 1, Some(Wait::After(Duration::from_millis(2001))));
         assert_eq!(RateLimitHeaders::new(&long, &p).unwrap().retry_after, Some(3));
+    }
+
+    #[test]
+    fn the_response_carries_exactly_the_tested_header_values_and_body() {
+        let p = AppliedPolicy { name: "per-route.v2".into(), policy: Policy::from_rate(10, 0.4).unwrap() };
+        let cases = [
+            decision(true, 10, 0, None),
+            decision(true, 3, 1500, None),
+            decision(false, 0, 1, Some(Wait::After(Duration::from_micros(1)))),
+            decision(false, 2, 700, Some(Wait::After(Duration::from_millis(2001)))),
+        ];
+        for d in cases {
+            let outcome = Outcome { decision: d, source: bucket_store::Source::Redis };
+            let response = decision_response(&outcome, "a\"key", 1, &p).unwrap();
+            let expected = RateLimitHeaders::new(&d, &p).unwrap();
+            let header = |name: &str| response.headers().get(name).map(|v| v.to_str().unwrap().to_owned());
+            assert_eq!(header(RATELIMIT_POLICY), Some(expected.policy.clone()));
+            assert_eq!(header(RATELIMIT), Some(expected.ratelimit.clone()));
+            assert_eq!(header(X_RATELIMIT_LIMIT), Some(expected.limit.to_string()));
+            assert_eq!(header(X_RATELIMIT_REMAINING), Some(expected.remaining.to_string()));
+            assert_eq!(header(X_RATELIMIT_RESET), Some(expected.reset.to_string()));
+            assert_eq!(header("retry-after"), expected.retry_after.map(|s| s.to_string()));
+            assert_eq!(header(X_DATA_SOURCE).as_deref(), Some("redis"));
+            assert_eq!(header("cache-control").as_deref(), Some("no-store"));
+            assert_eq!(header("content-type").as_deref(), Some("application/json"));
+            assert_eq!(response.status(), if d.allowed { StatusCode::OK } else { StatusCode::TOO_MANY_REQUESTS });
+            // An in-memory body is ready at once.
+            let body = futures::executor::block_on(actix_web::body::to_bytes(response.into_body())).unwrap();
+            let expected_body = serde_json::to_vec(&decision_body(&outcome, "a\"key", 1, &p)).unwrap();
+            assert_eq!(body.as_ref(), expected_body.as_slice());
+        }
     }
 
     #[test]

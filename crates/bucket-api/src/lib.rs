@@ -12,6 +12,7 @@ pub mod auth;
 pub mod config;
 pub mod config_env;
 mod config_print;
+pub mod decision_json;
 pub mod error;
 pub mod failure_mode;
 pub mod headers;
