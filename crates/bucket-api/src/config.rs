@@ -306,6 +306,13 @@ impl Config {
             .map_err(|e| ConfigError::from_figment(e, file, env))
     }
 
+    /// `user_header` parsed once, so no request parses it to look the header up.
+    pub fn user_header_name(&self) -> Result<actix_web::http::header::HeaderName, ConfigError> {
+        actix_web::http::header::HeaderName::from_str(&self.user_header).map_err(|_| {
+            ConfigError::invalid("user_header", format!("{:?} is not a valid HTTP header name", self.user_header))
+        })
+    }
+
     /// Checks every setting once, so a bad value stops the process at start with its name instead of failing later.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |setting: &str, reason: String| ConfigError::invalid(setting, reason);
@@ -323,9 +330,7 @@ impl Config {
                 format!("unknown level {:?}; use critical, error, warn, info, debug or trace", self.log_level),
             ));
         }
-        if actix_web::http::header::HeaderName::from_str(&self.user_header).is_err() {
-            return Err(invalid("user_header", format!("{:?} is not a valid HTTP header name", self.user_header)));
-        }
+        self.user_header_name()?;
         // Shorter than /32 would put unrelated networks (a whole ISP) in one bucket; longer than /128 is no network.
         if !(32..=128).contains(&self.ipv6_prefix) {
             return Err(invalid("ipv6_prefix", format!("{} is not from 32 to 128", self.ipv6_prefix)));

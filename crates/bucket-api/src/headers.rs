@@ -237,7 +237,8 @@ pub fn decision_response(
     }
     ends[5] = buf.len();
     let values = buf.freeze();
-    let names = [&H_RATELIMIT_POLICY, &H_RATELIMIT, &H_X_RATELIMIT_LIMIT, &H_X_RATELIMIT_REMAINING, &H_X_RATELIMIT_RESET];
+    let names =
+        [&H_RATELIMIT_POLICY, &H_RATELIMIT, &H_X_RATELIMIT_LIMIT, &H_X_RATELIMIT_REMAINING, &H_X_RATELIMIT_RESET];
     response.insert_header((H_X_DATA_SOURCE, HeaderValue::from_static(outcome.source.as_str())));
     let mut start = 0;
     for (i, end) in ends.into_iter().enumerate() {

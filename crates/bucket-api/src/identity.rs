@@ -17,7 +17,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
-use actix_web::http::header::HeaderMap;
+use actix_web::http::header::{HeaderMap, HeaderName};
 use actix_web::HttpRequest;
 use bucket_store::Key;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
@@ -256,8 +256,10 @@ pub fn address_key(addr: IpAddr, ipv6_prefix: u8) -> String {
 /// How [`caller_key`] identifies callers: the relevant slice of the configuration.
 #[derive(Debug, Clone, Copy)]
 pub struct IdentitySettings<'a> {
-    /// Header naming the caller.
+    /// Header naming the caller, as configured (error messages use this spelling).
     pub user_header: &'a str,
+    /// The same header parsed, for the look-up.
+    pub user_header_name: &'a HeaderName,
     /// Whether a caller without that header is keyed by address.
     pub peer_fallback: bool,
     /// Proxies whose forwarding headers are believed.
@@ -272,7 +274,7 @@ pub struct IdentitySettings<'a> {
 /// The peer's port is left out because it changes with every connection.
 pub fn caller_key(req: &HttpRequest, settings: IdentitySettings<'_>, log: &Logger) -> Result<String, ApiError> {
     let header = settings.user_header;
-    if let Some(value) = req.headers().get(header) {
+    if let Some(value) = req.headers().get(settings.user_header_name) {
         let key = std::str::from_utf8(value.as_bytes())
             .map_err(|_| ApiError::InvalidHeader(format!("header {header} is not valid UTF-8")))?
             .trim();

@@ -4,6 +4,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use actix_web::http::header::HeaderName;
 use bucket_core::Policy;
 use bucket_limits::LiveLimits;
 use bucket_store::{AnyStore, PolicyStore};
@@ -34,6 +35,8 @@ pub struct AppState {
     pub log: Logger,
     /// The gateway front's limits, live-reloaded; `None` when no limits file is configured.
     pub limits: Option<LiveLimits>,
+    /// `config.user_header`, parsed once.
+    user_header: HeaderName,
 }
 
 impl AppState {
@@ -41,6 +44,7 @@ impl AppState {
     pub fn new(config: Config, store: AnyStore, log: Logger) -> Result<Self, StartError> {
         config.validate()?;
         let default_policy = config.default_policy()?;
+        let user_header = config.user_header_name()?;
         let named_policies = config.named_policies()?;
         let metrics = Metrics::new()?;
         let source = store.clone();
@@ -56,7 +60,7 @@ impl AppState {
             Some(path) => Some(watch_limits(path, &metrics, &log)?),
             None => None,
         };
-        Ok(Self { config, default_policy, named_policies, store, metrics, log, limits })
+        Ok(Self { config, default_policy, named_policies, store, metrics, log, limits, user_header })
     }
 
     /// Who a request without an explicit key is for (`GET /`, `/v1/auth`), by the configured identity rules, so
@@ -65,6 +69,7 @@ impl AppState {
         let config = &self.config;
         let settings = IdentitySettings {
             user_header: &config.user_header,
+            user_header_name: &self.user_header,
             peer_fallback: config.peer_fallback,
             trusted_proxies: &config.trusted_proxies,
             ipv6_prefix: config.ipv6_prefix,

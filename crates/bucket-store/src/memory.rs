@@ -10,7 +10,7 @@
 //! order, decide, and store the results clearing the bits; a single-key check that finds the bit set waits for it
 //! outside the map's locks, so one bit test is all the single-key path pays.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -36,6 +36,8 @@ pub struct MemoryStore {
 struct Inner {
     buckets: DashMap<Box<str>, AtomicU64>,
     policies: DashMap<Box<str>, Policy>,
+    /// How many per-key policies exist: while none does (the usual case), a check's policy look-up hashes nothing.
+    policy_count: AtomicUsize,
     /// Bumped after every policy write, so `CachedPolicies` over this store sees the change.
     policy_version: AtomicU64,
     clock: Arc<dyn Clock>,
@@ -92,6 +94,7 @@ impl MemoryStore {
             inner: Arc::new(Inner {
                 buckets: DashMap::new(),
                 policies: DashMap::new(),
+                policy_count: AtomicUsize::new(0),
                 policy_version: AtomicU64::new(0),
                 clock,
             }),
@@ -214,17 +217,26 @@ impl Store for MemoryStore {
 
 impl PolicyStore for MemoryStore {
     async fn policy(&self, key: &str) -> Result<Option<Policy>, StoreError> {
+        // A policy set concurrently with this look-up may or may not apply to it, with or without the count.
+        if self.inner.policy_count.load(Ordering::Acquire) == 0 {
+            return Ok(None);
+        }
         Ok(self.inner.policies.get(key).map(|p| *p))
     }
 
     async fn set_policy(&self, key: &str, policy: &Policy) -> Result<(), StoreError> {
-        self.inner.policies.insert(Box::from(key), *policy);
+        if self.inner.policies.insert(Box::from(key), *policy).is_none() {
+            self.inner.policy_count.fetch_add(1, Ordering::AcqRel);
+        }
         self.inner.policy_version.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
 
     async fn delete_policy(&self, key: &str) -> Result<bool, StoreError> {
         let existed = self.inner.policies.remove(key).is_some();
+        if existed {
+            self.inner.policy_count.fetch_sub(1, Ordering::AcqRel);
+        }
         self.inner.policy_version.fetch_add(1, Ordering::AcqRel);
         Ok(existed)
     }
