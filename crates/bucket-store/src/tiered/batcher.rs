@@ -106,8 +106,11 @@ mod tests {
 
     use super::*;
 
+    /// Every batch a call received, in order.
+    type Seen = Arc<Mutex<Vec<Vec<u32>>>>;
+
     /// A batcher whose call records each batch and answers each item with itself times ten.
-    fn recording(window: Duration, max: usize) -> (Batcher<u32, u32>, Arc<Mutex<Vec<Vec<u32>>>>) {
+    fn recording(window: Duration, max: usize) -> (Batcher<u32, u32>, Seen) {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let log = Arc::clone(&seen);
         let batcher = Batcher::spawn(window, max, move |items: Vec<u32>| {
