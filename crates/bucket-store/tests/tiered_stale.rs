@@ -7,7 +7,7 @@ mod tiered_rig;
 use std::time::{Duration, Instant};
 
 use bucket_core::{decide, BucketState};
-use bucket_store::{PendingWrite, Source, Store, VersionedState};
+use bucket_store::{Limit, PendingWrite, Source, Store, VersionedState};
 use bucket_testkit::Fault;
 use tiered_rig::{per_hour, row_state, sync, sync_window, Rig};
 
@@ -131,4 +131,27 @@ async fn a_write_that_lost_the_race_to_a_newer_one_of_the_same_bucket_keeps_its_
     assert_eq!(rig.redis_state("race").await, Some((6, last, 4)), "a bucket newer than the row was dropped");
     assert_eq!(rig.schema.row("race").await.map(|r| (r.tokens, r.version)), Some((7, 3)), "version 2 landed");
     assert_eq!((rig.stats().stale_redis_buckets, other.stats().stale_redis_buckets), (0, 0));
+}
+
+/// Several limits at once are all or nothing, so a stale bucket found by one is not decided again (that would need
+/// the other keys refunded): it is dropped after the answer, and the next request decides from PostgreSQL's row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_limit_request_drops_the_stale_bucket_it_found() {
+    let rig = Rig::new(sync()).await;
+    let policy = per_hour(10);
+    let limits = [Limit { key: "m1", policy, cost: 1 }, Limit { key: "m2", policy, cost: 1 }];
+    assert!(rig.store.check_all(&limits).await.unwrap().allowed);
+    let replica = rig.redis_state("m1").await.expect("seeded");
+    for remaining in [8, 7] {
+        assert_eq!(rig.check("m1", &policy).await, (true, Source::Redis, remaining));
+    }
+    rig.set_redis_state("m1", replica).await;
+
+    let out = rig.store.check_all(&limits).await.unwrap();
+    assert!(out.allowed);
+    assert_eq!(rig.redis_state("m1").await, None, "the stale bucket is gone");
+    assert_eq!(rig.stats().stale_redis_buckets, 1);
+    let row = rig.schema.row("m1").await.unwrap();
+    assert_eq!((row.tokens, row.version), (7, 3), "the stale write did not land");
+    assert_eq!(rig.check("m1", &policy).await, (true, Source::Postgres, 6), "decided from the row");
 }

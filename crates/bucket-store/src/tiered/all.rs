@@ -10,6 +10,7 @@ use futures::future::join_all;
 use super::policies::postgres_marked_down;
 use super::{Inner, TieredStore, WriteMode};
 use crate::limits::Grouped;
+use crate::postgres::Saved;
 use crate::redis::{Miss, Script};
 use crate::{Decided, Limit, Outcomes, PendingWrite, Source, StoreError};
 
@@ -88,9 +89,14 @@ impl Inner {
             .map(|(b, d)| (b.key.to_owned(), PendingWrite::new(&b.policy, d.after)))
             .collect();
         if self.config.write_mode == WriteMode::Sync && self.pg_up.load(Ordering::Acquire) {
-            match self.pg.save_batch(&items).await {
-                Ok(_) => {
+            match self.pg.save_each(&items).await {
+                Ok(saved) => {
                     self.statements.writes.fetch_add(1, Ordering::Relaxed);
+                    // Refused as not newer than the row: a stale bucket is dropped for the next request
+                    // (`tiered/stale.rs`); a Redis failure here only leaves it for the next refused write.
+                    for ((key, _), _) in items.iter().zip(&saved).filter(|(_, s)| **s == Saved::Superseded) {
+                        let _ = self.forget_if_older(key).await;
+                    }
                     return;
                 }
                 Err(e) => self.pg_lost(&e),

@@ -12,6 +12,10 @@
 //! the second decision. A reseeded decision whose write is refused again (another race) is checked again, a few
 //! times at most; the last answer stands.
 //!
+//! Several limits decided together (`check_all`) are all or nothing across their keys, so deciding one key again
+//! would need the others refunded: there the stale buckets are only dropped, after the answer, so the next
+//! request loads the rows; the request that found them has been granted from them.
+//!
 //! Write-behind mode answers before PostgreSQL sees the write, so it cannot check this before answering: a stale
 //! bucket can grant there until its version overtakes the row's (README, docs/reliability.md).
 
@@ -21,7 +25,7 @@ use bucket_core::Policy;
 
 use super::group_commit::Persisted;
 use super::Inner;
-use crate::{Decided, Outcome, Source, StoreError};
+use crate::{Decided, Outcome, Source, StoreError, VersionedState};
 
 /// How many times one request is decided again after its write was refused; beyond that its last answer stands.
 const MAX_RESEEDS: usize = 3;
@@ -59,9 +63,16 @@ impl Inner {
     /// After PostgreSQL refused a write of `key`: drops Redis's bucket if it is older than the row and decides
     /// again from the row; `None` when Redis is current (or the row cannot be read), and the decision stands.
     async fn reseed(&self, key: &str, policy: &Policy, cost: u64) -> Result<Option<Decided>, StoreError> {
+        let Some(row) = self.forget_if_older(key).await? else { return Ok(None) };
+        self.redis.seed_and_decide(key, policy, cost, &row, None).await.map(Some)
+    }
+
+    /// After PostgreSQL refused a write of `key`: deletes Redis's bucket if it is older than PostgreSQL's row, and
+    /// returns that row; `None` when Redis is current, or the row is gone (reset or pruned since: nothing newer to
+    /// protect) or cannot be read.
+    pub(super) async fn forget_if_older(&self, key: &str) -> Result<Option<VersionedState>, StoreError> {
         let row = match self.load_row(key).await {
             Ok(Some(row)) => row,
-            // Reset or pruned since: nothing newer than Redis's bucket to protect.
             Ok(None) => return Ok(None),
             Err(e) => {
                 self.pg_lost(&e);
@@ -72,6 +83,6 @@ impl Inner {
             return Ok(None);
         }
         self.stale_buckets.fetch_add(1, Ordering::Relaxed);
-        self.redis.seed_and_decide(key, policy, cost, &row, None).await.map(Some)
+        Ok(Some(row))
     }
 }
