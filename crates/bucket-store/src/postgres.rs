@@ -10,7 +10,9 @@
 //! in Rust, and `tests/cases_postgres.rs` runs the shared case table through the statement to keep them equal.
 //!
 //! Several buckets decided together (`check_all`) are one transaction that locks their rows in key order:
-//! `postgres/all.rs`.
+//! `postgres/all.rs`. States decided elsewhere (the tiered store's Redis) are written by one version-guarded
+//! statement for any number of keys, which reports per write whether it landed (`postgres/save.rs`), and loaded one
+//! key or many at a time (`postgres/load.rs`).
 //!
 //! Every statement is its `.sql` file run as a prepared statement that each pooled session parses and plans once
 //! (`postgres/prepared.rs`, `postgres/statements.rs`); `tests/prepared.rs` shows the reuse in `pg_prepared_statements`.
