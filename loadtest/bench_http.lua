@@ -3,6 +3,9 @@
 -- MODE:
 --   floor  GET /healthz: the HTTP floor of the same server, with the same per-request header work as `many`
 --   many   GET / as a new user every request (key RUN_ID-N, N counting up from START, modulo POOL if given)
+--   returning  GET / as user RUN_ID-N with N random in [0, POOL) (POOL defaults to 10000), the keys `many` gives
+--          the same users: after a warm-up of `many` over the same POOL, every request is a returning user that
+--          the store already holds (a Redis hit in the redis and tiered stores), not a new one
 --   hot    GET / as one user, so all but the first `capacity` requests are refused
 --   check-many  POST /v1/check {"key": RUN_ID-N} with N random in [0, POOL) (POOL defaults to 100000): the service
 --               form beside which the gRPC front is measured (bucket-grpc-load --shape many)
@@ -34,7 +37,9 @@ function request()
   end
   counter = counter + 1
   local n = counter
-  if pool > 0 then
+  if mode == "returning" then
+    n = math.random(0, (pool > 0 and pool or 10000) - 1)
+  elseif pool > 0 then
     n = counter % pool
   end
   local user = string.format("%s-%010d", run_id, n)

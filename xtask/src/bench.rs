@@ -33,7 +33,12 @@ use grpc::{build_load_generator, run_grpc};
 use http::{build_release, run_http, run_memory};
 
 /// The shapes every store is measured under, in table order.
-const SHAPES: [(&str, &str); 3] = [("floor", "GET /healthz"), ("many", "many users"), ("hot", "one hot user")];
+const SHAPES: [(&str, &str); 4] =
+    [("floor", "GET /healthz"), ("many", "many users"), ("returning", "returning users"), ("hot", "one hot user")];
+
+/// How many users the `returning` shape cycles through: each is seen once before the measured run, so every
+/// measured request is a returning user (a Redis hit for the redis and tiered stores), not a new one.
+const RETURNING_USERS: u64 = 10_000;
 
 /// The default policy the HTTP runs use, so "hot user" means the same refusal rate for every store.
 const CAPACITY: &str = "10";

@@ -64,6 +64,7 @@ const VARIABLES: &[(&str, &str, Form)] = &[
     ("BUCKET_FLUSH_INTERVAL_MS", "tiered.flush_interval_ms", Form::Trimmed),
     ("BUCKET_RETRY_INTERVAL_MS", "tiered.retry_interval_ms", Form::Trimmed),
     ("BUCKET_WRITE_QUEUE_CAPACITY", "tiered.queue_capacity", Form::Trimmed),
+    ("BUCKET_COMMIT_WINDOW_US", "tiered.commit_window_us", Form::Trimmed),
     ("BUCKET_POLICY_CACHE_TTL_MS", "tiered.policy_cache_ttl_ms", Form::Trimmed),
     ("BUCKET_REFUSAL_CACHE_TTL_MS", "tiered.refusal_cache_ttl_ms", Form::Trimmed),
     ("BUCKET_LIMITS", "rls.limits", Form::EmptyUnsets),

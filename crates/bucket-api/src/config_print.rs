@@ -71,6 +71,7 @@ impl Redacted<'_> {
             ("tiered.flush_interval_ms", ms(tiered.flush_interval)),
             ("tiered.retry_interval_ms", ms(tiered.retry_interval)),
             ("tiered.queue_capacity", tiered.queue_capacity.to_string()),
+            ("tiered.commit_window_us", tiered.commit_window.as_micros().to_string()),
             ("tiered.policy_cache_ttl_ms", ms(tiered.policy_cache_ttl)),
             ("tiered.refusal_cache_ttl_ms", ms(tiered.refusal_cache_ttl)),
             (

@@ -26,6 +26,8 @@ struct Series {
     fallbacks: IntCounterVec,
     write_queue_dropped: IntCounter,
     redis_invalidations: IntCounter,
+    stale_redis_buckets: IntCounter,
+    postgres_statements: IntCounterVec,
     write_queue_depth: IntGauge,
     dependency_up: IntGaugeVec,
 }
@@ -44,6 +46,18 @@ impl Series {
             redis_invalidations: IntCounter::new(
                 "bucket_redis_invalidations_total",
                 "Keys deleted from Redis after an outage because PostgreSQL changed them meanwhile",
+            )?,
+            stale_redis_buckets: IntCounter::new(
+                "bucket_redis_stale_buckets_total",
+                "Redis buckets found older than PostgreSQL's row (a failover): dropped, the request decided again",
+            )?,
+            postgres_statements: IntCounterVec::new(
+                Opts::new(
+                    "bucket_postgres_statements_total",
+                    "Statements the tiered store sent PostgreSQL for Redis's decisions (write) and misses (load); \
+                     with group commit one per batch",
+                ),
+                &["kind"],
             )?,
             write_queue_depth: IntGauge::new(
                 "bucket_write_queue_depth",
@@ -65,16 +79,21 @@ impl Series {
         self.fallbacks.with_label_values(&["postgres", "queue"]).inc_by(s.writes_queued_while_postgres_down);
         self.write_queue_dropped.inc_by(s.writes_dropped);
         self.redis_invalidations.inc_by(s.keys_invalidated);
+        self.stale_redis_buckets.inc_by(s.stale_redis_buckets);
+        self.postgres_statements.with_label_values(&["write"]).inc_by(s.postgres_write_statements);
+        self.postgres_statements.with_label_values(&["load"]).inc_by(s.postgres_load_statements);
         self.write_queue_depth.set(i64::try_from(s.queue_depth).unwrap_or(i64::MAX));
         self.dependency_up.with_label_values(&["redis"]).set(i64::from(s.redis_up));
         self.dependency_up.with_label_values(&["postgres"]).set(i64::from(s.postgres_up));
     }
 
-    fn collectors(&self) -> [&dyn Collector; 5] {
+    fn collectors(&self) -> [&dyn Collector; 7] {
         [
             &self.fallbacks,
             &self.write_queue_dropped,
             &self.redis_invalidations,
+            &self.stale_redis_buckets,
+            &self.postgres_statements,
             &self.write_queue_depth,
             &self.dependency_up,
         ]
@@ -189,6 +208,22 @@ mod tests {
         assert!(end > 0);
         assert_eq!(exported(&text, r#"bucket_fallbacks_total{from="redis",to="postgres"}"#), end);
         assert_eq!(exported(&text, "bucket_redis_invalidations_total"), end);
+    }
+
+    #[test]
+    fn stale_buckets_and_statements_by_kind_are_the_stores_totals() {
+        let stats = TieredStats {
+            stale_redis_buckets: 3,
+            postgres_write_statements: 7,
+            postgres_load_statements: 5,
+            ..TieredStats::default()
+        };
+        let metrics = Metrics::new().unwrap();
+        metrics.register(Box::new(StoreCollector::new(Arc::new(move || Some(stats))).unwrap())).unwrap();
+        let text = metrics.render().unwrap();
+        assert_eq!(exported(&text, "bucket_redis_stale_buckets_total"), 3);
+        assert_eq!(exported(&text, r#"bucket_postgres_statements_total{kind="write"}"#), 7);
+        assert_eq!(exported(&text, r#"bucket_postgres_statements_total{kind="load"}"#), 5);
     }
 
     #[test]

@@ -46,6 +46,7 @@ const SAMPLES: &[(&str, &str)] = &[
     ("BUCKET_FLUSH_INTERVAL_MS", "9"),
     ("BUCKET_RETRY_INTERVAL_MS", "900"),
     ("BUCKET_WRITE_QUEUE_CAPACITY", "77"),
+    ("BUCKET_COMMIT_WINDOW_US", "250"),
     ("BUCKET_POLICY_CACHE_TTL_MS", "2500"),
     ("BUCKET_REFUSAL_CACHE_TTL_MS", "750"),
     ("BUCKET_LIMITS", "/etc/bucket/limits"),

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 /// Why a store could not answer; [`StoreError::is_transient`] is what fallback logic reads.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The backend could not be reached or dropped the connection: retry or fall back.
     #[error("{backend} unavailable: {detail}")]

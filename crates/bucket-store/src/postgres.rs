@@ -10,7 +10,9 @@
 //! in Rust, and `tests/cases_postgres.rs` runs the shared case table through the statement to keep them equal.
 //!
 //! Several buckets decided together (`check_all`) are one transaction that locks their rows in key order:
-//! `postgres/all.rs`.
+//! `postgres/all.rs`. States decided elsewhere (the tiered store's Redis) are written by one version-guarded
+//! statement for any number of keys, which reports per write whether it landed (`postgres/save.rs`), and loaded one
+//! key or many at a time (`postgres/load.rs`).
 //!
 //! Every statement is its `.sql` file run as a prepared statement that each pooled session parses and plans once
 //! (`postgres/prepared.rs`, `postgres/statements.rs`); `tests/prepared.rs` shows the reuse in `pg_prepared_statements`.
@@ -22,10 +24,12 @@
 mod all;
 mod config;
 mod errors;
+mod load;
 mod notify;
 mod plans;
 mod prepared;
 mod prune;
+mod save;
 mod session;
 mod statements;
 mod tls;
@@ -34,7 +38,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bucket_core::{decide, peek, BucketState, Decision, Policy, Wait};
-use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Text};
+use diesel::sql_types::{BigInt, Bool, Nullable, Text};
 use diesel::{OptionalExtension, QueryResult, QueryableByName};
 use diesel_async::pooled_connection::deadpool::{Object, Pool};
 use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod};
@@ -46,12 +50,12 @@ pub use config::PostgresConfig;
 pub use notify::spawn_listener;
 pub use plans::SessionStatement;
 pub use prune::{PruneEvent, PruneEvents};
+pub use save::Saved;
 
 use prepared::prepared;
 
 use crate::{
-    Decided, DependencyHealth, Limit, Outcome, Outcomes, PendingWrite, PolicyStore, Source, Store, StoreError,
-    VersionedState,
+    Decided, DependencyHealth, Limit, Outcome, Outcomes, PolicyStore, Source, Store, StoreError, VersionedState,
 };
 
 /// A pooled PostgreSQL store; cloning shares the pool.
@@ -258,51 +262,6 @@ impl PostgresStore {
         let (stored, now) = self.read(key, now_us).await?;
         let after = stored.unwrap_or(VersionedState { state: BucketState::full(policy, now), version: 0 });
         Ok(Decided { decision: refused(policy, after.state, now, cost), after, created: false })
-    }
-
-    /// The stored state and version of `key`, or `None` when it has no row (a full bucket).
-    pub async fn load(&self, key: &str) -> Result<Option<VersionedState>, StoreError> {
-        Ok(self.read(key, None).await?.0)
-    }
-
-    /// Writes a state decided elsewhere unless the stored version is the same or newer, or the state is already
-    /// full (the same as no row: `save_batch.sql`); `true` when it wrote.
-    pub async fn save(&self, key: &str, write: &PendingWrite) -> Result<bool, StoreError> {
-        Ok(self.save_all(std::iter::once((key, write))).await? > 0)
-    }
-
-    /// [`PostgresStore::save`] for many keys in one statement; a key given twice keeps its highest version.
-    /// Returns the number of rows written.
-    pub async fn save_batch(&self, items: &[(String, PendingWrite)]) -> Result<u64, StoreError> {
-        self.save_all(items.iter().map(|(key, w)| (key.as_str(), w))).await
-    }
-
-    async fn save_all<'a>(&self, items: impl Iterator<Item = (&'a str, &'a PendingWrite)>) -> Result<u64, StoreError> {
-        let (mut keys, mut tokens, mut times, mut versions, mut fills) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for (key, w) in items {
-            let v = &w.after;
-            keys.push(key.to_owned());
-            let count = i32::try_from(v.state.tokens)
-                .map_err(|_| errors::backend(format!("{} tokens do not fit the tokens column", v.state.tokens)))?;
-            tokens.push(count);
-            times.push(signed(v.state.last_refill_us, "last_refill_us")?);
-            versions.push(signed(v.version, "version")?);
-            fills.push(signed(w.full_at_us.saturating_sub(v.state.last_refill_us), "fill time")?);
-        }
-        if keys.is_empty() {
-            return Ok(0);
-        }
-        let query = prepared::<statements::SaveBatch, _>(|q| {
-            q.bind::<Array<Text>, _>(keys)
-                .bind::<Array<Integer>, _>(tokens)
-                .bind::<Array<BigInt>, _>(times)
-                .bind::<Array<BigInt>, _>(versions)
-                .bind::<Array<BigInt>, _>(fills)
-        });
-        let written = self.statement(move |conn| query.execute(conn).boxed()).await?;
-        // usize → u64 never truncates on supported targets.
-        Ok(written as u64)
     }
 
     /// The stored state (if any) and the instant it was read, on the server's clock unless `now_us` is given.

@@ -35,6 +35,7 @@ mod pool;
 mod pubsub;
 mod script;
 mod slots;
+mod stale;
 mod topology;
 
 use std::fmt;
@@ -212,6 +213,8 @@ struct Inner {
     sha_all: OnceLock<String>,
     /// The same for `refund.lua`.
     sha_refund: OnceLock<String>,
+    /// The same for `drop_older.lua`.
+    sha_drop_older: OnceLock<String>,
 }
 
 impl RedisStore {
@@ -250,6 +253,7 @@ impl RedisStore {
                 sha: OnceLock::new(),
                 sha_all: OnceLock::new(),
                 sha_refund: OnceLock::new(),
+                sha_drop_older: OnceLock::new(),
             }),
         })
     }

@@ -17,30 +17,35 @@
 //! all or nothing in both tiers (`tiered/all.rs`).
 //!
 //! A refused decision writes nothing anywhere. Writes are synchronous by default (the row is committed before the
-//! answer); `WriteMode::WriteBehind` queues every write and flushes a batch every `flush_interval` instead.
+//! answer), the writes of concurrent requests sharing one statement (`tiered/group_commit.rs`); a write that
+//! PostgreSQL refuses as older than its row reveals a stale Redis bucket, which is dropped and the request decided
+//! again from the row (`tiered/stale.rs`). `WriteMode::WriteBehind` queues every write and flushes a batch every
+//! `flush_interval` instead.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bucket_core::{BucketState, Policy};
+use bucket_core::Policy;
 use serde::Deserialize;
 
 use crate::postgres::PostgresStore;
 use crate::redis::{OnMiss, RedisStore};
-use crate::write_queue::{Enqueued, WriteQueue};
+use crate::write_queue::WriteQueue;
 
 mod all;
+mod batcher;
 mod events;
+mod group_commit;
 mod loops;
 mod policies;
+mod stale;
 
 pub use events::{no_events, TieredEvent, TieredEvents};
 
-use crate::{
-    Decided, DependencyHealth, Limit, Outcome, Outcomes, PendingWrite, Source, Store, StoreError, VersionedState,
-};
+use crate::{DependencyHealth, Limit, Outcome, Outcomes, Source, Store, StoreError};
+use group_commit::{GroupCommit, Statements};
 use loops::{flush_loop, probe_loop};
 use policies::postgres_marked_down;
 
@@ -48,7 +53,8 @@ use policies::postgres_marked_down;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WriteMode {
-    /// Committed before the response: the seed's guarantee, one statement per allowed request.
+    /// Committed before the response: the seed's guarantee; concurrent requests share one statement per
+    /// `commit_window`.
     #[default]
     Sync,
     /// Queued and flushed in batches every `flush_interval`: far fewer statements, PostgreSQL a few ms behind.
@@ -81,7 +87,11 @@ pub struct TieredConfig {
     pub retry_interval: Duration,
     /// Most keys waiting for PostgreSQL; beyond it writes are dropped, counted and logged.
     pub queue_capacity: usize,
-    /// Most writes sent in one batch statement; not a configuration key.
+    /// Longest a synchronous write (or a Redis miss's load) waits for others to share its statement: the group
+    /// commit window, in whole µs (`commit_window_us`); zero sends one statement per write, as before.
+    #[serde(rename = "commit_window_us", deserialize_with = "crate::millis::deserialize_us")]
+    pub commit_window: Duration,
+    /// Most writes sent in one batch statement (write-behind, queue replays, group commit); not a configuration key.
     #[serde(skip)]
     pub batch_size: usize,
     /// How long [`CachedPolicies`](crate::CachedPolicies) trusts its per-key policies before checking the store's
@@ -103,6 +113,7 @@ impl Default for TieredConfig {
             flush_interval: Duration::from_millis(5),
             retry_interval: Duration::from_millis(500),
             queue_capacity: 100_000,
+            commit_window: Duration::from_micros(1_000),
             batch_size: 1_000,
             policy_cache_ttl: Duration::from_secs(1),
             refusal_cache_ttl: Duration::from_secs(1),
@@ -121,9 +132,15 @@ pub struct TieredStats {
     pub writes_dropped: u64,
     /// Keys deleted from Redis after an outage because PostgreSQL had changed them.
     pub keys_invalidated: u64,
-    /// Statements that wrote Redis's decisions to PostgreSQL (one per write in sync mode, one per batch in
-    /// write-behind mode): shows how much write-behind saves.
+    /// Statements that wrote Redis's decisions to PostgreSQL (one per group commit in sync mode, or per write when
+    /// `commit_window` is zero; one per batch in write-behind mode): shows how much batching saves.
     pub postgres_write_statements: u64,
+    /// Statements that loaded Redis misses from PostgreSQL (one per gathered batch of misses, or per miss when
+    /// `commit_window` is zero).
+    pub postgres_load_statements: u64,
+    /// Allowed decisions whose Redis bucket turned out older than PostgreSQL's row (after a failover): the bucket
+    /// was dropped and the request decided again from the row.
+    pub stale_redis_buckets: u64,
     /// Writes not yet in PostgreSQL now, queued or in a batch on its way: zero means PostgreSQL has them all.
     pub queue_depth: u64,
     /// Whether Redis is in use now.
@@ -156,7 +173,11 @@ struct Inner {
     fallbacks: AtomicU64,
     queued_while_down: AtomicU64,
     invalidated: AtomicU64,
-    write_statements: AtomicU64,
+    /// Statements on the decision path, shared with the group commit's tasks.
+    statements: Arc<Statements>,
+    /// The gathering tasks of synchronous writes and Redis misses.
+    group: GroupCommit,
+    stale_buckets: AtomicU64,
 }
 
 impl TieredStore {
@@ -170,6 +191,8 @@ impl TieredStore {
                 false
             }
         };
+        let statements = Arc::new(Statements::default());
+        let group = GroupCommit::start(&pg, &config, &statements);
         let inner = Arc::new(Inner {
             queue: WriteQueue::new(config.queue_capacity),
             flushing: tokio::sync::Mutex::new(()),
@@ -185,7 +208,9 @@ impl TieredStore {
             fallbacks: AtomicU64::new(0),
             queued_while_down: AtomicU64::new(0),
             invalidated: AtomicU64::new(0),
-            write_statements: AtomicU64::new(0),
+            statements,
+            group,
+            stale_buckets: AtomicU64::new(0),
         });
         tokio::spawn(flush_loop(Arc::downgrade(&inner)));
         tokio::spawn(probe_loop(Arc::downgrade(&inner)));
@@ -200,7 +225,9 @@ impl TieredStore {
             writes_queued_while_postgres_down: i.queued_while_down.load(Ordering::Relaxed),
             writes_dropped: i.queue.dropped(),
             keys_invalidated: i.invalidated.load(Ordering::Relaxed),
-            postgres_write_statements: i.write_statements.load(Ordering::Relaxed),
+            postgres_write_statements: i.statements.writes.load(Ordering::Relaxed),
+            postgres_load_statements: i.statements.loads.load(Ordering::Relaxed),
+            stale_redis_buckets: i.stale_buckets.load(Ordering::Relaxed),
             queue_depth: i.queue.unwritten() as u64,
             redis_up: i.redis_up.load(Ordering::Acquire),
             postgres_up: i.pg_up.load(Ordering::Acquire),
@@ -282,59 +309,13 @@ impl Inner {
 
     async fn check_in_redis(&self, key: &str, policy: &Policy, cost: u64) -> Result<Outcome, StoreError> {
         if let Some(decided) = self.redis.decide_at(key, policy, cost, None, OnMiss::Report).await? {
-            self.persist(key, policy, &decided).await;
-            return Ok(Outcome { decision: decided.decision, source: Source::Redis });
+            return self.settle(key, policy, cost, decided, Source::Redis).await;
         }
         let (seed, source) = self.load_seed(key, policy).await;
         let decided = self.redis.seed_and_decide(key, policy, cost, &seed, None).await?;
         // Another instance seeded the key between our miss and our seed: its state decided, as a Redis hit.
         let source = if decided.created { source } else { Source::Redis };
-        self.persist(key, policy, &decided).await;
-        Ok(Outcome { decision: decided.decision, source })
-    }
-
-    /// What to seed Redis with on a miss: the PostgreSQL row, a new full bucket, or (PostgreSQL down) Redis's own
-    /// rule that a missing key is a full bucket.
-    async fn load_seed(&self, key: &str, policy: &Policy) -> (VersionedState, Source) {
-        let full = VersionedState { state: BucketState::full(policy, 0), version: 0 };
-        if !self.pg_up.load(Ordering::Acquire) {
-            return (full, Source::Redis);
-        }
-        match self.pg.load(key).await {
-            Ok(Some(row)) => (row, Source::Postgres),
-            Ok(None) => (full, Source::NewUser),
-            Err(e) => {
-                self.pg_lost(&e);
-                (full, Source::Redis)
-            }
-        }
-    }
-
-    /// Copies an allowed decision to PostgreSQL, now or through the queue.
-    async fn persist(&self, key: &str, policy: &Policy, decided: &Decided) {
-        if !decided.decision.allowed {
-            return;
-        }
-        if self.config.write_mode == WriteMode::Sync && self.pg_up.load(Ordering::Acquire) {
-            match self.pg.save(key, &PendingWrite::new(policy, decided.after)).await {
-                Ok(_) => {
-                    self.write_statements.fetch_add(1, Ordering::Relaxed);
-                    return;
-                }
-                Err(e) => self.pg_lost(&e),
-            }
-        }
-        if self.config.write_mode == WriteMode::Sync {
-            self.queued_while_down.fetch_add(1, Ordering::Relaxed);
-        }
-        self.enqueue(key, PendingWrite::new(policy, decided.after));
-    }
-
-    /// Queues a write for PostgreSQL, reporting a full queue once per episode.
-    fn enqueue(&self, key: &str, after: PendingWrite) {
-        if self.queue.push(key, after) == Enqueued::Full && !self.queue_full_logged.swap(true, Ordering::AcqRel) {
-            (self.events)(TieredEvent::QueueFull { capacity: self.queue.capacity() });
-        }
+        self.settle(key, policy, cost, decided, source).await
     }
 
     async fn check_in_postgres(&self, key: &str, policy: &Policy, cost: u64) -> Result<Outcome, StoreError> {
@@ -368,7 +349,7 @@ impl Inner {
         match self.pg.save(key, &pending).await {
             Ok(_) => {
                 self.queue.written(1);
-                self.write_statements.fetch_add(1, Ordering::Relaxed);
+                self.statements.writes.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
             Err(e) => {
@@ -389,7 +370,7 @@ impl Inner {
         match self.pg.save_batch(&batch).await {
             Ok(_) => {
                 self.queue.written(batch.len());
-                self.write_statements.fetch_add(1, Ordering::Relaxed);
+                self.statements.writes.fetch_add(1, Ordering::Relaxed);
                 self.pg_recovered();
                 if self.queue.is_empty() {
                     self.queue_full_logged.store(false, Ordering::Release);

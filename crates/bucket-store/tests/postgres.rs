@@ -7,7 +7,7 @@ use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use bucket_core::{BucketState, Policy};
-use bucket_store::postgres::{PostgresConfig, PostgresStore};
+use bucket_store::postgres::{PostgresConfig, PostgresStore, Saved};
 use bucket_store::{Limit, PendingWrite, PolicyStore, Source, Store, StoreError, VersionedState};
 use bucket_testkit::{database_url, redirect, Fault, FaultProxy, TestSchema};
 use common::cases::T0;
@@ -149,6 +149,45 @@ async fn save_batch_applies_the_guard_per_key_in_one_statement() {
     assert_eq!(store.load("new").await.unwrap(), Some(versioned(2, T0 + 2, 7)));
     assert_eq!(store.load("dup").await.unwrap(), Some(versioned(4, T0 + 4, 4)));
     assert_eq!(store.save_batch(&[]).await.unwrap(), 0);
+}
+
+/// The tiered store's group commit answers each request from its own write's fate in a shared statement: written,
+/// superseded by a row at least as new (a key given twice shares its newest write's fate), or skipped as full.
+#[tokio::test]
+async fn save_each_reports_what_became_of_every_write() {
+    let schema = TestSchema::new();
+    let store = schema.store().await;
+    store.save("held", &pending(5, T0, 5)).await.unwrap();
+    let full = PendingWrite { after: versioned(10, T0, 9), full_at_us: T0 };
+    let items = [
+        ("held".to_owned(), pending(1, T0 + 1, 3)),
+        ("held-same".to_owned(), pending(2, T0 + 2, 1)),
+        ("new".to_owned(), pending(2, T0 + 2, 1)),
+        ("dup".to_owned(), pending(3, T0 + 3, 2)),
+        ("dup".to_owned(), pending(4, T0 + 4, 4)),
+        ("full".to_owned(), full),
+    ];
+    let saved = store.save_each(&items).await.unwrap();
+    assert_eq!(saved, [Saved::Superseded, Saved::Written, Saved::Written, Saved::Written, Saved::Written, Saved::Full]);
+    assert_eq!(store.load("held").await.unwrap(), Some(versioned(5, T0, 5)));
+    assert_eq!(store.load("dup").await.unwrap(), Some(versioned(4, T0 + 4, 4)));
+    assert_eq!(store.load("full").await.unwrap(), None);
+    let again = store.save_each(&items[1..3]).await.unwrap();
+    assert_eq!(again, [Saved::Superseded, Saved::Superseded], "the same version again");
+    assert_eq!(store.save_each(&[]).await.unwrap(), []);
+}
+
+#[tokio::test]
+async fn load_many_answers_every_key_in_order_in_one_statement() {
+    let schema = TestSchema::new();
+    let store = schema.store().await;
+    store.save("a", &pending(5, T0, 5)).await.unwrap();
+    store.save("b", &pending(2, T0 + 1, 7)).await.unwrap();
+    let keys = ["b", "none", "a", "b"].map(str::to_owned);
+    let rows = store.load_many(&keys).await.unwrap();
+    let b = Some(versioned(2, T0 + 1, 7));
+    assert_eq!(rows, [b, None, Some(versioned(5, T0, 5)), b]);
+    assert_eq!(store.load_many(&[]).await.unwrap(), []);
 }
 
 /// A multi-limit request is one transaction: an allowed one creates new rows (version 1) and bumps the others, a

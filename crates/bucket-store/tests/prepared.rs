@@ -13,6 +13,7 @@ use bucket_testkit::TestSchema;
 /// Each statement's text exactly as the store prepares it.
 const DECIDE: &str = include_str!("../src/postgres/decide.sql");
 const READ: &str = include_str!("../src/postgres/read.sql");
+const READ_MANY: &str = include_str!("../src/postgres/read_many.sql");
 const SAVE_BATCH: &str = include_str!("../src/postgres/save_batch.sql");
 const LOCK: &str = include_str!("../src/postgres/decide_all_lock.sql");
 const LOCKED_READ: &str = include_str!("../src/postgres/decide_all_read.sql");
@@ -53,6 +54,7 @@ async fn every_statement_on_the_decision_path_is_prepared_once_then_reused() {
         assert!(!store.check(&key, &policy, 5).await.unwrap().decision.allowed, "decide, refused, then read");
         store.peek(&key, &policy).await.unwrap();
         assert!(store.load(&key).await.unwrap().is_some());
+        assert!(store.load_many(&[key.clone(), "none".into()]).await.unwrap()[0].is_some(), "misses in one read");
         assert!(store.save("saved", &pending(1, 1_000, round + 1)).await.unwrap());
         let batch = [(format!("batch-{round}"), pending(1, 1_000, 1))];
         assert_eq!(store.save_batch(&batch).await.unwrap(), 1);
@@ -68,6 +70,7 @@ async fn every_statement_on_the_decision_path_is_prepared_once_then_reused() {
     let expected = [
         (DECIDE, 2 * ROUNDS),
         (READ, 3 * ROUNDS),
+        (READ_MANY, ROUNDS),
         (SAVE_BATCH, 2 * ROUNDS),
         (LOCK, ROUNDS),
         (LOCKED_READ, ROUNDS),

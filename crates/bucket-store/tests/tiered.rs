@@ -1,91 +1,14 @@
 //! The tiered store through its public interface, against real Redis and PostgreSQL, each behind a fault proxy
 //! so a test can take either away: where each decision comes from, what reaches PostgreSQL and when.
 
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
+mod tiered_rig;
 
-use bucket_core::Policy;
-use bucket_store::postgres::PostgresStore;
-use bucket_store::redis::RedisStore;
-use bucket_store::tiered::{TieredConfig, TieredStats, TieredStore, WriteMode};
+use std::time::Duration;
+
 use bucket_store::{Limit, Source, Store};
-use bucket_testkit::{pg, redis_server, Fault, FaultProxy, RawRow, RedisPrefix, TestSchema};
+use bucket_testkit::Fault;
 use deadpool_redis::redis;
-
-/// Capacity `n`, one token an hour: nothing refills during a test.
-fn per_hour(n: u64) -> Policy {
-    Policy::from_interval_us(n, 3_600_000_000).unwrap()
-}
-
-/// A tiered store on a fresh schema and key prefix, both servers reached through proxies.
-struct Rig {
-    schema: TestSchema,
-    keys: RedisPrefix,
-    redis_proxy: FaultProxy,
-    pg_proxy: FaultProxy,
-    redis: RedisStore,
-    store: TieredStore,
-}
-
-impl Rig {
-    async fn new(config: TieredConfig) -> Self {
-        let schema = TestSchema::new();
-        schema.store().await; // schema and tables, created directly
-        let keys = RedisPrefix::shared();
-        let redis_proxy = FaultProxy::start(redis_server::shared_upstream()).await;
-        let pg_proxy = FaultProxy::start(pg::upstream()).await;
-        let mut redis_config = keys.config(&redis_proxy.redis_url());
-        // Short bounds: these tests break servers, and a fallback should cost milliseconds, not seconds.
-        redis_config.command_timeout = Duration::from_millis(200);
-        redis_config.connect_timeout = Duration::from_millis(200);
-        let redis = RedisStore::connect(redis_config).unwrap();
-        let mut pg_config = schema.config.clone();
-        pg_config.url = schema.url_via(pg_proxy.addr());
-        pg_config.connect_timeout = Duration::from_millis(500);
-        pg_config.statement_timeout = Duration::from_millis(500);
-        let pg = PostgresStore::connect(pg_config).await.unwrap();
-        let store = TieredStore::new(redis.clone(), pg, config, bucket_store::tiered::no_events()).await;
-        Self { schema, keys, redis_proxy, pg_proxy, redis, store }
-    }
-
-    async fn check(&self, key: &str, policy: &Policy) -> (bool, Source, u64) {
-        let outcome = self.store.check(key, policy, 1).await.unwrap();
-        (outcome.decision.allowed, outcome.source, outcome.decision.remaining)
-    }
-
-    /// The bucket as Redis holds it: `(tokens, last_refill_us, version)`, read directly, not through the proxy.
-    async fn redis_state(&self, key: &str) -> Option<(u64, u64, u64)> {
-        let mut conn = self.keys.raw().await;
-        let hash: HashMap<String, u64> =
-            redis::cmd("HGETALL").arg(self.redis.bucket_key(key)).query_async(&mut conn).await.unwrap();
-        Some((*hash.get("t")?, *hash.get("l")?, *hash.get("v")?))
-    }
-
-    fn stats(&self) -> TieredStats {
-        self.store.stats()
-    }
-}
-
-fn row_state(row: &RawRow) -> (u64, u64, u64) {
-    (row.tokens as u64, row.last_refill_us as u64, row.version as u64)
-}
-
-fn sync() -> TieredConfig {
-    TieredConfig { retry_interval: Duration::from_millis(50), ..TieredConfig::default() }
-}
-
-fn write_behind(flush_interval: Duration) -> TieredConfig {
-    TieredConfig { write_mode: WriteMode::WriteBehind, flush_interval, ..sync() }
-}
-
-/// Polls `condition` every 10 ms for at most `within`.
-async fn eventually(within: Duration, what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !condition() {
-        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
+use tiered_rig::{eventually, per_hour, row_state, sync, write_behind, Rig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_flow_new_user_then_redis_then_postgres_once_the_cache_is_gone() {

@@ -13,7 +13,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 
-use super::{load_average, tagged_json, target_dir, Args, CAPACITY, REFILL_PER_SEC, SHAPES};
+use super::{load_average, tagged_json, target_dir, Args, CAPACITY, REFILL_PER_SEC, RETURNING_USERS, SHAPES};
 use crate::{interrupt, paths, process};
 
 pub(super) fn build_release() -> Result<()> {
@@ -199,11 +199,17 @@ pub(super) fn run_http(o: &Args, database_url: &str, redis_url: &str) -> Result<
             let user_prefix = format!("{run_id}-{}-{shape}", s.slug);
             // bench_http.lua names its modes with dashes.
             let mode = shape.replace('_', "-");
-            let warm = vec![mode.clone(), format!("{user_prefix}-warm")];
-            wrk(api.addr, o.warmup_s, o.connections, &warm)?;
+            let measured = if shape == "returning" {
+                warm_returning_users(api.addr, o, &user_prefix)?;
+                vec![mode, user_prefix.clone(), "0".into(), RETURNING_USERS.to_string()]
+            } else {
+                let warm = vec![mode.clone(), format!("{user_prefix}-warm")];
+                wrk(api.addr, o.warmup_s, o.connections, &warm)?;
+                vec![mode, user_prefix.clone()]
+            };
             let before = if s.store == "memory" || shape == "floor" { None } else { redis_calls(redis_url).ok() };
             let hot_key = format!("{user_prefix}-hot-user");
-            let mut result = wrk(api.addr, o.duration_s, o.connections, &[mode, user_prefix])?;
+            let mut result = wrk(api.addr, o.duration_s, o.connections, &measured)?;
             if let (Some(before), Ok(after)) = (before, redis_calls(redis_url)) {
                 let total = |m: &BTreeMap<String, u64>| m.values().sum::<u64>();
                 let evalsha = |m: &BTreeMap<String, u64>| m.get("evalsha").copied().unwrap_or(0);
@@ -244,6 +250,24 @@ pub(super) fn run_http(o: &Args, database_url: &str, redis_url: &str) -> Result<
             o.connections, o.duration_s, o.warmup_s),
         "stores": stores
     }))
+}
+
+/// The `returning` shape's warm-up: every one of its users is sent one request, in order (the `many` shape over a
+/// pool of [`RETURNING_USERS`]), so that the measured run meets only users the store already holds: Redis hits in
+/// the redis and tiered stores, whose keys live for the time to refill from empty (10 s under the bench policy) and
+/// are renewed by each allowed request. Bounded: a server too slow to see them all in 30 s is reported, not waited
+/// for.
+fn warm_returning_users(addr: SocketAddr, o: &Args, user_prefix: &str) -> Result<()> {
+    let mut sent = 0u64;
+    for _ in 0..(30 / o.warmup_s.max(1)).max(1) {
+        let args = ["many".into(), user_prefix.to_string(), sent.to_string(), RETURNING_USERS.to_string()];
+        sent += wrk(addr, o.warmup_s, o.connections, &args)?["requests"].as_u64().unwrap_or(0);
+        if sent >= RETURNING_USERS || interrupt::requested() {
+            return Ok(());
+        }
+    }
+    println!("  (returning users: only {sent} of {RETURNING_USERS} warmed; some measured requests are new users)");
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------------------------

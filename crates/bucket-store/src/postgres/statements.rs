@@ -20,6 +20,8 @@ statements! {
     Decide = "decide.sql";
     /// One bucket as stored plus the server's "now"; decides nothing.
     Read = "read.sql";
+    /// Many buckets as stored, for the Redis misses of concurrent requests.
+    ReadMany = "read_many.sql";
     /// Version-guarded upsert of many buckets in one statement.
     SaveBatch = "save_batch.sql";
     /// Several buckets decided together, step 1: lock (and create) the rows.

@@ -147,13 +147,13 @@ impl RedisStore {
     }
 
     /// Whether this script run must wait for replicas: a decision script that may write (not a peek, not a
-    /// refund, which only gives tokens back), with `wait_replicas` set.
+    /// refund, which only gives tokens back, nor a drop, which only forgets), with `wait_replicas` set.
     fn waits(&self, lua: Lua, args: &[String]) -> bool {
         self.inner.wait_replicas > 0
             && match lua {
                 Lua::One => args.get(4).is_some_and(|mode| mode != "peek"),
                 Lua::All => true,
-                Lua::Refund => false,
+                Lua::Refund | Lua::DropOlder => false,
             }
     }
 
@@ -207,6 +207,7 @@ impl RedisStore {
             Lua::One => &self.inner.sha,
             Lua::All => &self.inner.sha_all,
             Lua::Refund => &self.inner.sha_refund,
+            Lua::DropOlder => &self.inner.sha_drop_older,
         }
     }
 }

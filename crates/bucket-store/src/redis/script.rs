@@ -15,6 +15,8 @@ pub(super) enum Lua {
     All,
     /// `refund.lua`: gives back what a multi-key request took in one slot (`redis/slots.rs`).
     Refund,
+    /// `drop_older.lua`: deletes a bucket older than PostgreSQL's row (`redis/stale.rs`).
+    DropOlder,
 }
 
 impl Lua {
@@ -24,6 +26,7 @@ impl Lua {
             Lua::One => include_str!("token_bucket.lua"),
             Lua::All => include_str!("token_buckets.lua"),
             Lua::Refund => include_str!("refund.lua"),
+            Lua::DropOlder => include_str!("drop_older.lua"),
         }
     }
 }

@@ -5,9 +5,12 @@
 
 use std::sync::atomic::Ordering;
 
+use futures::future::join_all;
+
 use super::policies::postgres_marked_down;
 use super::{Inner, TieredStore, WriteMode};
 use crate::limits::Grouped;
+use crate::postgres::Saved;
 use crate::redis::{Miss, Script};
 use crate::{Decided, Limit, Outcomes, PendingWrite, Source, StoreError};
 
@@ -31,7 +34,7 @@ impl Inner {
         self.check_all_in_postgres(&grouped).await
     }
 
-    /// The script in report mode first; the keys it misses are loaded from PostgreSQL one by one and the script
+    /// The script in report mode first; the keys it misses are loaded from PostgreSQL together and the script
     /// runs again with them as seeds (inside the script, so a key another instance seeded meanwhile wins). A run
     /// that misses writes nothing at all, and a seeded key never misses again, so this ends after at most one run
     /// per key. The seeds are what PostgreSQL holds, not a debit: like every refusal, a refused run debits nothing.
@@ -41,11 +44,16 @@ impl Inner {
         loop {
             match self.redis.decide_all_at(&grouped.buckets, &misses, None).await? {
                 Script::Missing(indices) => {
+                    let mut missed = Vec::with_capacity(indices.len());
                     for i in indices {
                         let bucket = grouped.buckets.get(i).filter(|_| misses[i] == Miss::Report).ok_or_else(|| {
                             StoreError::Backend { backend: "redis", detail: format!("the script misreported key {i}") }
                         })?;
-                        let (seed, source) = self.load_seed(bucket.key, &bucket.policy).await;
+                        missed.push((i, bucket));
+                    }
+                    // Loaded concurrently, so that with group commit they share one statement.
+                    let seeds = join_all(missed.iter().map(|(_, b)| self.load_seed(b.key, &b.policy))).await;
+                    for ((i, _), (seed, source)) in missed.into_iter().zip(seeds) {
                         misses[i] = Miss::Seed(seed);
                         seeded_from[i] = source;
                     }
@@ -81,9 +89,14 @@ impl Inner {
             .map(|(b, d)| (b.key.to_owned(), PendingWrite::new(&b.policy, d.after)))
             .collect();
         if self.config.write_mode == WriteMode::Sync && self.pg_up.load(Ordering::Acquire) {
-            match self.pg.save_batch(&items).await {
-                Ok(_) => {
-                    self.write_statements.fetch_add(1, Ordering::Relaxed);
+            match self.pg.save_each(&items).await {
+                Ok(saved) => {
+                    self.statements.writes.fetch_add(1, Ordering::Relaxed);
+                    // Refused as not newer than the row: a stale bucket is dropped for the next request
+                    // (`tiered/stale.rs`); a Redis failure here only leaves it for the next refused write.
+                    for ((key, _), _) in items.iter().zip(&saved).filter(|(_, s)| **s == Saved::Superseded) {
+                        let _ = self.forget_if_older(key).await;
+                    }
                     return;
                 }
                 Err(e) => self.pg_lost(&e),
@@ -131,7 +144,7 @@ impl Inner {
         match self.pg.save_batch(&pending).await {
             Ok(_) => {
                 self.queue.written(pending.len());
-                self.write_statements.fetch_add(1, Ordering::Relaxed);
+                self.statements.writes.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
             Err(e) => {

@@ -1,0 +1,109 @@
+//! Writing states decided elsewhere (by Redis, in the tiered store): one version-guarded statement for any number
+//! of keys (`save_batch.sql`), reporting per write whether PostgreSQL took it.
+
+use diesel::sql_types::{Array, BigInt, Bool, Integer, Text};
+use diesel::QueryableByName;
+use diesel_async::RunQueryDsl;
+use futures::FutureExt;
+
+use super::prepared::prepared;
+use super::{errors, signed, statements, PostgresStore};
+use crate::{PendingWrite, StoreError};
+
+/// What a version-guarded write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Saved {
+    /// The row now holds this state (or, for a key given twice in a batch, the batch's newer state of it).
+    Written,
+    /// The row already held this version or a newer one, and kept it: for the tiered store, a sign that Redis's
+    /// bucket may be older than PostgreSQL's row.
+    Superseded,
+    /// The state was already full when the statement ran: not written, as a full bucket is the same as no row.
+    Full,
+}
+
+/// One row of `save_batch.sql`'s answer.
+#[derive(QueryableByName)]
+struct SavedRow {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+    #[diesel(sql_type = Bool)]
+    written: bool,
+}
+
+impl PostgresStore {
+    /// Writes a state decided elsewhere unless the stored version is the same or newer, or the state is already
+    /// full (the same as no row: `save_batch.sql`); `true` when it wrote.
+    pub async fn save(&self, key: &str, write: &PendingWrite) -> Result<bool, StoreError> {
+        let saved = self.save_all(std::iter::once((key, write)), 1).await?;
+        Ok(<[Saved]>::first(&saved) == Some(&Saved::Written))
+    }
+
+    /// [`PostgresStore::save`] for many keys in one statement; a key given twice keeps its highest version.
+    /// Returns the number of rows written.
+    pub async fn save_batch(&self, items: &[(String, PendingWrite)]) -> Result<u64, StoreError> {
+        let saved = self.save_all(items.iter().map(|(key, w)| (key.as_str(), w)), items.len()).await?;
+        Ok(count_rows_written(items, &saved))
+    }
+
+    /// [`PostgresStore::save_batch`] telling, for each write in order, what became of it: the tiered store's
+    /// group commit answers each request from it.
+    pub async fn save_each(&self, items: &[(String, PendingWrite)]) -> Result<Vec<Saved>, StoreError> {
+        self.save_all(items.iter().map(|(key, w)| (key.as_str(), w)), items.len()).await
+    }
+
+    async fn save_all<'a>(
+        &self,
+        items: impl Iterator<Item = (&'a str, &'a PendingWrite)>,
+        len: usize,
+    ) -> Result<Vec<Saved>, StoreError> {
+        let (mut keys, mut tokens, mut times, mut versions, mut fills) = (
+            Vec::with_capacity(len),
+            Vec::with_capacity(len),
+            Vec::with_capacity(len),
+            Vec::with_capacity(len),
+            Vec::with_capacity(len),
+        );
+        for (key, w) in items {
+            let v = &w.after;
+            keys.push(key.to_owned());
+            let count = i32::try_from(v.state.tokens)
+                .map_err(|_| errors::backend(format!("{} tokens do not fit the tokens column", v.state.tokens)))?;
+            tokens.push(count);
+            times.push(signed(v.state.last_refill_us, "last_refill_us")?);
+            versions.push(signed(v.version, "version")?);
+            fills.push(signed(w.full_at_us.saturating_sub(v.state.last_refill_us), "fill time")?);
+        }
+        let mut saved = vec![Saved::Full; keys.len()];
+        if keys.is_empty() {
+            return Ok(saved);
+        }
+        let query = prepared::<statements::SaveBatch, _>(|q| {
+            q.bind::<Array<Text>, _>(keys)
+                .bind::<Array<Integer>, _>(tokens)
+                .bind::<Array<BigInt>, _>(times)
+                .bind::<Array<BigInt>, _>(versions)
+                .bind::<Array<BigInt>, _>(fills)
+        });
+        let rows = self.statement(move |conn| query.load::<SavedRow>(conn).boxed()).await?;
+        for row in rows {
+            let slot = usize::try_from(row.n)
+                .ok()
+                .and_then(|n| n.checked_sub(1))
+                .and_then(|i| saved.get_mut(i))
+                .ok_or_else(|| errors::backend(format!("save_batch.sql answered for write {}", row.n)))?;
+            *slot = if row.written { Saved::Written } else { Saved::Superseded };
+        }
+        Ok(saved)
+    }
+}
+
+/// Distinct keys whose row was written: a key given twice counts once.
+fn count_rows_written(items: &[(String, PendingWrite)], saved: &[Saved]) -> u64 {
+    let mut written: Vec<&str> =
+        items.iter().zip(saved).filter(|(_, s)| **s == Saved::Written).map(|((key, _), _)| key.as_str()).collect();
+    written.sort_unstable();
+    written.dedup();
+    // usize → u64 never truncates on supported targets.
+    written.len() as u64
+}
