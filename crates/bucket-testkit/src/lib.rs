@@ -25,6 +25,8 @@ pub mod proxy_process;
 #[cfg(feature = "stores")]
 pub mod redis_cluster;
 #[cfg(feature = "stores")]
+pub mod redis_security;
+#[cfg(feature = "stores")]
 pub mod redis_sentinel;
 #[cfg(feature = "stores")]
 pub mod redis_server;
@@ -49,6 +51,8 @@ pub use private_redis::{PrivateRedis, RedisOptions, RedisTls};
 pub use process::LaunchError;
 #[cfg(feature = "stores")]
 pub use redis_cluster::RedisCluster;
+#[cfg(feature = "stores")]
+pub use redis_security::RedisSecurity;
 #[cfg(feature = "stores")]
 pub use redis_sentinel::RedisSentinelGroup;
 #[cfg(feature = "stores")]
