@@ -288,6 +288,10 @@ impl RedisStore {
     /// Probes every node of a cluster, or the master, replicas and sentinels of a Sentinel group, now (all at
     /// once, each within the command timeout; see `redis/nodes.rs`); empty for one server.
     pub async fn nodes(&self) -> Vec<NodeHealth> {
+        // One server has no nodes to list: a scrape then costs Redis nothing.
+        if matches!(self.inner.probes, Probes::Single) {
+            return Vec::new();
+        }
         self.report().await.nodes
     }
 

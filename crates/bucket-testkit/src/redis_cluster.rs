@@ -119,17 +119,7 @@ impl RedisCluster {
 
     /// Ports of the nodes that are masters now, as the first live node reports them (`CLUSTER NODES`).
     pub fn master_ports(&self) -> Vec<u16> {
-        let mut masters: Vec<u16> = self
-            .cluster_nodes()
-            .lines()
-            .filter(|line| {
-                let flags = line.split(' ').nth(2).unwrap_or("");
-                flags.contains("master") && !flags.contains("fail")
-            })
-            .filter_map(|line| line.split(' ').nth(1)?.split(['@', ':']).nth(1)?.parse().ok())
-            .collect();
-        masters.sort_unstable();
-        masters
+        live_masters(&self.cluster_nodes())
     }
 
     /// The index of the node with this port.
@@ -158,7 +148,8 @@ impl RedisCluster {
             .collect()
     }
 
-    /// Waits until every running node says `cluster_state:ok` and knows 3 live masters; panics after `timeout`.
+    /// Waits until every running node says `cluster_state:ok` and sees the same 3 live masters (a node of a cluster
+    /// just formed may still list a replica as a master for a moment); panics after `timeout`.
     pub fn wait_until_ok(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
@@ -169,8 +160,10 @@ impl RedisCluster {
                 })
                 .collect();
             let ok = ports.iter().all(|&port| {
-                self.query::<String>(port, &redis::cmd("CLUSTER").arg("INFO").to_owned())
-                    .is_ok_and(|info| info.contains("cluster_state:ok"))
+                let state = self.query::<String>(port, &redis::cmd("CLUSTER").arg("INFO").to_owned());
+                let nodes = self.query::<String>(port, &redis::cmd("CLUSTER").arg("NODES").to_owned());
+                state.is_ok_and(|info| info.contains("cluster_state:ok"))
+                    && nodes.is_ok_and(|nodes| live_masters(&nodes).len() == 3)
             });
             if ok && self.master_ports().len() == 3 {
                 return;
@@ -261,4 +254,18 @@ impl RedisCluster {
 
 fn lock(node: &Mutex<PrivateRedis>) -> MutexGuard<'_, PrivateRedis> {
     node.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Ports of the masters a `CLUSTER NODES` reply lists as not failed, sorted.
+fn live_masters(cluster_nodes: &str) -> Vec<u16> {
+    let mut masters: Vec<u16> = cluster_nodes
+        .lines()
+        .filter(|line| {
+            let flags = line.split(' ').nth(2).unwrap_or("");
+            flags.contains("master") && !flags.contains("fail")
+        })
+        .filter_map(|line| line.split(' ').nth(1)?.split(['@', ':']).nth(1)?.parse().ok())
+        .collect();
+    masters.sort_unstable();
+    masters
 }

@@ -5,9 +5,12 @@
 //! that answers; `SENTINEL GET-MASTER-ADDR-BY-NAME` from each sentinel, `SENTINEL REPLICAS` from one), then pings
 //! every node at once, each within the command timeout and all within the probe deadline. A scrape therefore waits
 //! about one round trip, or one timeout when a node hangs, never one per node. Cluster pings go over the nodes'
-//! connections that redis-rs already holds (a node it holds none to, e.g. one dropped from the slot map after a
-//! failover, counts as down with that reason). Replicas of a Sentinel group are reported as the sentinels see
-//! them, without a connection of ours.
+//! connections that redis-rs already holds; a node it holds none to (a replica it has not connected yet, a node
+//! without slots, a dead master dropped from the slot map) is pinged over a connection of the probe's own, kept
+//! while it answers ([`DirectNodes`]). Each sentinel is asked over a connection opened for the probe (a
+//! group has a handful, and a sentinel that stopped answering must not be trusted from an old connection); the
+//! replicas of a Sentinel group are reported as the sentinels see them, without a connection of ours. A one-server
+//! Redis is not probed node by node at all.
 
 use std::collections::HashMap;
 use std::sync::Arc;
