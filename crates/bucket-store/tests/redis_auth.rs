@@ -1,8 +1,8 @@
 //! Passwords and TLS in cluster and sentinel mode, live: a Redis Cluster with `requirepass`/`masterauth` (and one
 //! speaking only TLS, replication and cluster bus included) is used through `redis://:pass@` and `rediss://` seed
 //! URLs, a Sentinel group whose servers and sentinels all require a password through `redis://:pass@` sentinel
-//! URLs; every node answers the health probe over the same credentials. A wrong password is a store failure with a
-//! readable reason and the dependency down, never a panic.
+//! URLs (and one speaking only TLS, through `rediss://:pass@`); every node answers the health probe over the same
+//! credentials. A wrong password is a store failure with a readable reason and the dependency down, never a panic.
 
 use std::time::Duration;
 
@@ -128,4 +128,20 @@ async fn a_sentinel_group_behind_a_password_is_used_and_a_wrong_one_refused() {
 
     let wrong = group.url().replace(PASSWORD, "not-the-password");
     a_wrong_password_is_a_readable_failure(config(&wrong, RedisMode::Sentinel, &security)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_sentinel_group_with_a_password_is_used_over_rediss() {
+    let ca = TestCa::new();
+    let tls = RedisTls { cert: ca.cert_file(), key: ca.key_file(), ca: ca.ca_file() };
+    let security = RedisSecurity { password: Some(PASSWORD.to_owned()), tls: Some(tls) };
+    let group = tokio::task::spawn_blocking({
+        let security = security.clone();
+        move || RedisSentinelGroup::start_with(security)
+    })
+    .await
+    .unwrap();
+    assert!(group.url().starts_with(&format!("rediss://:{PASSWORD}@")));
+    let detail = decides_and_every_node_answers(config(&group.url(), RedisMode::Sentinel, &security), 6).await;
+    assert!(detail.contains("named by 3 of 3 sentinels"), "{detail}");
 }
