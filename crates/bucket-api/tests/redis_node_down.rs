@@ -1,6 +1,7 @@
 //! A Redis Cluster master killed under a running app: `/readyz` shows that node down at once and the service not
 //! ready while its slots are unserved, then ready again once its replica took over, the dead node still listed
-//! (down) for the operator. A binary of its own: the test breaks its cluster.
+//! (down) for the operator. Hung nodes cost the probe one command timeout, not one each. A binary of its own: the
+//! tests break their clusters.
 
 mod common;
 mod redis_rig;
@@ -63,4 +64,48 @@ async fn a_killed_master_shows_down_and_readiness_follows_the_cluster() {
     let res = call_service(&app, TestRequest::get().uri("/metrics").to_request()).await;
     let text = String::from_utf8(read_body(res).await.to_vec()).unwrap();
     assert_eq!(metric(&text, "bucket_dependency_up", &[("node", &addr)]), Some(0.0), "{text}");
+}
+
+/// Two replicas hung (SIGSTOP: the kernel still accepts connections, nothing answers): `/readyz` stays ready (every
+/// master answers), lists both down with the bound that passed, and answers after about one command timeout (500
+/// ms), where pinging one node after the other would take two.
+#[actix_web::test]
+async fn hung_nodes_cost_one_command_timeout_not_one_each() {
+    let cluster = RedisCluster::start();
+    let app = init_service(build_app(state_over(redis_config(&cluster.url(), RedisMode::Cluster)))).await;
+    let readyz = || async {
+        let res = call_service(&app, TestRequest::get().uri("/readyz").to_request()).await;
+        let status = res.status().as_u16();
+        (status, read_body_json::<Value, _>(res).await)
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while addrs(&nodes(&readyz().await.1), "replica", true).len() < 3 {
+        assert!(Instant::now() < deadline, "the replicas never all answered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let masters = cluster.master_ports();
+    let replicas: Vec<u16> = (0..6).map(|i| cluster.node(i).port()).filter(|p| !masters.contains(p)).collect();
+    for &port in &replicas[..2] {
+        cluster.node(cluster.index_of(port)).freeze();
+    }
+    let started = Instant::now();
+    let (status, body) = readyz().await;
+    let took = started.elapsed();
+    for &port in &replicas[..2] {
+        cluster.node(cluster.index_of(port)).thaw();
+    }
+    assert_eq!((status, &body["status"]), (200, &Value::from("ready")), "{body}");
+    let hung = loopback_down(&body);
+    assert_eq!(hung, redis_rig::loopback(replicas[..2].iter().copied()), "{body}");
+    let text = body.to_string();
+    assert!(text.contains("timed out") || text.contains("no answer within 500 ms"), "{body}");
+    println!("/readyz with two hung replicas answered in {took:?}");
+    assert!(took < Duration::from_millis(950), "{took:?}: the hung nodes were not probed at once");
+}
+
+/// The addresses of the nodes listed down, sorted.
+fn loopback_down(body: &Value) -> Vec<String> {
+    let mut down: Vec<String> = nodes(body).into_iter().filter(|(_, _, up)| !up).map(|(addr, _, _)| addr).collect();
+    down.sort();
+    down
 }

@@ -303,7 +303,7 @@ impl RedisStore {
     /// Whether decisions can be made, why, and each node's state; remembered for [`RedisStore::last_nodes`].
     async fn report(&self) -> Report {
         let report = match (&self.inner.probes, &self.inner.connections) {
-            (Probes::Cluster(direct), Conns::Cluster(connections)) => self.probe_cluster(connections, direct).await,
+            (Probes::Cluster(direct), _) => self.probe_cluster(direct).await,
             (Probes::Sentinel { master, sentinels }, _) => self.probe_sentinel(master, sentinels).await,
             _ => match self.ping().await {
                 Ok(()) => Report { up: true, summary: "PONG".to_owned(), nodes: Vec::new() },

@@ -1,28 +1,23 @@
 //! Which server of a Redis Cluster or a Sentinel group is down, not only that Redis is: the per-node detail of
 //! `/readyz` and the `node`/`role` series of `bucket_dependency_up`.
 //!
-//! Cost is bounded: one probe reads the topology from one server (`CLUSTER NODES` and `CLUSTER INFO` from a node
-//! that answers; `SENTINEL GET-MASTER-ADDR-BY-NAME` from each sentinel, `SENTINEL REPLICAS` from one), then pings
-//! every node at once, each within the command timeout and all within the probe deadline. A scrape therefore waits
-//! about one round trip, or one timeout when a node hangs, never one per node. Cluster pings go over the nodes'
-//! connections that redis-rs already holds; a node it holds none to (a replica it has not connected yet, a node
-//! without slots, a dead master dropped from the slot map) is pinged over a connection of the probe's own, kept
-//! while it answers ([`DirectNodes`]). Each sentinel is asked over a connection opened for the probe (a
-//! group has a handful, and a sentinel that stopped answering must not be trusted from an old connection); the
-//! replicas of a Sentinel group are reported as the sentinels see them, without a connection of ours. A one-server
-//! Redis is not probed node by node at all.
+//! Cost is bounded: one probe reads the topology (`CLUSTER NODES` and `CLUSTER INFO` asked of every known master
+//! at once, the first answer taken; `SENTINEL GET-MASTER-ADDR-BY-NAME` from each sentinel, `SENTINEL REPLICAS`
+//! from one), then pings every node at once, each within the command timeout and all within the probe deadline.
+//! A scrape therefore waits about one round trip, or one timeout when a node hangs, never one per node. Cluster
+//! nodes are asked over the probe's own connections ([`DirectNodes`]), not redis-rs's, whose slot refresh stalls
+//! every call while one node hangs. Each sentinel is asked over a connection opened for the probe (a group has a
+//! handful, and a sentinel that stopped answering must not be trusted from an old connection); the replicas of a
+//! Sentinel group are reported as the sentinels see them, without a connection of ours. A one-server Redis is not
+//! probed node by node at all.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use deadpool_redis::redis::aio::MultiplexedConnection;
-use deadpool_redis::redis::cluster_async::ClusterConnection;
-use deadpool_redis::redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
-use deadpool_redis::redis::{self, Client, ErrorKind, RedisError, Value};
+use deadpool_redis::redis::{self, Client, FromRedisValue, RedisError};
 use futures::future::join_all;
 use tokio::time::{timeout, timeout_at, Instant};
 
-use super::connections::Connections;
 use super::RedisStore;
 use crate::{NodeHealth, NodeRole};
 
@@ -41,28 +36,43 @@ pub(super) enum Probes {
     },
 }
 
-/// Connections of the health probe's own to cluster nodes that redis-rs holds none to (replicas it has not
-/// connected yet, a node without slots): opened once with the seed URL's credentials and TLS, kept while they
-/// answer, so a probe does not open one per node per scrape.
+/// The health probe's own connections to cluster nodes, one per node, opened with the seed URL's credentials and
+/// TLS and kept while they answer. Not redis-rs's: its cluster connection refreshes the slot map when a node stops
+/// answering, and every call waits meanwhile, so a probe through it would report the whole cluster down because
+/// one node hangs.
 pub(super) struct DirectNodes {
     /// The first seed URL: its scheme, user and password apply to every node.
     seed: String,
+    /// Where to ask for the topology before the first probe has listed the nodes.
+    seeds: Vec<(String, u16)>,
     roots: Option<Vec<u8>>,
     open: std::sync::Mutex<HashMap<(String, u16), MultiplexedConnection>>,
 }
 
 impl DirectNodes {
-    /// For the nodes of the cluster `seed` belongs to, trusting `roots` for `rediss://`.
-    pub(super) fn new(seed: &str, roots: Option<Vec<u8>>) -> Self {
-        Self { seed: seed.to_owned(), roots, open: std::sync::Mutex::default() }
+    /// For the nodes of the cluster whose seed nodes are `urls`, trusting `roots` for `rediss://`.
+    pub(super) fn new(urls: &[&str], roots: Option<Vec<u8>>) -> Self {
+        let seeds = urls
+            .iter()
+            .filter_map(|url| {
+                let url = url::Url::parse(url).ok()?;
+                Some((
+                    url.host_str()?.trim_start_matches('[').trim_end_matches(']').to_owned(),
+                    url.port().unwrap_or(6379),
+                ))
+            })
+            .collect();
+        let seed = urls.first().copied().unwrap_or_default().to_owned();
+        Self { seed, seeds, roots, open: std::sync::Mutex::default() }
     }
 
     fn open(&self) -> std::sync::MutexGuard<'_, HashMap<(String, u16), MultiplexedConnection>> {
         self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// `PING` over this probe's own connection to `host:port`, opened if need be.
-    async fn ping(&self, host: &str, port: u16) -> Result<Value, RedisError> {
+    /// Runs `pipe` over this probe's own connection to `host:port`, opened if need be; a connection that failed is
+    /// dropped, so the next probe opens a new one.
+    async fn query<T: FromRedisValue>(&self, host: &str, port: u16, pipe: &redis::Pipeline) -> Result<T, RedisError> {
         let key = (host.to_owned(), port);
         let cached = self.open().get(&key).cloned();
         let mut conn = match cached {
@@ -73,7 +83,7 @@ impl DirectNodes {
                 conn
             }
         };
-        let answer = redis::cmd("PING").query_async::<Value>(&mut conn).await;
+        let answer = pipe.query_async::<T>(&mut conn).await;
         if answer.is_err() {
             self.open().remove(&key);
         }
@@ -142,15 +152,13 @@ fn parse_cluster_nodes(text: &str) -> Vec<ClusterNode> {
     text.lines()
         .filter_map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
-            let addr = fields.get(1)?.split(['@', ',']).next()?;
-            let (host, port) = addr.rsplit_once(':')?;
-            let port: u16 = port.parse().ok().filter(|&port| port != 0)?;
+            let (host, port) = host_port(fields.get(1)?.split(['@', ',']).next()?)?;
             let flags: Vec<&str> = fields.get(2)?.split(',').collect();
-            if flags.iter().any(|flag| matches!(*flag, "noaddr" | "handshake")) || host.is_empty() {
+            if flags.iter().any(|flag| matches!(*flag, "noaddr" | "handshake")) {
                 return None;
             }
             Some(ClusterNode {
-                host: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
+                host,
                 port,
                 role: if flags.contains(&"master") { NodeRole::Master } else { NodeRole::Replica },
                 failed: flags.contains(&"fail"),
@@ -161,90 +169,62 @@ fn parse_cluster_nodes(text: &str) -> Vec<ClusterNode> {
         .collect()
 }
 
+/// `host:port` (`[v6]:port` too) split; `None` without a host or with port 0.
+fn host_port(addr: &str) -> Option<(String, u16)> {
+    let (host, port) = addr.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port: u16 = port.parse().ok().filter(|&port| port != 0)?;
+    (!host.is_empty()).then(|| (host.to_owned(), port))
+}
+
 /// `cluster_state` of a `CLUSTER INFO` reply.
 fn cluster_state(info: &str) -> Option<&str> {
     info.lines().find_map(|line| line.trim().strip_prefix("cluster_state:"))
 }
 
-/// The readable form of a failed probe: the driver's words, or the bound that passed.
-fn failure(
-    result: Result<Result<Value, RedisError>, tokio::time::error::Elapsed>,
-    bound: std::time::Duration,
-) -> String {
-    match result {
-        Ok(Ok(other)) => format!("answered {other:?}"),
-        Ok(Err(e)) => e.to_string(),
-        Err(_) => format!("no answer within {} ms", bound.as_millis()),
-    }
-}
-
 impl RedisStore {
     /// Probes every node of the cluster (see the module comment). Ready when the cluster says `cluster_state:ok`
     /// and every master that owns slots answers.
-    pub(super) async fn probe_cluster(
-        &self,
-        connections: &Arc<Connections<ClusterConnection>>,
-        direct: &DirectNodes,
-    ) -> Report {
+    pub(super) async fn probe_cluster(&self, direct: &DirectNodes) -> Report {
         let bound = self.inner.probe_timeout;
         let deadline = Instant::now() + bound;
-        let mut conn = match self.lease(connections, deadline, bound).await {
-            Ok(lease) => lease.conn.clone(),
-            Err(e) => return Report::down(e.to_string()),
-        };
-        // redis-rs sends `CLUSTER NODES` to a random connected node; one that just died is tried again elsewhere.
-        let mut text = Err(String::new());
-        for _ in 0..3 {
-            let nodes = redis::cmd("CLUSTER").arg("NODES").to_owned();
-            match timeout_at(deadline, nodes.query_async::<String>(&mut conn)).await {
-                Ok(Ok(reply)) => {
-                    text = Ok(reply);
-                    break;
-                }
-                Ok(Err(e)) => text = Err(e.to_string()),
-                Err(_) => {
-                    text = Err(format!("no answer within {} ms", bound.as_millis()));
-                    break;
-                }
-            }
+        // The masters the last probe found (else the seeds) are asked at once; the first answer wins, so a dead or
+        // hung node costs nothing here.
+        let mut candidates: Vec<(String, u16)> = self
+            .last_nodes()
+            .iter()
+            .filter(|node| node.role == NodeRole::Master && node.up)
+            .filter_map(|node| host_port(&node.addr))
+            .collect();
+        if candidates.is_empty() {
+            candidates.clone_from(&direct.seeds);
         }
-        let nodes = match text {
-            Ok(text) => parse_cluster_nodes(&text),
-            Err(e) => return Report::down(format!("CLUSTER NODES: {e}")),
-        };
-        let at = |node: &ClusterNode| {
-            RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host: node.host.clone(), port: node.port })
-        };
-        let state = async {
-            let me = nodes.iter().find(|node| node.myself).ok_or("no node answered as itself")?;
-            let mut conn = conn.clone();
-            let info = redis::cmd("CLUSTER").arg("INFO").to_owned();
-            match timeout_at(deadline, conn.route_command(info, at(me))).await {
-                Ok(Ok(value)) => redis::from_redis_value::<String>(value).map_err(|_| "CLUSTER INFO unreadable"),
-                _ => Err("CLUSTER INFO unanswered"),
-            }
+        let mut topology = redis::pipe();
+        topology.cmd("CLUSTER").arg("NODES").cmd("CLUSTER").arg("INFO");
+        let asked = candidates.iter().map(|(host, port)| {
+            let topology = &topology;
+            Box::pin(async move { direct.query::<(String, String)>(host, *port, topology).await })
+        });
+        let (nodes, info) = match timeout_at(deadline, futures::future::select_ok(asked)).await {
+            Ok(Ok(((nodes, info), _))) => (parse_cluster_nodes(&nodes), info),
+            Ok(Err(e)) => return Report::down(format!("no node answers CLUSTER NODES: {e}")),
+            Err(_) => return Report::down(format!("no node answered CLUSTER NODES within {} ms", bound.as_millis())),
         };
         let command_timeout = self.inner.command_timeout;
-        let pings = join_all(nodes.iter().map(|node| {
-            let mut conn = conn.clone();
-            let routing = at(node);
+        let mut ping = redis::pipe();
+        ping.cmd("PING");
+        let mut probed = join_all(nodes.iter().map(|node| {
+            let ping = &ping;
             async move {
                 let bound = command_timeout.min(deadline.saturating_duration_since(Instant::now()));
-                let answer = timeout(bound, async {
-                    match conn.route_command(redis::cmd("PING"), routing).await {
-                        // redis-rs holds no connection to it (yet): ask it over one of our own.
-                        Err(e) if e.kind() == ErrorKind::ClusterConnectionNotFound => {
-                            direct.ping(&node.host, node.port).await
-                        }
-                        other => other,
-                    }
-                })
-                .await;
-                let pong = matches!(&answer, Ok(Ok(Value::SimpleString(s))) if s == "PONG");
-                let detail = match (pong, node.failed) {
-                    (true, false) => "PONG".to_owned(),
-                    (true, true) => "PONG, but the cluster flags it as failed".to_owned(),
-                    (false, _) => failure(answer, bound),
+                let answer = timeout(bound, direct.query::<(String,)>(&node.host, node.port, ping)).await;
+                let pong = matches!(&answer, Ok(Ok((reply,))) if reply == "PONG");
+                let detail = match (answer, node.failed) {
+                    (Ok(Ok(_)), false) if pong => "PONG".to_owned(),
+                    (Ok(Ok(_)), true) if pong => "PONG, but the cluster flags it as failed".to_owned(),
+                    (Ok(Ok((other,))), _) => format!("answered {other:?}"),
+                    (Ok(Err(e)), _) => e.to_string(),
+                    (Err(_), _) => format!("no answer within {} ms", bound.as_millis()),
                 };
                 let served = match (node.role, node.slots) {
                     (NodeRole::Master, true) => "; owns slots",
@@ -253,12 +233,9 @@ impl RedisStore {
                 };
                 NodeHealth { addr: node.addr(), role: node.role, up: pong && !node.failed, detail: detail + served }
             }
-        }));
-        let (state, mut probed) = futures::join!(state, pings);
-        let state = match &state {
-            Ok(info) => cluster_state(info).unwrap_or("unknown").to_owned(),
-            Err(why) => (*why).to_owned(),
-        };
+        }))
+        .await;
+        let state = cluster_state(&info).unwrap_or("unknown");
         let serving_down = nodes
             .iter()
             .zip(&probed)

@@ -90,7 +90,7 @@ impl RedisStore {
 
     /// A lease on a shared connection before `deadline`. One that sat idle is probed first and, if the probe
     /// fails, replaced once: a server or proxy may close idle connections, and a check should not find out.
-    pub(super) async fn lease<'c, C: Conn>(
+    async fn lease<'c, C: Conn>(
         &self,
         connections: &'c Arc<Connections<C>>,
         deadline: Instant,

@@ -128,7 +128,7 @@ pub(super) fn connect(
             });
             let seeds = urls.iter().map(|url| client(url)).collect::<Result<_, _>>()?;
             let conns = Conns::Cluster(Arc::new(Connections::new(connector, size, timeout)));
-            let direct = DirectNodes::new(urls.first().copied().unwrap_or_default(), roots.clone());
+            let direct = DirectNodes::new(&urls, roots.clone());
             Ok((conns, Subscriber::Servers(seeds), Probes::Cluster(direct)))
         }
         RedisMode::Sentinel => {
