@@ -363,6 +363,20 @@ e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 127.0.0.1:30001@31001 myself,master - 0
     }
 
     #[test]
+    fn seeds_and_addresses_split_into_host_and_port() {
+        assert_eq!(host_port("10.0.0.1:7000"), Some(("10.0.0.1".to_owned(), 7000)));
+        assert_eq!(host_port("[::1]:7000"), Some(("::1".to_owned(), 7000)));
+        assert_eq!(host_port(":0"), None);
+        assert_eq!(host_port("host:0"), None);
+        let direct = DirectNodes::new(&["redis://:pw@10.0.0.1:7000", "rediss://h2", "not a url"], None);
+        assert_eq!(direct.seeds, [("10.0.0.1".to_owned(), 7000), ("h2".to_owned(), 6379)]);
+        let client = direct.client("10.0.0.9", 7005).unwrap();
+        let info = client.get_connection_info();
+        assert_eq!(info.addr().to_string(), "10.0.0.9:7005");
+        assert_eq!(info.redis_settings().password(), Some("pw"), "every node gets the seed's credentials");
+    }
+
+    #[test]
     fn cluster_info_gives_the_state() {
         assert_eq!(
             cluster_state("cluster_enabled:1\r\ncluster_state:fail\r\ncluster_slots_assigned:16384\r\n"),
