@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 
 use crate::process::{self, GroupChild};
+use crate::redis_topology::Topology;
 use crate::{compose_check, interrupt, native, paths};
 
 /// Options of `cargo xtask compose`.
@@ -20,6 +21,10 @@ pub struct Args {
     /// Start the services from installed binaries even when a Docker engine answers.
     #[arg(long)]
     native: bool,
+    /// The Redis behind the store: one server, a 3+3 Redis Cluster, or a master with 2 replicas and 3 sentinels
+    /// (natively; with Docker, `cluster` runs the compose file's `cluster` profile).
+    #[arg(long, value_enum, default_value_t = Topology::Standalone)]
+    redis: Topology,
     /// Validate deploy/ (compose file, Prometheus config and alert rules, Grafana provisioning and dashboard, and
     /// that every dashboard and alert query names a metric bucket-api exports) and exit.
     #[arg(long)]
@@ -63,12 +68,15 @@ pub fn run(args: &Args) -> Result<()> {
     let store = args.store.as_str();
     interrupt::install()?;
     if !args.native && docker_engine_answers() {
-        return docker_up(store);
+        if args.redis == Topology::Sentinel {
+            bail!("the compose file has no Sentinel group: run `cargo xtask compose --native --redis sentinel`");
+        }
+        return docker_up(store, args.redis);
     }
     if !args.native {
         println!("No Docker engine answers (`docker info` failed): starting the stack natively.");
     }
-    native::run(store)
+    native::run(store, args.redis)
 }
 
 /// Whether `docker info` succeeds: the client alone (as on machines without an engine) is not enough.
@@ -102,7 +110,11 @@ fn compose_program() -> Option<Command> {
     which::which("docker-compose").ok().map(Command::new)
 }
 
-fn docker_up(store: &str) -> Result<()> {
+/// `REDIS_URL` of the compose file's `cluster` profile: its six nodes as seeds.
+const COMPOSE_CLUSTER_URL: &str = "redis://redis-node-1:6379,redis://redis-node-2:6379,redis://redis-node-3:6379,\
+                                   redis://redis-node-4:6379,redis://redis-node-5:6379,redis://redis-node-6:6379";
+
+fn docker_up(store: &str, redis: Topology) -> Result<()> {
     let Some(mut command) = compose_program() else {
         bail!("a Docker engine answers but neither `docker compose` nor `docker-compose` is installed");
     };
@@ -119,6 +131,14 @@ fn docker_up(store: &str) -> Result<()> {
         .args(["up", "--build"])
         .env("BUCKET_STORE", store)
         .current_dir(paths::workspace_root());
+    if redis == Topology::Cluster {
+        // The nodes and the one-shot `redis-cli --cluster create` of the `cluster` profile; the API starts
+        // degraded and decides in Redis once the cluster is formed.
+        command
+            .env("COMPOSE_PROFILES", "cluster")
+            .env("BUCKET_REDIS_MODE", "cluster")
+            .env("REDIS_URL", COMPOSE_CLUSTER_URL);
+    }
     println!("Starting the stack with Docker Compose (store: {store}): `{}`", process::display(&command));
     println!("  API         http://localhost:8080/   (BUCKET_PORT in deploy/.env)");
     println!("  Swagger UI  http://localhost:8080/swagger-ui/");

@@ -11,6 +11,7 @@ mod paths;
 mod postgres;
 mod process;
 mod proto;
+mod redis_topology;
 
 mod schemathesis;
 mod services;

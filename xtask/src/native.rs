@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::process::{self, GroupChild};
+use crate::redis_topology::{self, Topology, MASTER_NAME};
 use crate::{apt, interrupt, paths, postgres};
 use bucket_testkit::{PostgresOptions, PrivatePostgres, PrivateRedis, RedisOptions};
 
@@ -20,10 +21,23 @@ const API_STOP_GRACE: Duration = Duration::from_secs(15);
 /// The database the API uses in the native stack.
 const DATABASE: &str = "bucket";
 
+/// The stack's Redis: the servers (stopped when dropped), the URL the API gets and how a person reaches it.
+struct Cache {
+    url: String,
+    cli: String,
+    topology: Topology,
+    /// One server, or the group; held to be stopped on drop.
+    _one: Option<PrivateRedis>,
+    _group: Option<redis_topology::Servers>,
+}
+
 /// Starts the stack, waits for Ctrl-C or for the API to exit, then stops everything.
-pub fn run(store: &str) -> Result<()> {
+pub fn run(store: &str, topology: Topology) -> Result<()> {
     let needs_postgres = matches!(store, "postgres" | "tiered");
     let needs_redis = matches!(store, "redis" | "tiered");
+    if topology != Topology::Standalone && !needs_redis {
+        bail!("`--redis {}` needs a store that uses Redis: `--store redis` or `--store tiered`", topology.mode());
+    }
     // Declared first, dropped last: the directory goes only after every server in it has stopped.
     // Searchable by others: as root, PostgreSQL runs as the `postgres` user and must reach its directory inside.
     let temp = tempfile::Builder::new()
@@ -31,11 +45,11 @@ pub fn run(store: &str) -> Result<()> {
         .permissions(std::fs::Permissions::from_mode(0o755))
         .tempdir()
         .context("cannot create the stack's temporary directory")?;
-    println!("Native stack (store: {store}), files in {}", temp.path().display());
+    println!("Native stack (store: {store}, redis: {}), files in {}", topology.mode(), temp.path().display());
 
     let database = start_postgres(temp.path(), needs_postgres)?;
     check_interrupt()?;
-    let cache = start_redis(temp.path(), needs_redis)?;
+    let cache = start_redis(temp.path(), needs_redis, topology)?;
     check_interrupt()?;
     let api_port = process::free_port_preferring(8080)?;
     let metrics = start_prometheus(temp.path(), api_port)?;
@@ -58,8 +72,11 @@ pub fn run(store: &str) -> Result<()> {
     if let Some((url, _)) = &database {
         command.env("DATABASE_URL", url);
     }
-    if let Some((url, _)) = &cache {
-        command.env("REDIS_URL", url);
+    if let Some(cache) = &cache {
+        command.env("REDIS_URL", &cache.url).env("BUCKET_REDIS_MODE", cache.topology.mode());
+        if cache.topology == Topology::Sentinel {
+            command.env("BUCKET_REDIS_SENTINEL_MASTER", MASTER_NAME);
+        }
     }
     println!("  starting bucket-api: `{}` (the first build takes a few minutes)", process::display(&command));
     let mut api = GroupChild::spawn("bucket-api", &mut command)?;
@@ -73,9 +90,10 @@ pub fn run(store: &str) -> Result<()> {
     println!("\nStopping the stack...");
     api.stop(API_STOP_GRACE);
     drop(metrics);
-    if let Some((url, server)) = cache {
-        drop(server);
-        println!("  stopped Redis at {url}");
+    if let Some(cache) = cache {
+        let (url, topology) = (cache.url.clone(), cache.topology);
+        drop(cache);
+        println!("  stopped Redis ({}) at {url}", topology.mode());
     }
     if let Some((url, cluster)) = database {
         drop(cluster);
@@ -115,7 +133,7 @@ fn start_postgres(temp: &Path, needed: bool) -> Result<Option<(String, PrivatePo
     Ok(Some((url, cluster)))
 }
 
-fn start_redis(temp: &Path, needed: bool) -> Result<Option<(String, PrivateRedis)>> {
+fn start_redis(temp: &Path, needed: bool, topology: Topology) -> Result<Option<Cache>> {
     if which::which("redis-server").is_err() {
         let install = "apt-get install --no-install-recommends redis-server";
         if needed {
@@ -124,13 +142,32 @@ fn start_redis(temp: &Path, needed: bool) -> Result<Option<(String, PrivateRedis
         println!("  skipped Redis: not installed ({install})");
         return Ok(None);
     }
-    let port = process::free_port()?;
-    let options =
-        RedisOptions { port, dir: Some(temp.join("redis")), own_process_group: true, ..RedisOptions::default() };
-    let server = PrivateRedis::launch(options).context("could not start Redis")?;
-    let url = server.url();
-    println!("  Redis answering at {url}");
-    Ok(Some((url, server)))
+    let dir = temp.join("redis");
+    let group = match topology {
+        Topology::Standalone => None,
+        Topology::Cluster => Some(redis_topology::start_cluster(&dir).context("could not start a Redis Cluster")?),
+        Topology::Sentinel => Some(redis_topology::start_sentinel(&dir).context("could not start a Sentinel group")?),
+    };
+    let cache = match group {
+        Some(group) => {
+            Cache { url: group.url.clone(), cli: group.cli.clone(), topology, _one: None, _group: Some(group) }
+        }
+        None => {
+            let port = process::free_port()?;
+            let options = RedisOptions { port, dir: Some(dir), own_process_group: true, ..RedisOptions::default() };
+            let server = PrivateRedis::launch(options).context("could not start Redis")?;
+            let (url, cli) = (server.url(), format!("redis-cli -u {}", server.url()));
+            Cache { url, cli, topology, _one: Some(server), _group: None }
+        }
+    };
+    match topology {
+        Topology::Standalone => println!("  Redis answering at {}", cache.url),
+        Topology::Cluster => println!("  Redis Cluster (3 masters, 3 replicas) formed: {}", cache.url),
+        Topology::Sentinel => {
+            println!("  Redis Sentinel group (master set `{MASTER_NAME}`, 2 replicas) formed; sentinels: {}", cache.url)
+        }
+    }
+    Ok(Some(cache))
 }
 
 /// Prometheus scraping the API every 5 s with a generated config and deploy/'s alert rules; installed first when
@@ -210,12 +247,7 @@ fn api_exit_error(status: std::process::ExitStatus, store: &str) -> anyhow::Erro
     anyhow!("bucket-api exited with {status} with store `{store}`; its output above says why{hint}")
 }
 
-fn print_urls(
-    api_port: u16,
-    database: Option<&str>,
-    cache: Option<&(String, PrivateRedis)>,
-    metrics: Option<&(u16, GroupChild)>,
-) {
+fn print_urls(api_port: u16, database: Option<&str>, cache: Option<&Cache>, metrics: Option<&(u16, GroupChild)>) {
     let api = format!("http://127.0.0.1:{api_port}");
     println!("\nbucket is up. Ctrl-C stops everything.");
     println!("  API          {api}/");
@@ -244,7 +276,14 @@ fn print_urls(
         None => println!("  PostgreSQL   not running (not installed)"),
     }
     match cache {
-        Some((url, _)) => println!("  Redis        redis-cli -u {url}"),
+        Some(cache) => {
+            println!("  Redis        {}", cache.cli);
+            if cache.topology != Topology::Standalone {
+                println!(
+                    "  per node     curl -s {api}/readyz   (nodes with role and state; bucket_dependency_up by node)"
+                );
+            }
+        }
         None => println!("  Redis        not running (not installed)"),
     }
     println!();

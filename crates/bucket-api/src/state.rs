@@ -48,7 +48,10 @@ impl AppState {
         let named_policies = config.named_policies()?;
         let metrics = Metrics::new()?;
         let source = store.clone();
-        metrics.register(Box::new(StoreCollector::new(Arc::new(move || source.tiered_stats()))?))?;
+        let nodes = store.clone();
+        let collector = StoreCollector::new(Arc::new(move || source.tiered_stats()))?
+            .with_nodes(Arc::new(move || nodes.last_redis_nodes()));
+        metrics.register(Box::new(collector))?;
         let source = store.clone();
         metrics.register(Box::new(PrunedCollector::new(Arc::new(move || source.pruned_rows()))?))?;
         // Series that exist from the start read as 0 instead of "no data", so alerts on them work before the first

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use bucket_store::tiered::TieredStats;
+use bucket_store::NodeHealth;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts};
@@ -15,9 +16,17 @@ use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts};
 /// Where the collector reads the totals: the tiered store's stats, `None` for a store without them.
 pub type StatsSource = Arc<dyn Fn() -> Option<TieredStats> + Send + Sync>;
 
+/// Where the collector reads the Redis nodes as last probed (cluster, sentinel; empty otherwise).
+pub type NodesSource = Arc<dyn Fn() -> Vec<NodeHealth> + Send + Sync>;
+
+const DEPENDENCY_UP: &str = "bucket_dependency_up";
+const DEPENDENCY_UP_HELP: &str =
+    "0 while the tiered store has marked a dependency down, else 1; with node and role: whether that Redis node answered";
+
 /// Collects the tiered store's counters and gauges at scrape time.
 pub struct StoreCollector {
     source: StatsSource,
+    nodes: Option<NodesSource>,
     descs: Vec<Desc>,
 }
 
@@ -63,10 +72,7 @@ impl Series {
                 "bucket_write_queue_depth",
                 "Writes queued for PostgreSQL by the tiered store",
             )?,
-            dependency_up: IntGaugeVec::new(
-                Opts::new("bucket_dependency_up", "0 while the tiered store has marked a dependency down, else 1"),
-                &["dependency"],
-            )?,
+            dependency_up: IntGaugeVec::new(Opts::new(DEPENDENCY_UP, DEPENDENCY_UP_HELP), &["dependency"])?,
         })
     }
 
@@ -105,7 +111,36 @@ impl StoreCollector {
     pub fn new(source: StatsSource) -> Result<Self, prometheus::Error> {
         let series = Series::new()?;
         let descs = series.collectors().iter().flat_map(|c| c.desc().into_iter().cloned()).collect();
-        Ok(Self { source, descs })
+        Ok(Self { source, nodes: None, descs })
+    }
+
+    /// Also exports one `bucket_dependency_up{dependency="redis", node, role}` series per node `nodes` lists,
+    /// beside the aggregate series (which keep their one label, so queries on them are unchanged).
+    pub fn with_nodes(mut self, nodes: NodesSource) -> Self {
+        self.nodes = Some(nodes);
+        self
+    }
+
+    /// The per-node series, merged into the aggregate family: one metric name, two label sets (the registry
+    /// refuses a second collector of the name with other labels, so they are built here).
+    fn add_nodes(&self, families: &mut [MetricFamily]) {
+        let nodes = self.nodes.as_ref().map(|source| source()).unwrap_or_default();
+        if nodes.is_empty() {
+            return;
+        }
+        let Ok(per_node) =
+            IntGaugeVec::new(Opts::new(DEPENDENCY_UP, DEPENDENCY_UP_HELP), &["dependency", "node", "role"])
+        else {
+            return;
+        };
+        for node in &nodes {
+            per_node.with_label_values(&["redis", &node.addr, node.role.as_str()]).set(i64::from(node.up));
+        }
+        if let Some(family) = families.iter_mut().find(|family| family.name() == DEPENDENCY_UP) {
+            for mut built in per_node.collect() {
+                family.mut_metric().extend(built.take_metric());
+            }
+        }
     }
 }
 
@@ -119,7 +154,9 @@ impl Collector for StoreCollector {
         // scrape goes on without these series rather than failing.
         let Ok(series) = Series::new() else { return Vec::new() };
         series.fill((self.source)());
-        series.collectors().iter().flat_map(|c| c.collect()).collect()
+        let mut families: Vec<MetricFamily> = series.collectors().iter().flat_map(|c| c.collect()).collect();
+        self.add_nodes(&mut families);
+        families
     }
 }
 
@@ -162,6 +199,7 @@ mod tests {
 
     use super::*;
     use crate::metrics::Metrics;
+    use bucket_store::NodeRole;
 
     fn exported(text: &str, series: &str) -> u64 {
         let line = text.lines().find(|l| l.starts_with(series)).unwrap_or_else(|| panic!("{series} missing"));
@@ -234,6 +272,27 @@ mod tests {
         let metrics = Metrics::new().unwrap();
         metrics.register(Box::new(PrunedCollector::new(Arc::new(|| None)).unwrap())).unwrap();
         assert_eq!(exported(&metrics.render().unwrap(), "bucket_pruned_rows_total"), 0);
+    }
+
+    #[test]
+    fn redis_nodes_get_series_of_their_own_beside_the_aggregate() {
+        let metrics = Metrics::new().unwrap();
+        let nodes: NodesSource = Arc::new(|| {
+            let node = |addr: &str, role, up| NodeHealth { addr: addr.into(), role, up, detail: String::new() };
+            vec![node("10.0.0.1:7000", NodeRole::Master, true), node("10.0.0.2:7001", NodeRole::Replica, false)]
+        });
+        metrics.register(Box::new(StoreCollector::new(Arc::new(|| None)).unwrap().with_nodes(nodes))).unwrap();
+        let text = metrics.render().unwrap();
+        assert_eq!(exported(&text, r#"bucket_dependency_up{dependency="redis"}"#), 1, "the aggregate comes first");
+        assert_eq!(
+            exported(&text, r#"bucket_dependency_up{dependency="redis",node="10.0.0.1:7000",role="master"}"#),
+            1
+        );
+        assert_eq!(
+            exported(&text, r#"bucket_dependency_up{dependency="redis",node="10.0.0.2:7001",role="replica"}"#),
+            0
+        );
+        assert_eq!(text.matches("# TYPE bucket_dependency_up").count(), 1, "one family");
     }
 
     #[test]

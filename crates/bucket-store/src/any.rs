@@ -7,7 +7,8 @@ use crate::postgres::{self, PostgresStore};
 use crate::redis::RedisStore;
 use crate::tiered::{TieredStats, TieredStore};
 use crate::{
-    CacheSettings, DependencyHealth, Limit, MemoryStore, Outcome, Outcomes, PolicyStore, Shared, Store, StoreError,
+    CacheSettings, DependencyHealth, Limit, MemoryStore, NodeHealth, Outcome, Outcomes, PolicyStore, Shared, Store,
+    StoreError,
 };
 
 /// One of the configured backends; `bucket-api` holds this.
@@ -75,6 +76,29 @@ impl AnyStore {
             AnyStore::Tiered(s) => Some(s.store().postgres().pruned_rows()),
             _ => None,
         }
+    }
+
+    /// The Redis this store decides with, if any (the redis store, the tiered store's cache tier).
+    fn redis_tier(&self) -> Option<&RedisStore> {
+        match self {
+            AnyStore::Redis(s) => Some(s.store()),
+            AnyStore::Tiered(s) => Some(s.store().redis()),
+            _ => None,
+        }
+    }
+
+    /// Probes each Redis node now (cluster, sentinel: see [`RedisStore::nodes`]) and remembers the result for
+    /// [`AnyStore::last_redis_nodes`]; empty without Redis or with one Redis server.
+    pub async fn probe_redis_nodes(&self) -> Vec<NodeHealth> {
+        match self.redis_tier() {
+            Some(redis) => redis.nodes().await,
+            None => Vec::new(),
+        }
+    }
+
+    /// The Redis nodes as the last probe found them, for the per-node `/metrics` series.
+    pub fn last_redis_nodes(&self) -> Vec<NodeHealth> {
+        self.redis_tier().map(RedisStore::last_nodes).unwrap_or_default()
     }
 
     /// The tiered store's fallback and queue counters, for `/metrics`; `None` for the other stores.

@@ -30,5 +30,5 @@ pub use memory::{MemoryStore, TscClock};
 pub use policy_cache::CachedPolicies;
 pub use refusal_cache::RefusalCache;
 pub use shared::{CacheSettings, Shared};
-pub use store::{DependencyHealth, Limit, Outcome, Outcomes, PolicyStore, Source, Store};
+pub use store::{DependencyHealth, Limit, NodeHealth, NodeRole, Outcome, Outcomes, PolicyStore, Source, Store};
 pub use versioned::{Decided, PendingWrite, VersionedState};

@@ -211,7 +211,12 @@ impl Store for MemoryStore {
     }
 
     async fn health(&self) -> Vec<DependencyHealth> {
-        vec![DependencyHealth { name: "memory", up: true, detail: format!("{} buckets", self.len()) }]
+        vec![DependencyHealth {
+            name: "memory",
+            up: true,
+            detail: format!("{} buckets", self.len()),
+            nodes: Vec::new(),
+        }]
     }
 }
 

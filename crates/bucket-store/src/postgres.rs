@@ -354,7 +354,7 @@ impl Store for PostgresStore {
             }
             Err(e) => (false, e.to_string()),
         };
-        vec![DependencyHealth { name: errors::BACKEND, up, detail }]
+        vec![DependencyHealth { name: errors::BACKEND, up, detail, nodes: Vec::new() }]
     }
 }
 

@@ -30,6 +30,7 @@
 mod all;
 mod batch;
 mod connections;
+mod nodes;
 mod policies;
 mod pool;
 mod pubsub;
@@ -53,8 +54,9 @@ pub use topology::RedisMode;
 
 pub(crate) use all::{Miss, Script};
 
-use crate::{DependencyHealth, Limit, Outcome, Outcomes, Source, Store, StoreError};
+use crate::{DependencyHealth, Limit, NodeHealth, Outcome, Outcomes, Source, Store, StoreError};
 use batch::Batch;
+use nodes::{Probes, Report};
 use pool::Op;
 use topology::{Conns, Subscriber};
 
@@ -203,6 +205,10 @@ struct Inner {
     wait_replicas: u32,
     /// For the invalidation listener's own connection (a subscribed connection cannot carry commands).
     subscriber: Subscriber,
+    /// What a health check probes node by node (`redis/nodes.rs`).
+    probes: Probes,
+    /// The nodes the last probe found, for the `/metrics` series between probes.
+    last_nodes: std::sync::Mutex<Vec<NodeHealth>>,
     prefix: String,
     command_timeout: Duration,
     /// `ping`'s bound: long enough to establish a connection as well as to get an answer.
@@ -240,13 +246,15 @@ impl RedisStore {
                 std::fs::read(path).map_err(|e| invalid(format!("cannot read tls_ca_file {}: {e}", path.display())))?,
             ),
         };
-        let (connections, subscriber) = topology::connect(&config, roots, connection).map_err(invalid_url)?;
+        let (connections, subscriber, probes) = topology::connect(&config, roots, connection).map_err(invalid_url)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 connections,
                 mode: config.mode,
                 wait_replicas: config.wait_replicas,
                 subscriber,
+                probes,
+                last_nodes: std::sync::Mutex::default(),
                 prefix: config.key_prefix,
                 command_timeout: config.command_timeout,
                 probe_timeout: config.command_timeout.max(config.connect_timeout),
@@ -279,6 +287,35 @@ impl RedisStore {
         } else {
             Err(StoreError::Backend { backend: BACKEND, detail: format!("PING answered {reply:?}") })
         }
+    }
+
+    /// Probes every node of a cluster, or the master, replicas and sentinels of a Sentinel group, now (all at
+    /// once, each within the command timeout; see `redis/nodes.rs`); empty for one server.
+    pub async fn nodes(&self) -> Vec<NodeHealth> {
+        // One server has no nodes to list: a scrape then costs Redis nothing.
+        if matches!(self.inner.probes, Probes::Single) {
+            return Vec::new();
+        }
+        self.report().await.nodes
+    }
+
+    /// The nodes as the last probe ([`RedisStore::nodes`] or a health check) found them, without asking again.
+    pub fn last_nodes(&self) -> Vec<NodeHealth> {
+        self.inner.last_nodes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Whether decisions can be made, why, and each node's state; remembered for [`RedisStore::last_nodes`].
+    async fn report(&self) -> Report {
+        let report = match (&self.inner.probes, &self.inner.connections) {
+            (Probes::Cluster(direct), _) => self.probe_cluster(direct).await,
+            (Probes::Sentinel { master, sentinels }, _) => self.probe_sentinel(master, sentinels).await,
+            _ => match self.ping().await {
+                Ok(()) => Report { up: true, summary: "PONG".to_owned(), nodes: Vec::new() },
+                Err(e) => Report { up: false, summary: e.to_string(), nodes: Vec::new() },
+            },
+        };
+        *self.inner.last_nodes.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = report.nodes.clone();
+        report
     }
 
     /// Deletes these buckets (not their policies), so PostgreSQL's state is loaded again on their next check.
@@ -331,12 +368,9 @@ impl Store for RedisStore {
         let status = self.pool_status();
         let pool =
             format!("{} connections open, {} calls in flight, max {}", status.size, status.in_flight, status.max_size);
-        let (up, detail) = match self.ping().await {
-            // In a cluster PING goes to every master, so PONG means all of them answered.
-            Ok(()) => (true, format!("PONG ({}); {pool}", self.inner.mode.as_str())),
-            Err(e) => (false, format!("{e}; {pool}")),
-        };
-        vec![DependencyHealth { name: BACKEND, up, detail }]
+        let report = self.report().await;
+        let detail = format!("{} ({}); {pool}", report.summary, self.inner.mode.as_str());
+        vec![DependencyHealth { name: BACKEND, up: report.up, detail, nodes: report.nodes }]
     }
 }
 

@@ -78,6 +78,44 @@ pub struct DependencyHealth {
     pub up: bool,
     /// What it said, or why it is considered down.
     pub detail: String,
+    /// The servers behind it, each probed on its own (Redis Cluster nodes; the master, replicas and sentinels of
+    /// a Sentinel group); empty for a dependency that is one server.
+    pub nodes: Vec<NodeHealth>,
+}
+
+/// One server behind a dependency, so an operator sees which node is down rather than only that one is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeHealth {
+    /// `host:port`, as the cluster or the sentinels name it.
+    pub addr: String,
+    /// What the server does in its group.
+    pub role: NodeRole,
+    /// Whether it answered the probe just now (a sentinel-reported replica: whether the sentinels see it up).
+    pub up: bool,
+    /// What it answered, or why it counts as down.
+    pub detail: String,
+}
+
+/// The part a server plays in a replicated Redis: a label of `bucket_dependency_up` and a field of `/readyz`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NodeRole {
+    /// Serves writes (a cluster master owning slots, or the master the sentinels name).
+    Master,
+    /// Copies a master and takes over when it fails.
+    Replica,
+    /// Watches the master and elects a replica when it fails.
+    Sentinel,
+}
+
+impl NodeRole {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeRole::Master => "master",
+            NodeRole::Replica => "replica",
+            NodeRole::Sentinel => "sentinel",
+        }
+    }
 }
 
 /// A place that keeps buckets and decides checks on them atomically: what deciding needs.

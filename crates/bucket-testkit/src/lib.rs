@@ -27,6 +27,8 @@ pub mod redis_cluster;
 #[cfg(feature = "stores")]
 pub mod redis_cluster_slots;
 #[cfg(feature = "stores")]
+pub mod redis_security;
+#[cfg(feature = "stores")]
 pub mod redis_sentinel;
 #[cfg(feature = "stores")]
 pub mod redis_server;
@@ -53,6 +55,8 @@ pub use process::LaunchError;
 pub use redis_cluster::RedisCluster;
 #[cfg(feature = "stores")]
 pub use redis_cluster_slots::ClusterNode;
+#[cfg(feature = "stores")]
+pub use redis_security::RedisSecurity;
 #[cfg(feature = "stores")]
 pub use redis_sentinel::RedisSentinelGroup;
 #[cfg(feature = "stores")]

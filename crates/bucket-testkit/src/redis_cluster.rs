@@ -12,6 +12,7 @@ use deadpool_redis::redis;
 use crate::ports::free_cluster_port;
 use crate::private_redis::{PrivateRedis, RedisOptions};
 use crate::process;
+use crate::redis_security::RedisSecurity;
 
 /// How long the cluster may take to agree on its slots after `redis-cli --cluster create` (about 2 s here).
 const FORM_TIMEOUT: Duration = Duration::from_secs(30);
@@ -22,21 +23,27 @@ pub const NODE_TIMEOUT: Duration = Duration::from_millis(2_000);
 /// Six `redis-server --cluster-enabled yes` nodes formed into one cluster (3 masters, 1 replica each).
 pub struct RedisCluster {
     nodes: Vec<Mutex<PrivateRedis>>,
+    security: RedisSecurity,
 }
 
 impl RedisCluster {
     /// The cluster every test of this test binary shares, started on first use and killed when the process ends.
     pub fn shared() -> &'static RedisCluster {
         static SHARED: OnceLock<RedisCluster> = OnceLock::new();
-        SHARED.get_or_init(|| Self::launch(true))
+        SHARED.get_or_init(|| Self::launch(true, RedisSecurity::default()))
     }
 
     /// A cluster of the caller's own, killed when dropped: for a test that kills or reshards.
     pub fn start() -> Self {
-        Self::launch(false)
+        Self::launch(false, RedisSecurity::default())
     }
 
-    fn launch(tied_to_process: bool) -> Self {
+    /// A cluster of the caller's own behind a password and/or TLS (replication and the cluster bus included).
+    pub fn start_with(security: RedisSecurity) -> Self {
+        Self::launch(false, security)
+    }
+
+    fn launch(tied_to_process: bool, security: RedisSecurity) -> Self {
         let program = process::program("redis-cli", "redis-server").unwrap_or_else(|e| panic!("{e}"));
         let nodes: Vec<PrivateRedis> = (0..6)
             .map(|_| {
@@ -53,17 +60,20 @@ impl RedisCluster {
                         "0",
                     ]
                     .map(String::from)
-                    .to_vec(),
+                    .into_iter()
+                    .chain(security.server_args(true))
+                    .collect(),
+                    tls: security.tls.clone(),
                     ..RedisOptions::default()
                 };
                 PrivateRedis::launch(options).unwrap_or_else(|e| panic!("cluster node: {e}"))
             })
             .collect();
         let mut create = Command::new(program);
-        create.args(["--cluster", "create"]).args(nodes.iter().map(PrivateRedis::addr));
+        create.args(security.cli_args()).args(["--cluster", "create"]).args(nodes.iter().map(PrivateRedis::addr));
         create.args(["--cluster-replicas", "1", "--cluster-yes"]);
         process::run(&mut create).unwrap_or_else(|e| panic!("redis-cli --cluster create: {e}"));
-        let cluster = Self { nodes: nodes.into_iter().map(Mutex::new).collect() };
+        let cluster = Self { nodes: nodes.into_iter().map(Mutex::new).collect(), security };
         cluster.wait_until_ok(FORM_TIMEOUT);
         cluster.wait_until_replicated(FORM_TIMEOUT);
         cluster
@@ -92,9 +102,14 @@ impl RedisCluster {
         self.urls().join(",")
     }
 
-    /// One `redis://` URL per node.
+    /// One URL per node (`rediss://` with TLS, with the password if there is one).
     pub fn urls(&self) -> Vec<String> {
-        self.nodes.iter().map(|node| lock(node).url()).collect()
+        self.nodes.iter().map(|node| self.security.url(lock(node).port())).collect()
+    }
+
+    /// How the nodes are secured: the CA file a `rediss://` store must trust, a client for one node.
+    pub fn security(&self) -> &RedisSecurity {
+        &self.security
     }
 
     /// Node `i` (0..6), to kill, freeze or restart it.
@@ -104,17 +119,7 @@ impl RedisCluster {
 
     /// Ports of the nodes that are masters now, as the first live node reports them (`CLUSTER NODES`).
     pub fn master_ports(&self) -> Vec<u16> {
-        let mut masters: Vec<u16> = self
-            .cluster_nodes()
-            .lines()
-            .filter(|line| {
-                let flags = line.split(' ').nth(2).unwrap_or("");
-                flags.contains("master") && !flags.contains("fail")
-            })
-            .filter_map(|line| line.split(' ').nth(1)?.split(['@', ':']).nth(1)?.parse().ok())
-            .collect();
-        masters.sort_unstable();
-        masters
+        live_masters(&self.cluster_nodes())
     }
 
     /// The index of the node with this port.
@@ -124,8 +129,7 @@ impl RedisCluster {
 
     /// Runs `command` on the node at `port` (e.g. `INFO commandstats` to count what each master served).
     pub fn query<T: redis::FromRedisValue>(&self, port: u16, command: &redis::Cmd) -> redis::RedisResult<T> {
-        let mut conn = redis::Client::open(format!("redis://127.0.0.1:{port}"))?.get_connection()?;
-        command.query(&mut conn)
+        command.query(&mut self.security.connection(port)?)
     }
 
     /// Commands each master executed (`INFO stats`, `total_commands_processed`), by port.
@@ -168,7 +172,8 @@ impl RedisCluster {
         total
     }
 
-    /// Waits until every running node says `cluster_state:ok` and knows 3 live masters; panics after `timeout`.
+    /// Waits until every running node says `cluster_state:ok` and sees the same 3 live masters (a node of a cluster
+    /// just formed may still list a replica as a master for a moment); panics after `timeout`.
     pub fn wait_until_ok(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
@@ -179,8 +184,10 @@ impl RedisCluster {
                 })
                 .collect();
             let ok = ports.iter().all(|&port| {
-                self.query::<String>(port, &redis::cmd("CLUSTER").arg("INFO").to_owned())
-                    .is_ok_and(|info| info.contains("cluster_state:ok"))
+                let state = self.query::<String>(port, &redis::cmd("CLUSTER").arg("INFO").to_owned());
+                let nodes = self.query::<String>(port, &redis::cmd("CLUSTER").arg("NODES").to_owned());
+                state.is_ok_and(|info| info.contains("cluster_state:ok"))
+                    && nodes.is_ok_and(|nodes| live_masters(&nodes).len() == 3)
             });
             if ok && self.master_ports().len() == 3 {
                 return;
@@ -314,4 +321,18 @@ impl RedisCluster {
 
 fn lock(node: &Mutex<PrivateRedis>) -> MutexGuard<'_, PrivateRedis> {
     node.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Ports of the masters a `CLUSTER NODES` reply lists as not failed, sorted.
+fn live_masters(cluster_nodes: &str) -> Vec<u16> {
+    let mut masters: Vec<u16> = cluster_nodes
+        .lines()
+        .filter(|line| {
+            let flags = line.split(' ').nth(2).unwrap_or("");
+            flags.contains("master") && !flags.contains("fail")
+        })
+        .filter_map(|line| line.split(' ').nth(1)?.split(['@', ':']).nth(1)?.parse().ok())
+        .collect();
+    masters.sort_unstable();
+    masters
 }

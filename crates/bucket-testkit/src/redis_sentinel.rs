@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use deadpool_redis::redis;
 
 use crate::private_redis::{PrivateRedis, RedisOptions};
+use crate::redis_security::RedisSecurity;
 
 /// The master set name the sentinels monitor.
 pub const MASTER_NAME: &str = "bucket";
@@ -25,23 +26,39 @@ pub struct RedisSentinelGroup {
     sentinels: Vec<Mutex<PrivateRedis>>,
     /// The sentinels' directories (their configuration files, which they rewrite).
     dirs: Vec<std::path::PathBuf>,
+    /// The password (servers and sentinels alike) and TLS, if any.
+    security: RedisSecurity,
 }
 
 impl RedisSentinelGroup {
     /// The group every test of this test binary shares, started on first use and killed when the process ends.
     pub fn shared() -> &'static RedisSentinelGroup {
         static SHARED: OnceLock<RedisSentinelGroup> = OnceLock::new();
-        SHARED.get_or_init(|| Self::launch(true))
+        SHARED.get_or_init(|| Self::launch(true, RedisSecurity::default()))
     }
 
     /// A group of the caller's own, killed when dropped: for a test that kills the master.
     pub fn start() -> Self {
-        Self::launch(false)
+        Self::launch(false, RedisSecurity::default())
     }
 
-    fn launch(tied_to_process: bool) -> Self {
-        let start = |options: RedisOptions| {
-            PrivateRedis::launch(RedisOptions { tied_to_process, ..options }).unwrap_or_else(|e| panic!("{e}"))
+    /// A group of the caller's own whose servers and sentinels all require `security`'s password (and speak TLS).
+    pub fn start_with(security: RedisSecurity) -> Self {
+        Self::launch(false, security)
+    }
+
+    fn launch(tied_to_process: bool, security: RedisSecurity) -> Self {
+        let start = |mut options: RedisOptions| {
+            // A sentinel's password is in its configuration file; it reaches a TLS master with TLS as replicas do.
+            let sentinel = options.args.iter().any(|arg| arg == "--sentinel");
+            let extra = security.server_args(false).into_iter().skip(if sentinel && security.password.is_some() {
+                4
+            } else {
+                0
+            });
+            options.args.extend(extra);
+            let options = RedisOptions { tied_to_process, tls: security.tls.clone(), ..options };
+            PrivateRedis::launch(options).unwrap_or_else(|e| panic!("{e}"))
         };
         // No delay before a replica's first sync: the group is formed once both replicas have synced.
         let master = start(RedisOptions {
@@ -69,6 +86,13 @@ impl RedisSentinelGroup {
                      sentinel parallel-syncs {MASTER_NAME} 1\n",
                     DOWN_AFTER.as_millis()
                 );
+                // The master's password, the sentinel's own, and the one it gives its peers.
+                let conf = match &security.password {
+                    Some(pass) => format!(
+                        "{conf}sentinel auth-pass {MASTER_NAME} {pass}\nrequirepass {pass}\nsentinel sentinel-pass {pass}\n"
+                    ),
+                    None => conf,
+                };
                 std::fs::write(&file, conf).expect("write sentinel.conf");
                 start(RedisOptions {
                     dir: Some(dir),
@@ -82,6 +106,7 @@ impl RedisSentinelGroup {
             servers: std::iter::once(master).chain(replicas).map(Mutex::new).collect(),
             sentinels: sentinels.into_iter().map(Mutex::new).collect(),
             dirs,
+            security,
         };
         group.wait_until_formed(FORM_TIMEOUT);
         group
@@ -89,7 +114,12 @@ impl RedisSentinelGroup {
 
     /// The sentinels' URLs, comma-separated: what `REDIS_URL` holds in sentinel mode.
     pub fn url(&self) -> String {
-        self.sentinels.iter().map(|s| lock(s).url()).collect::<Vec<_>>().join(",")
+        self.sentinels.iter().map(|s| self.security.url(lock(s).port())).collect::<Vec<_>>().join(",")
+    }
+
+    /// How the servers and sentinels are secured.
+    pub fn security(&self) -> &RedisSecurity {
+        &self.security
     }
 
     /// Server `i` (0: the first master, 1 and 2: its replicas), to kill or restart it.
@@ -103,7 +133,7 @@ impl RedisSentinelGroup {
             .iter()
             .find_map(|s| {
                 let port = lock(s).port();
-                let mut conn = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?.get_connection().ok()?;
+                let mut conn = self.security.connection(port).ok()?;
                 let (_, port): (String, u16) =
                     redis::cmd("SENTINEL").arg("GET-MASTER-ADDR-BY-NAME").arg(MASTER_NAME).query(&mut conn).ok()?;
                 Some(port)
@@ -125,7 +155,7 @@ impl RedisSentinelGroup {
         let deadline = Instant::now() + timeout;
         loop {
             let port = self.master_port();
-            if port != old && role(port).as_deref() == Some("master") {
+            if port != old && role(&self.security, port).as_deref() == Some("master") {
                 return port;
             }
             assert!(Instant::now() < deadline, "no new master after {timeout:?}");
@@ -138,11 +168,11 @@ impl RedisSentinelGroup {
         loop {
             let replicas_synced = (1..3).all(|i| {
                 let port = self.server(i).port();
-                info(port, "replication").is_some_and(|s| s.contains("master_link_status:up"))
+                info(&self.security, port, "replication").is_some_and(|s| s.contains("master_link_status:up"))
             });
             let sentinels_see_all = self.sentinels.iter().all(|s| {
                 let port = lock(s).port();
-                info(port, "sentinel").is_some_and(|s| s.contains("slaves=2,sentinels=3"))
+                info(&self.security, port, "sentinel").is_some_and(|s| s.contains("slaves=2,sentinels=3"))
             });
             if replicas_synced && sentinels_see_all {
                 return;
@@ -169,14 +199,14 @@ fn lock(server: &Mutex<PrivateRedis>) -> MutexGuard<'_, PrivateRedis> {
 }
 
 /// `INFO <section>` of the server at `port`, `None` when it does not answer.
-fn info(port: u16, section: &str) -> Option<String> {
-    let mut conn = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?.get_connection().ok()?;
+fn info(security: &RedisSecurity, port: u16, section: &str) -> Option<String> {
+    let mut conn = security.connection(port).ok()?;
     redis::cmd("INFO").arg(section).query(&mut conn).ok()
 }
 
 /// The first field of `ROLE` (`master`, `slave`) of the server at `port`.
-fn role(port: u16) -> Option<String> {
-    let mut conn = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?.get_connection().ok()?;
+fn role(security: &RedisSecurity, port: u16) -> Option<String> {
+    let mut conn = security.connection(port).ok()?;
     let reply: Vec<redis::Value> = redis::cmd("ROLE").query(&mut conn).ok()?;
     match reply.first()? {
         redis::Value::BulkString(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),

@@ -26,6 +26,26 @@ pub struct Dependency {
     /// What it said, or why it is down.
     #[schema(example = "0 buckets")]
     pub detail: String,
+    /// Each server behind it, when it is several: Redis Cluster nodes, or a Sentinel group's master, replicas and
+    /// sentinels (absent for one server).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<Node>,
+}
+
+/// One server behind a dependency in `/readyz`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Node {
+    /// `host:port`, as the cluster or the sentinels name it.
+    #[schema(example = "10.0.0.5:6379")]
+    pub addr: String,
+    /// `master`, `replica` or `sentinel`.
+    #[schema(example = "master")]
+    pub role: String,
+    /// Whether it answered just now (a replica of a Sentinel group: whether the sentinels see it up).
+    pub up: bool,
+    /// What it answered, or why it counts as down.
+    #[schema(example = "PONG; owns slots")]
+    pub detail: String,
 }
 
 /// Body of `/readyz`.
@@ -68,7 +88,9 @@ pub async fn healthz() -> HttpResponse {
 ///
 /// 200 while decisions can be made: every dependency up (`ready`) or at least one (`degraded`: the tiered store
 /// falls back to the other tier, and pulling the instance out of a load balancer would make things worse). 503
-/// when no dependency answers; both list each dependency.
+/// when no dependency answers; both list each dependency. Redis in cluster mode is up while every slot is served
+/// (`cluster_state:ok` and every master owning slots answers), in sentinel mode while the master answers; its
+/// `nodes` list each server with its role.
 #[utoipa::path(
     get,
     path = "/readyz",
@@ -84,7 +106,16 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         .health()
         .await
         .into_iter()
-        .map(|d| Dependency { name: d.name.into(), up: d.up, detail: d.detail })
+        .map(|d| Dependency {
+            name: d.name.into(),
+            up: d.up,
+            detail: d.detail,
+            nodes: d
+                .nodes
+                .into_iter()
+                .map(|n| Node { addr: n.addr, role: n.role.as_str().into(), up: n.up, detail: n.detail })
+                .collect(),
+        })
         .collect();
     let up = dependencies.iter().filter(|d| d.up).count();
     let status = match up {

@@ -17,6 +17,9 @@ use crate::state::AppState;
     )
 )]
 pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    // The per-node series of `bucket_dependency_up` (Redis Cluster, Sentinel) are probed at scrape time: every
+    // node at once, each within the Redis command timeout, so a scrape waits one round trip, not one per node.
+    state.store.probe_redis_nodes().await;
     let text = state.metrics.render().map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(HttpResponse::Ok().insert_header((header::CONTENT_TYPE, prometheus::TEXT_FORMAT)).body(text))
 }

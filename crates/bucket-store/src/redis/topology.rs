@@ -19,6 +19,7 @@ use futures::FutureExt;
 use serde::Deserialize;
 
 use super::connections::{Connections, Connector};
+use super::nodes::{DirectNodes, Probes};
 use super::RedisConfig;
 
 /// How the Redis behind `url` is deployed (`BUCKET_REDIS_MODE`).
@@ -87,12 +88,13 @@ pub(super) fn urls(url: &str) -> Vec<&str> {
     url.split(',').map(str::trim).filter(|u| !u.is_empty()).collect()
 }
 
-/// Builds the connections and the subscriber for `config` (already validated), without contacting Redis.
+/// Builds the connections, the subscriber and the health probes for `config` (already validated), without
+/// contacting Redis.
 pub(super) fn connect(
     config: &RedisConfig,
     roots: Option<Vec<u8>>,
     connection: AsyncConnectionConfig,
-) -> Result<(Conns, Subscriber), RedisError> {
+) -> Result<(Conns, Subscriber, Probes), RedisError> {
     let urls = urls(&config.url);
     let certificates = || TlsCertificates { client_tls: None, root_cert: roots.clone() };
     let client = |url: &str| match &roots {
@@ -109,7 +111,8 @@ pub(super) fn connect(
                 let (client, connection) = (opener.clone(), connection.clone());
                 async move { client.get_multiplexed_async_connection_with_config(&connection).await }.boxed()
             });
-            Ok((Conns::Single(Arc::new(Connections::new(connector, size, timeout))), Subscriber::Servers(vec![client])))
+            let conns = Conns::Single(Arc::new(Connections::new(connector, size, timeout)));
+            Ok((conns, Subscriber::Servers(vec![client]), Probes::Single))
         }
         RedisMode::Cluster => {
             let (min_wait, max_wait) = retry_waits(config.command_timeout);
@@ -128,7 +131,9 @@ pub(super) fn connect(
                 async move { cluster.get_async_connection().await }.boxed()
             });
             let seeds = urls.iter().map(|url| client(url)).collect::<Result<_, _>>()?;
-            Ok((Conns::Cluster(Arc::new(Connections::new(connector, size, timeout))), Subscriber::Servers(seeds)))
+            let conns = Conns::Cluster(Arc::new(Connections::new(connector, size, timeout)));
+            let direct = DirectNodes::new(&urls, roots.clone());
+            Ok((conns, Subscriber::Servers(seeds), Probes::Cluster(direct)))
         }
         RedisMode::Sentinel => {
             let master = config.sentinel_master.clone().unwrap_or_default();
@@ -143,7 +148,13 @@ pub(super) fn connect(
                 }
                 .boxed()
             });
-            Ok((Conns::Single(Arc::new(Connections::new(connector, size, timeout))), Subscriber::Sentinel(sentinel)))
+            // The same URLs, credentials and roots as the sentinel client: `/readyz` asks each sentinel itself.
+            let sentinels = urls
+                .iter()
+                .map(|url| client(url).map(|c| (c.get_connection_info().addr().to_string(), c)))
+                .collect::<Result<_, _>>()?;
+            let conns = Conns::Single(Arc::new(Connections::new(connector, size, timeout)));
+            Ok((conns, Subscriber::Sentinel(sentinel), Probes::Sentinel { master, sentinels }))
         }
     }
 }
