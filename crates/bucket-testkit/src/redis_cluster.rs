@@ -1,6 +1,7 @@
-//! A real Redis Cluster of this machine's `redis-server`s: 3 masters and 3 replicas on loopback, for the tests that
-//! prove the store in cluster mode. Started once per test binary ([`RedisCluster::shared`]) or per test
-//! ([`RedisCluster::start`]) for a test that kills nodes.
+//! A real Redis Cluster of this machine's `redis-server`s on loopback: 3 masters and 3 replicas for the tests that
+//! prove the store in cluster mode, started once per test binary ([`RedisCluster::shared`]) or per test
+//! ([`RedisCluster::start`]) for a test that kills nodes; or any [`ClusterShape`] ([`RedisCluster::start_shaped`]),
+//! such as the bench's 1 and 3 masters without replicas.
 
 use std::collections::HashMap;
 use std::process::Command;
@@ -19,26 +20,67 @@ const FORM_TIMEOUT: Duration = Duration::from_secs(30);
 /// The node timeout: a master unreachable this long is failed over to its replica.
 pub const NODE_TIMEOUT: Duration = Duration::from_millis(2_000);
 
-/// Six `redis-server --cluster-enabled yes` nodes formed into one cluster (3 masters, 1 replica each).
+/// How many masters a [`RedisCluster`] has, and how many replicas each master has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterShape {
+    /// Masters, which share the 16,384 hash slots evenly (at least 1).
+    pub masters: usize,
+    /// Replicas of each master (0: nothing to fail over to, every node serves).
+    pub replicas_per_master: usize,
+}
+
+impl ClusterShape {
+    /// `masters` masters and no replica: every node serves, so a bench measures the masters alone.
+    pub fn masters_only(masters: usize) -> Self {
+        Self { masters, replicas_per_master: 0 }
+    }
+
+    /// Every node of the cluster: the masters, then each master's replicas.
+    pub fn nodes(&self) -> usize {
+        self.masters * (1 + self.replicas_per_master)
+    }
+}
+
+/// 3 masters with 1 replica each: the smallest cluster `redis-cli --cluster create` accepts that can fail over.
+impl Default for ClusterShape {
+    fn default() -> Self {
+        Self { masters: 3, replicas_per_master: 1 }
+    }
+}
+
+/// `redis-server --cluster-enabled yes` nodes formed into one cluster (by default 3 masters, 1 replica each).
 pub struct RedisCluster {
     nodes: Vec<Mutex<PrivateRedis>>,
+    shape: ClusterShape,
 }
 
 impl RedisCluster {
     /// The cluster every test of this test binary shares, started on first use and killed when the process ends.
     pub fn shared() -> &'static RedisCluster {
         static SHARED: OnceLock<RedisCluster> = OnceLock::new();
-        SHARED.get_or_init(|| Self::launch(true))
+        SHARED.get_or_init(|| Self::launch(true, ClusterShape::default()))
     }
 
     /// A cluster of the caller's own, killed when dropped: for a test that kills or reshards.
     pub fn start() -> Self {
-        Self::launch(false)
+        Self::launch(false, ClusterShape::default())
     }
 
-    fn launch(tied_to_process: bool) -> Self {
-        let program = process::program("redis-cli", "redis-server").unwrap_or_else(|e| panic!("{e}"));
-        let nodes: Vec<PrivateRedis> = (0..6)
+    /// A cluster of the caller's own with `shape`'s masters and replicas, killed when dropped. `redis-cli
+    /// --cluster create` refuses fewer than 3 masters, so a smaller cluster is formed by hand
+    /// (`CLUSTER MEET`, `ADDSLOTSRANGE`, `REPLICATE`).
+    pub fn start_shaped(shape: ClusterShape) -> Self {
+        assert!(shape.masters >= 1, "a cluster needs at least one master");
+        Self::launch(false, shape)
+    }
+
+    /// The masters and replicas it was started with.
+    pub fn shape(&self) -> ClusterShape {
+        self.shape
+    }
+
+    fn launch(tied_to_process: bool, shape: ClusterShape) -> Self {
+        let nodes: Vec<PrivateRedis> = (0..shape.nodes())
             .map(|_| {
                 let options = RedisOptions {
                     port: free_cluster_port(),
@@ -59,11 +101,18 @@ impl RedisCluster {
                 PrivateRedis::launch(options).unwrap_or_else(|e| panic!("cluster node: {e}"))
             })
             .collect();
-        let mut create = Command::new(program);
-        create.args(["--cluster", "create"]).args(nodes.iter().map(PrivateRedis::addr));
-        create.args(["--cluster-replicas", "1", "--cluster-yes"]);
-        process::run(&mut create).unwrap_or_else(|e| panic!("redis-cli --cluster create: {e}"));
-        let cluster = Self { nodes: nodes.into_iter().map(Mutex::new).collect() };
+        if shape.masters >= 3 {
+            // redis-cli makes the first `masters` nodes masters and gives each the same number of replicas.
+            let program = process::program("redis-cli", "redis-server").unwrap_or_else(|e| panic!("{e}"));
+            let mut create = Command::new(program);
+            create.args(["--cluster", "create"]).args(nodes.iter().map(PrivateRedis::addr));
+            create.args(["--cluster-replicas", &shape.replicas_per_master.to_string(), "--cluster-yes"]);
+            process::run(&mut create).unwrap_or_else(|e| panic!("redis-cli --cluster create: {e}"));
+        }
+        let cluster = Self { nodes: nodes.into_iter().map(Mutex::new).collect(), shape };
+        if shape.masters < 3 {
+            cluster.form_by_hand(FORM_TIMEOUT);
+        }
         cluster.wait_until_ok(FORM_TIMEOUT);
         cluster.wait_until_replicated(FORM_TIMEOUT);
         cluster
@@ -97,7 +146,7 @@ impl RedisCluster {
         self.nodes.iter().map(|node| lock(node).url()).collect()
     }
 
-    /// Node `i` (0..6), to kill, freeze or restart it.
+    /// Node `i` (0..6 by default), to kill, freeze or restart it.
     pub fn node(&self, i: usize) -> MutexGuard<'_, PrivateRedis> {
         lock(&self.nodes[i])
     }
@@ -168,7 +217,8 @@ impl RedisCluster {
         total
     }
 
-    /// Waits until every running node says `cluster_state:ok` and knows 3 live masters; panics after `timeout`.
+    /// Waits until every running node says `cluster_state:ok` and the cluster has its shape's number of live
+    /// masters; panics after `timeout`.
     pub fn wait_until_ok(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
@@ -182,7 +232,7 @@ impl RedisCluster {
                 self.query::<String>(port, &redis::cmd("CLUSTER").arg("INFO").to_owned())
                     .is_ok_and(|info| info.contains("cluster_state:ok"))
             });
-            if ok && self.master_ports().len() == 3 {
+            if ok && self.master_ports().len() == self.shape.masters {
                 return;
             }
             assert!(Instant::now() < deadline, "the cluster is not ok after {timeout:?}:\n{}", self.cluster_nodes());
