@@ -23,11 +23,11 @@ impl RedisCluster {
             meet.arg("MEET").arg("127.0.0.1").arg(ports[0]);
             self.query::<()>(port, &meet).unwrap_or_else(|e| panic!("CLUSTER MEET from {port}: {e}"));
         }
-        for i in 0..shape.masters {
+        for (i, &port) in ports.iter().enumerate().take(shape.masters) {
             let (first, last) = (i * SLOTS / shape.masters, (i + 1) * SLOTS / shape.masters - 1);
             let mut add = redis::cmd("CLUSTER");
             add.arg("ADDSLOTSRANGE").arg(first).arg(last);
-            self.query::<()>(ports[i], &add).unwrap_or_else(|e| panic!("CLUSTER ADDSLOTSRANGE on {}: {e}", ports[i]));
+            self.query::<()>(port, &add).unwrap_or_else(|e| panic!("CLUSTER ADDSLOTSRANGE on {port}: {e}"));
         }
         if shape.replicas_per_master == 0 {
             return;
