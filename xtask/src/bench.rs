@@ -96,7 +96,7 @@ pub fn run(options: &Args) -> Result<()> {
         let text = std::fs::read_to_string(&results_path)
             .with_context(|| format!("reading {} (run `cargo xtask bench` first)", results_path.display()))?;
         let results: Value = serde_json::from_str(&text)?;
-        write_docs(&results, &targets::merge_latest(&results)?)?;
+        write_all_docs(&results, &targets::merge_latest(&results)?)?;
         if !results["http"].is_null() {
             draw_chart(&results_path)?;
         }
@@ -154,10 +154,22 @@ pub fn run(options: &Args) -> Result<()> {
     targets::print(&targets::judge(&latest));
 
     if !options.no_docs {
-        write_docs(&results, &latest)?;
+        write_all_docs(&results, &latest)?;
         if http.is_some() {
             draw_chart(&results_path)?;
         }
+    }
+    Ok(())
+}
+
+/// Rewrites the documents this run's parts feed: docs/scaling.md for `masters`, docs/perf.md and the others for
+/// the rest (left alone by a `--only masters` run, which measured nothing they show).
+fn write_all_docs(results: &Value, latest: &Value) -> Result<()> {
+    if !results["masters"].is_null() {
+        masters::write_doc(&results["masters"])?;
+    }
+    if ["micro", "http", "memory", "grpc", "pg_table"].iter().any(|part| !results[*part].is_null()) {
+        write_docs(results, latest)?;
     }
     Ok(())
 }

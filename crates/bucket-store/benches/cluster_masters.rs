@@ -26,7 +26,7 @@ const TASKS: usize = 64;
 const USERS: u64 = 1_000_000;
 const WARMUP: Duration = Duration::from_secs(2);
 const MEASURE: Duration = Duration::from_secs(5);
-const ROUNDS: usize = 2;
+const ROUNDS: usize = 3;
 /// Clock ticks per second in /proc's CPU times (`USER_HZ`, which the kernel's ABI fixes at 100).
 const USER_HZ: f64 = 100.0;
 /// A process at this share of one core or more is taken as saturated (a redis-server runs commands on one thread).
@@ -192,23 +192,20 @@ fn row(setup: &Setup, samples: &[Sample], cpus: usize) -> Value {
         "machine_cores": machine_cores, "other_cores": (machine_cores - bench_cores - redis_total).max(0.0),
         "bench_us_per_decision": per_decision_us(bench_cores),
         "redis_us_per_decision": per_decision_us(redis_total),
-        "limit": limit(&setup.servers, &redis_cores, bench_cores, redis_total, machine_cores, cpus),
+        "limit": limit(&setup.servers, &redis_cores, machine_cores, cpus),
     })
 }
 
-/// Which resource ran out: one redis-server's thread, the machine's cores (and who used them), or neither.
-fn limit(servers: &[(u16, u32)], redis: &[f64], bench: f64, redis_total: f64, machine: f64, cpus: usize) -> String {
+/// Which resource ran out: one redis-server's thread, the machine's cores (the row's other figures say who used
+/// them), or neither.
+fn limit(servers: &[(u16, u32)], redis: &[f64], machine: f64, cpus: usize) -> String {
     let busiest = redis.iter().copied().zip(servers).max_by(|a, b| a.0.total_cmp(&b.0));
-    let others = (machine - bench - redis_total).max(0.0);
-    let split = format!("bench client {bench:.2}, redis-server {redis_total:.2}, other processes {others:.2} cores");
     match busiest {
         Some((cores, (port, _))) if cores >= SATURATED => {
-            format!("the redis-server on port {port} (one thread) at {cores:.2} cores; {split}")
+            format!("the redis-server on port {port} (one thread, {cores:.2} cores busy)")
         }
-        _ if machine >= SATURATED * cpus as f64 => {
-            format!("the machine's {cpus} CPUs, {machine:.2} busy: {split}")
-        }
-        _ => format!("neither a redis-server nor the CPUs ({machine:.2} of {cpus} busy): round trips; {split}"),
+        _ if machine >= SATURATED * cpus as f64 => format!("the machine's {cpus} CPUs ({machine:.2} busy)"),
+        _ => format!("neither a redis-server nor the CPUs ({machine:.2} of {cpus} busy): round trips"),
     }
 }
 

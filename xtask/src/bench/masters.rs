@@ -31,9 +31,12 @@ pub(super) fn run() -> Result<Value> {
     let masters = tagged_json(&String::from_utf8_lossy(&output.stdout), "MASTERS ")?;
     for row in masters["rows"].as_array().into_iter().flatten() {
         println!(
-            "  {:<20} {:>8.0} decisions/s; limited by {}",
+            "  {:<20} {:>8.0} decisions/s; cores: client {:.2}, redis {:.2}, others {:.2}; limited by {}",
             row["setup"].as_str().unwrap_or("?"),
             f(&row["decisions_per_s"]),
+            f(&row["bench_cores"]),
+            f(&row["redis_cores"]),
+            f(&row["other_cores"]),
             row["limit"].as_str().unwrap_or("?")
         );
     }
