@@ -6,7 +6,8 @@
 //! a master, as "many users" is in the HTTP bench), measured for `MEASURE` after a `WARMUP`; the setups are
 //! measured in turn, `ROUNDS` times, so that a change of the machine's load hits them alike. CPU seconds come from
 //! `/proc/<pid>/stat` (each redis-server, found by `INFO server`'s `process_id`, and this process) and `/proc/stat`
-//! (the whole machine, other users included). Prints one `MASTERS {json}` line for `cargo xtask bench --only
+//! (the whole machine, other users included), and the share of the time some task waited for a CPU from
+//! `/proc/pressure/cpu`, which tells a CPU-bound run from one bound by round trips. Prints one `MASTERS {json}` line for `cargo xtask bench --only
 //! masters`, which writes it into docs/scaling.md.
 //!
 //! Run: `cargo bench -p bucket-store --bench cluster_masters`.
@@ -31,6 +32,8 @@ const ROUNDS: usize = 3;
 const USER_HZ: f64 = 100.0;
 /// A process at this share of one core or more is taken as saturated (a redis-server runs commands on one thread).
 const SATURATED: f64 = 0.9;
+/// Tasks waiting for a CPU at least this share of the time: the cores, not the servers, set the pace.
+const WAITING: f64 = 0.5;
 
 /// What one setup runs on: its servers (killed when dropped) and a store in the matching mode.
 struct Setup {
@@ -49,6 +52,8 @@ struct Cpu {
     bench: u64,
     redis: Vec<u64>,
     machine_busy: u64,
+    /// Microseconds in which at least one runnable task waited for a CPU (PSI's `some total`).
+    cpu_waited_us: u64,
 }
 
 /// One measured window of one setup.
@@ -59,6 +64,7 @@ struct Sample {
     bench_s: f64,
     redis_s: Vec<f64>,
     machine_s: f64,
+    cpu_waited_s: f64,
 }
 
 fn main() {
@@ -122,6 +128,7 @@ impl Setup {
             bench: process_ticks("self"),
             redis: self.servers.iter().map(|(_, pid)| process_ticks(&pid.to_string())).collect(),
             machine_busy: machine_busy_ticks(),
+            cpu_waited_us: cpu_waited_us(),
         }
     }
 }
@@ -164,6 +171,7 @@ async fn run(setup: &Setup) -> Sample {
         bench_s: seconds(before.bench, after.bench),
         redis_s: before.redis.iter().zip(&after.redis).map(|(&a, &b)| seconds(a, b)).collect(),
         machine_s: seconds(before.machine_busy, after.machine_busy),
+        cpu_waited_s: after.cpu_waited_us.saturating_sub(before.cpu_waited_us) as f64 / 1e6,
     }
 }
 
@@ -177,6 +185,7 @@ fn row(setup: &Setup, samples: &[Sample], cpus: usize) -> Value {
         (0..setup.servers.len()).map(|i| samples.iter().map(|s| s.redis_s[i]).sum::<f64>() / wall).collect();
     let redis_total = redis_cores.iter().sum::<f64>();
     let machine_cores = samples.iter().map(|s| s.machine_s).sum::<f64>() / wall;
+    let cpu_pressure = samples.iter().map(|s| s.cpu_waited_s).sum::<f64>() / wall;
     let rate = decisions as f64 / wall;
     let per_decision_us = |cores: f64| cores * 1e6 / rate.max(1.0);
     let servers: Vec<Value> = setup
@@ -189,23 +198,25 @@ fn row(setup: &Setup, samples: &[Sample], cpus: usize) -> Value {
         "setup": setup.label, "masters": setup.masters, "decisions_per_s": rate,
         "rounds_per_s": samples.iter().map(|s| s.decisions as f64 / s.wall_s).collect::<Vec<_>>(),
         "errors": errors, "bench_cores": bench_cores, "redis_cores": redis_total, "servers": servers,
-        "machine_cores": machine_cores, "other_cores": (machine_cores - bench_cores - redis_total).max(0.0),
+        "machine_cores": machine_cores, "cpu_pressure": cpu_pressure, "other_cores": (machine_cores - bench_cores - redis_total).max(0.0),
         "bench_us_per_decision": per_decision_us(bench_cores),
         "redis_us_per_decision": per_decision_us(redis_total),
-        "limit": limit(&setup.servers, &redis_cores, machine_cores, cpus),
+        "limit": limit(&setup.servers, &redis_cores, machine_cores, cpu_pressure, cpus),
     })
 }
 
-/// Which resource ran out: one redis-server's thread, the machine's cores (the row's other figures say who used
-/// them), or neither.
-fn limit(servers: &[(u16, u32)], redis: &[f64], machine: f64, cpus: usize) -> String {
+/// Which resource ran out: one redis-server's thread, the machine's cores (nearly all busy, or tasks waiting for
+/// one most of the time; the row's other figures say who used them), or neither.
+fn limit(servers: &[(u16, u32)], redis: &[f64], machine: f64, pressure: f64, cpus: usize) -> String {
     let busiest = redis.iter().copied().zip(servers).max_by(|a, b| a.0.total_cmp(&b.0));
+    let cpus_text =
+        format!("{machine:.2} of {cpus} busy, a task waiting for one {:.0} % of the time", pressure * 100.0);
     match busiest {
         Some((cores, (port, _))) if cores >= SATURATED => {
             format!("the redis-server on port {port} (one thread, {cores:.2} cores busy)")
         }
-        _ if machine >= SATURATED * cpus as f64 => format!("the machine's {cpus} CPUs ({machine:.2} busy)"),
-        _ => format!("neither a redis-server nor the CPUs ({machine:.2} of {cpus} busy): round trips"),
+        _ if machine >= SATURATED * cpus as f64 || pressure >= WAITING => format!("the machine's CPUs ({cpus_text})"),
+        _ => format!("neither a redis-server nor the CPUs ({cpus_text}): round trips"),
     }
 }
 
@@ -229,6 +240,17 @@ fn process_ticks(pid: &str) -> u64 {
         stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
     let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
     field(11) + field(12)
+}
+
+/// PSI's `some total` of `/proc/pressure/cpu`, in µs; 0 where the kernel does not report it.
+fn cpu_waited_us() -> u64 {
+    let pressure = std::fs::read_to_string("/proc/pressure/cpu").unwrap_or_default();
+    pressure
+        .lines()
+        .find(|line| line.starts_with("some "))
+        .and_then(|line| line.split_whitespace().find_map(|field| field.strip_prefix("total=")))
+        .and_then(|total| total.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Ticks every CPU of the machine spent on anything but idling or waiting for I/O (`/proc/stat`).

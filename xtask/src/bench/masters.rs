@@ -81,11 +81,12 @@ fn table(m: &Value) -> String {
     let _ = writeln!(
         t,
         "\nCommand: `cargo xtask bench --only masters` (runs `{COMMAND}`, bench profile): {} tasks checking random \
-         users out of {}, each setup {} s measured after {} s of warm-up, {} rounds with the setups in turn, the \
+         users out of {} million, each setup {} s measured after {} s of warm-up, {} rounds with the setups in turn, the \
          store's default pool of {} connections, no replicas. {} CPUs; load average {} before, {} after. Cores are \
-         CPU seconds per second of the measured windows (`/proc/<pid>/stat`; the machine's from `/proc/stat`).",
+         CPU seconds per second of the measured windows (`/proc/<pid>/stat`; the machine's from `/proc/stat`); the \
+         time a task waited for a CPU is `/proc/pressure/cpu`'s `some` share.",
         m["tasks"],
-        m["users"],
+        f(&m["users"]) / 1e6,
         m["seconds"],
         m["warmup_s"],
         m["rounds"],
@@ -118,7 +119,7 @@ mod tests {
                 "bench_cores": 1.2, "redis_cores": 0.6, "servers": [{ "cores": 0.6 }], "bench_us_per_decision": 60.0,
                 "redis_us_per_decision": 30.0, "other_cores": 0.1, "limit": limit })
         };
-        let m = json!({ "tasks": 64, "users": 1000, "seconds": 5.0, "warmup_s": 2.0, "rounds": 1, "pool_size": 2,
+        let m = json!({ "tasks": 64, "users": 1_000_000, "seconds": 5.0, "warmup_s": 2.0, "rounds": 1, "pool_size": 2,
             "cpus": 2, "load_before": "1.0", "load_after": "2.0",
             "rows": [row("standalone", 20000.0, "the CPUs"), row("cluster, 3 masters", 15000.0, "the client")] });
         let t = table(&m);
@@ -126,5 +127,6 @@ mod tests {
         assert!(t.contains("| cluster, 3 masters | 15000 (15000) | 0.75× |"), "{t}");
         assert!(t.contains("| the client |"), "{t}");
         assert!(t.contains("load average 1.0 before, 2.0 after"), "{t}");
+        assert!(t.contains("random users out of 1 million, each"), "{t}");
     }
 }
