@@ -51,8 +51,8 @@ fn f(v: &Value) -> f64 {
 fn table(m: &Value) -> String {
     let mut t = String::from(
         "| setup | decisions/s (each round) | × standalone | errors | bench client cores | redis-server cores (each) \
-         | client CPU µs/decision | Redis CPU µs/decision | other processes' cores | what limited it |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+         | client CPU µs/decision | Redis CPU µs/decision | commands per read | other processes' cores \
+         | what limited it |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
     );
     let rows = m["rows"].as_array().cloned().unwrap_or_default();
     let baseline = rows.iter().find(|r| r["setup"] == "standalone").map(|r| f(&r["decisions_per_s"]));
@@ -63,7 +63,7 @@ fn table(m: &Value) -> String {
             r["servers"].as_array().into_iter().flatten().map(|s| format!("{:.2}", f(&s["cores"]))).collect();
         let _ = writeln!(
             t,
-            "| {} | {:.0} ({}) | {:.2}× | {} | {:.2} | {:.2} ({}) | {:.1} | {:.1} | {:.2} | {} |",
+            "| {} | {:.0} ({}) | {:.2}× | {} | {:.2} | {:.2} ({}) | {:.1} | {:.1} | {:.1} | {:.2} | {} |",
             r["setup"].as_str().unwrap_or(""),
             f(&r["decisions_per_s"]),
             rounds.join(", "),
@@ -74,6 +74,7 @@ fn table(m: &Value) -> String {
             each.join(" + "),
             f(&r["bench_us_per_decision"]),
             f(&r["redis_us_per_decision"]),
+            f(&r["commands_per_read"]),
             f(&r["other_cores"]),
             r["limit"].as_str().unwrap_or("")
         );
@@ -84,7 +85,9 @@ fn table(m: &Value) -> String {
          users out of {} million, each setup {} s measured after {} s of warm-up, {} rounds with the setups in turn, the \
          store's default pool of {} connections, no replicas. {} CPUs; load average {} before, {} after. Cores are \
          CPU seconds per second of the measured windows (`/proc/<pid>/stat`; the machine's from `/proc/stat`); the \
-         time a task waited for a CPU is `/proc/pressure/cpu`'s `some` share.",
+         time a task waited for a CPU is `/proc/pressure/cpu`'s `some` share; commands per read (`INFO stats`: \
+         `total_commands_processed` ÷ `total_reads_processed`, over the servers) is how many commands a socket read \
+         brought, the batching the client's multiplexed connections achieved.",
         m["tasks"],
         f(&m["users"]) / 1e6,
         m["seconds"],
@@ -117,13 +120,14 @@ mod tests {
         let row = |setup: &str, rate: f64, limit: &str| {
             json!({ "setup": setup, "decisions_per_s": rate, "rounds_per_s": [rate], "errors": 0,
                 "bench_cores": 1.2, "redis_cores": 0.6, "servers": [{ "cores": 0.6 }], "bench_us_per_decision": 60.0,
-                "redis_us_per_decision": 30.0, "other_cores": 0.1, "limit": limit })
+                "redis_us_per_decision": 30.0, "commands_per_read": 4.0, "other_cores": 0.1, "limit": limit })
         };
         let m = json!({ "tasks": 64, "users": 1_000_000, "seconds": 5.0, "warmup_s": 2.0, "rounds": 1, "pool_size": 2,
             "cpus": 2, "load_before": "1.0", "load_after": "2.0",
             "rows": [row("standalone", 20000.0, "the CPUs"), row("cluster, 3 masters", 15000.0, "the client")] });
         let t = table(&m);
         assert!(t.contains("| standalone | 20000 (20000) | 1.00× |"), "{t}");
+        assert!(t.contains("| 60.0 | 30.0 | 4.0 |"), "{t}");
         assert!(t.contains("| cluster, 3 masters | 15000 (15000) | 0.75× |"), "{t}");
         assert!(t.contains("| the client |"), "{t}");
         assert!(t.contains("load average 1.0 before, 2.0 after"), "{t}");
