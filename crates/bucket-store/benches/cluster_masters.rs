@@ -54,8 +54,7 @@ struct Cpu {
     machine_busy: u64,
     /// Microseconds in which at least one runnable task waited for a CPU (PSI's `some total`).
     cpu_waited_us: u64,
-    /// Commands and socket reads the servers processed, summed (`INFO stats`).
-    commands: u64,
+    /// Socket reads the servers processed, summed (`INFO stats`).
     reads: u64,
 }
 
@@ -68,7 +67,6 @@ struct Sample {
     redis_s: Vec<f64>,
     machine_s: f64,
     cpu_waited_s: f64,
-    commands: u64,
     reads: u64,
 }
 
@@ -134,7 +132,6 @@ impl Setup {
             redis: self.servers.iter().map(|(_, pid)| process_ticks(&pid.to_string())).collect(),
             machine_busy: machine_busy_ticks(),
             cpu_waited_us: cpu_waited_us(),
-            commands: self.servers.iter().map(|&(port, _)| stat(port, "total_commands_processed")).sum(),
             reads: self.servers.iter().map(|&(port, _)| stat(port, "total_reads_processed")).sum(),
         }
     }
@@ -179,7 +176,6 @@ async fn run(setup: &Setup) -> Sample {
         redis_s: before.redis.iter().zip(&after.redis).map(|(&a, &b)| seconds(a, b)).collect(),
         machine_s: seconds(before.machine_busy, after.machine_busy),
         cpu_waited_s: after.cpu_waited_us.saturating_sub(before.cpu_waited_us) as f64 / 1e6,
-        commands: after.commands.saturating_sub(before.commands),
         reads: after.reads.saturating_sub(before.reads),
     }
 }
@@ -194,8 +190,9 @@ fn row(setup: &Setup, samples: &[Sample], cpus: usize) -> Value {
         (0..setup.servers.len()).map(|i| samples.iter().map(|s| s.redis_s[i]).sum::<f64>() / wall).collect();
     let redis_total = redis_cores.iter().sum::<f64>();
     let machine_cores = samples.iter().map(|s| s.machine_s).sum::<f64>() / wall;
-    let commands: u64 = samples.iter().map(|s| s.commands).sum();
-    let commands_per_read = commands as f64 / samples.iter().map(|s| s.reads).sum::<u64>().max(1) as f64;
+    // Each decision is one script call, so this is the batch size the client's multiplexed connections achieved
+    // (`total_commands_processed` would count the script's own calls too).
+    let decisions_per_read = decisions as f64 / samples.iter().map(|s| s.reads).sum::<u64>().max(1) as f64;
     let cpu_pressure = samples.iter().map(|s| s.cpu_waited_s).sum::<f64>() / wall;
     let rate = decisions as f64 / wall;
     let per_decision_us = |cores: f64| cores * 1e6 / rate.max(1.0);
@@ -209,7 +206,7 @@ fn row(setup: &Setup, samples: &[Sample], cpus: usize) -> Value {
         "setup": setup.label, "masters": setup.masters, "decisions_per_s": rate,
         "rounds_per_s": samples.iter().map(|s| s.decisions as f64 / s.wall_s).collect::<Vec<_>>(),
         "errors": errors, "bench_cores": bench_cores, "redis_cores": redis_total, "servers": servers,
-        "machine_cores": machine_cores, "commands_per_read": commands_per_read, "cpu_pressure": cpu_pressure, "other_cores": (machine_cores - bench_cores - redis_total).max(0.0),
+        "machine_cores": machine_cores, "decisions_per_read": decisions_per_read, "cpu_pressure": cpu_pressure, "other_cores": (machine_cores - bench_cores - redis_total).max(0.0),
         "bench_us_per_decision": per_decision_us(bench_cores),
         "redis_us_per_decision": per_decision_us(redis_total),
         "limit": limit(&setup.servers, &redis_cores, machine_cores, cpu_pressure, cpus),
@@ -236,8 +233,7 @@ fn pid_of(port: u16) -> u32 {
     info_field(port, "server", "process_id")
 }
 
-/// A counter of `INFO stats` of the redis-server on `port`: how many commands it ran, in how many socket reads
-/// (commands per read is the batch size the client's pipelining achieved).
+/// A counter of `INFO stats` of the redis-server on `port` (`total_reads_processed`: socket reads).
 fn stat(port: u16, name: &str) -> u64 {
     info_field(port, "stats", name)
 }

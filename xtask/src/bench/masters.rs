@@ -51,7 +51,7 @@ fn f(v: &Value) -> f64 {
 fn table(m: &Value) -> String {
     let mut t = String::from(
         "| setup | decisions/s (each round) | × standalone | errors | bench client cores | redis-server cores (each) \
-         | client CPU µs/decision | Redis CPU µs/decision | commands per read | other processes' cores \
+         | client CPU µs/decision | Redis CPU µs/decision | decisions per socket read | other processes' cores \
          | what limited it |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
     );
     let rows = m["rows"].as_array().cloned().unwrap_or_default();
@@ -74,7 +74,7 @@ fn table(m: &Value) -> String {
             each.join(" + "),
             f(&r["bench_us_per_decision"]),
             f(&r["redis_us_per_decision"]),
-            f(&r["commands_per_read"]),
+            f(&r["decisions_per_read"]),
             f(&r["other_cores"]),
             r["limit"].as_str().unwrap_or("")
         );
@@ -85,9 +85,9 @@ fn table(m: &Value) -> String {
          users out of {} million, each setup {} s measured after {} s of warm-up, {} rounds with the setups in turn, the \
          store's default pool of {} connections, no replicas. {} CPUs; load average {} before, {} after. Cores are \
          CPU seconds per second of the measured windows (`/proc/<pid>/stat`; the machine's from `/proc/stat`); the \
-         time a task waited for a CPU is `/proc/pressure/cpu`'s `some` share; commands per read (`INFO stats`: \
-         `total_commands_processed` ÷ `total_reads_processed`, over the servers) is how many commands a socket read \
-         brought, the batching the client's multiplexed connections achieved.",
+         time a task waited for a CPU is `/proc/pressure/cpu`'s `some` share; decisions per socket read (the \
+         servers' `total_reads_processed` in `INFO stats`) is the batching the client's multiplexed connections \
+         achieved.",
         m["tasks"],
         f(&m["users"]) / 1e6,
         m["seconds"],
@@ -120,7 +120,7 @@ mod tests {
         let row = |setup: &str, rate: f64, limit: &str| {
             json!({ "setup": setup, "decisions_per_s": rate, "rounds_per_s": [rate], "errors": 0,
                 "bench_cores": 1.2, "redis_cores": 0.6, "servers": [{ "cores": 0.6 }], "bench_us_per_decision": 60.0,
-                "redis_us_per_decision": 30.0, "commands_per_read": 4.0, "other_cores": 0.1, "limit": limit })
+                "redis_us_per_decision": 30.0, "decisions_per_read": 4.0, "other_cores": 0.1, "limit": limit })
         };
         let m = json!({ "tasks": 64, "users": 1_000_000, "seconds": 5.0, "warmup_s": 2.0, "rounds": 1, "pool_size": 2,
             "cpus": 2, "load_before": "1.0", "load_after": "2.0",
