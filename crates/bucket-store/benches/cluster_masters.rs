@@ -82,7 +82,7 @@ fn main() {
     let one = RedisCluster::start_shaped(ClusterShape::masters_only(1));
     let three = RedisCluster::start_shaped(ClusterShape::masters_only(3));
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
-    let mut setups = runtime.block_on(async {
+    let setups = runtime.block_on(async {
         vec![
             Setup::standalone(standalone),
             Setup::cluster("cluster, 1 master", one),
@@ -91,7 +91,7 @@ fn main() {
     });
     let mut samples: Vec<Vec<Sample>> = setups.iter().map(|_| Vec::new()).collect();
     for round in 0..ROUNDS {
-        for (setup, samples) in setups.iter_mut().zip(&mut samples) {
+        for (setup, samples) in setups.iter().zip(&mut samples) {
             let sample = runtime.block_on(run(setup));
             eprintln!(
                 "round {}: {:<20} {:>8.0} decisions/s, {} errors",
