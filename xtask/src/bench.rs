@@ -23,6 +23,7 @@ use crate::{apt, interrupt, paths, process, services};
 mod docs;
 mod grpc;
 mod http;
+mod masters;
 mod pg_ceiling;
 mod pg_table;
 mod redis_ceiling;
@@ -50,7 +51,8 @@ const REFILL_PER_SEC: &str = "1";
        http (wrk against the release API for each store, GET /healthz as the floor),
        memory (the API's resident memory after 1,000,000 keys and after their eviction),
        grpc (ShouldRateLimit via bucket-grpc-load beside POST /v1/check via wrk, memory store, same run),
-       pg-table (only when named: pgbench on decide.sql, a 10,000,000-row table vs an empty one).
+       pg-table (only when named: pgbench on decide.sql, a 10,000,000-row table vs an empty one),
+       masters (only when named: the redis store's decisions/s with 1 and 3 cluster masters and standalone).
 Defaults: the first four, 5 s measured after a 2 s warm-up, 32 connections on one wrk thread.")]
 pub struct Args {
     /// Run only these parts.
@@ -82,11 +84,13 @@ enum Part {
     Grpc,
     /// Only when asked for: the decide statement on 10,000,000 rows against an empty table.
     PgTable,
+    /// Only when asked for: decisions per second with 1 and 3 Redis Cluster masters (docs/scaling.md).
+    Masters,
 }
 
 impl Args {
     fn runs(&self, part: Part) -> bool {
-        (self.only.is_empty() && part != Part::PgTable) || self.only.contains(&part)
+        (self.only.is_empty() && !matches!(part, Part::PgTable | Part::Masters)) || self.only.contains(&part)
     }
 }
 
@@ -97,7 +101,7 @@ pub fn run(options: &Args) -> Result<()> {
         let text = std::fs::read_to_string(&results_path)
             .with_context(|| format!("reading {} (run `cargo xtask bench` first)", results_path.display()))?;
         let results: Value = serde_json::from_str(&text)?;
-        write_docs(&results, &targets::merge_latest(&results)?)?;
+        write_all_docs(&results, &targets::merge_latest(&results)?)?;
         if !results["http"].is_null() {
             draw_chart(&results_path)?;
         }
@@ -141,11 +145,12 @@ pub fn run(options: &Args) -> Result<()> {
     } else {
         None
     };
+    let masters = if options.runs(Part::Masters) { Some(masters::run()?) } else { None };
     env_lines.push(format!("finished with load average {}", load_average()));
 
     let results = json!({
         "env": env_lines, "micro": micro, "http": http, "pg_ceiling": pg_ceiling, "redis_ceiling": redis_ceiling,
-        "memory": memory, "grpc": grpc, "pg_table": pg_table
+        "memory": memory, "grpc": grpc, "pg_table": pg_table, "masters": masters
     });
     std::fs::create_dir_all(target_dir().join("bench"))?;
     std::fs::write(&results_path, serde_json::to_string_pretty(&results)?)?;
@@ -154,10 +159,22 @@ pub fn run(options: &Args) -> Result<()> {
     targets::print(&targets::judge(&latest));
 
     if !options.no_docs {
-        write_docs(&results, &latest)?;
+        write_all_docs(&results, &latest)?;
         if http.is_some() {
             draw_chart(&results_path)?;
         }
+    }
+    Ok(())
+}
+
+/// Rewrites the documents this run's parts feed: docs/scaling.md for `masters`, docs/perf.md and the others for
+/// the rest (left alone by a `--only masters` run, which measured nothing they show).
+fn write_all_docs(results: &Value, latest: &Value) -> Result<()> {
+    if !results["masters"].is_null() {
+        masters::write_doc(&results["masters"])?;
+    }
+    if ["micro", "http", "memory", "grpc", "pg_table"].iter().any(|part| !results[*part].is_null()) {
+        write_docs(results, latest)?;
     }
     Ok(())
 }

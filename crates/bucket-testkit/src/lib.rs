@@ -25,6 +25,8 @@ pub mod proxy_process;
 #[cfg(feature = "stores")]
 pub mod redis_cluster;
 #[cfg(feature = "stores")]
+mod redis_cluster_form;
+#[cfg(feature = "stores")]
 pub mod redis_cluster_slots;
 #[cfg(feature = "stores")]
 pub mod redis_security;
@@ -52,7 +54,7 @@ pub use private_postgres::{PostgresOptions, PrivatePostgres};
 pub use private_redis::{PrivateRedis, RedisOptions, RedisTls};
 pub use process::LaunchError;
 #[cfg(feature = "stores")]
-pub use redis_cluster::RedisCluster;
+pub use redis_cluster::{ClusterShape, RedisCluster};
 #[cfg(feature = "stores")]
 pub use redis_cluster_slots::ClusterNode;
 #[cfg(feature = "stores")]

@@ -1,6 +1,7 @@
-//! A real Redis Cluster of this machine's `redis-server`s: 3 masters and 3 replicas on loopback, for the tests that
-//! prove the store in cluster mode. Started once per test binary ([`RedisCluster::shared`]) or per test
-//! ([`RedisCluster::start`]) for a test that kills nodes.
+//! A real Redis Cluster of this machine's `redis-server`s on loopback: 3 masters and 3 replicas for the tests that
+//! prove the store in cluster mode, started once per test binary ([`RedisCluster::shared`]) or per test
+//! ([`RedisCluster::start`]) for a test that kills nodes; or any [`ClusterShape`] ([`RedisCluster::start_shaped`]),
+//! such as the bench's 1 and 3 masters without replicas.
 
 use std::collections::HashMap;
 use std::process::Command;
@@ -20,32 +21,73 @@ const FORM_TIMEOUT: Duration = Duration::from_secs(30);
 /// The node timeout: a master unreachable this long is failed over to its replica.
 pub const NODE_TIMEOUT: Duration = Duration::from_millis(2_000);
 
-/// Six `redis-server --cluster-enabled yes` nodes formed into one cluster (3 masters, 1 replica each).
+/// How many masters a [`RedisCluster`] has, and how many replicas each master has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterShape {
+    /// Masters, which share the 16,384 hash slots evenly (at least 1).
+    pub masters: usize,
+    /// Replicas of each master (0: nothing to fail over to, every node serves).
+    pub replicas_per_master: usize,
+}
+
+impl ClusterShape {
+    /// `masters` masters and no replica: every node serves, so a bench measures the masters alone.
+    pub fn masters_only(masters: usize) -> Self {
+        Self { masters, replicas_per_master: 0 }
+    }
+
+    /// Every node of the cluster: the masters, then each master's replicas.
+    pub fn nodes(&self) -> usize {
+        self.masters * (1 + self.replicas_per_master)
+    }
+}
+
+/// 3 masters with 1 replica each: the smallest cluster `redis-cli --cluster create` accepts that can fail over.
+impl Default for ClusterShape {
+    fn default() -> Self {
+        Self { masters: 3, replicas_per_master: 1 }
+    }
+}
+
+/// `redis-server --cluster-enabled yes` nodes formed into one cluster (by default 3 masters, 1 replica each).
 pub struct RedisCluster {
     nodes: Vec<Mutex<PrivateRedis>>,
     security: RedisSecurity,
+    shape: ClusterShape,
 }
 
 impl RedisCluster {
     /// The cluster every test of this test binary shares, started on first use and killed when the process ends.
     pub fn shared() -> &'static RedisCluster {
         static SHARED: OnceLock<RedisCluster> = OnceLock::new();
-        SHARED.get_or_init(|| Self::launch(true, RedisSecurity::default()))
+        SHARED.get_or_init(|| Self::launch(true, ClusterShape::default(), RedisSecurity::default()))
     }
 
     /// A cluster of the caller's own, killed when dropped: for a test that kills or reshards.
     pub fn start() -> Self {
-        Self::launch(false, RedisSecurity::default())
+        Self::launch(false, ClusterShape::default(), RedisSecurity::default())
     }
 
     /// A cluster of the caller's own behind a password and/or TLS (replication and the cluster bus included).
     pub fn start_with(security: RedisSecurity) -> Self {
-        Self::launch(false, security)
+        Self::launch(false, ClusterShape::default(), security)
     }
 
-    fn launch(tied_to_process: bool, security: RedisSecurity) -> Self {
-        let program = process::program("redis-cli", "redis-server").unwrap_or_else(|e| panic!("{e}"));
-        let nodes: Vec<PrivateRedis> = (0..6)
+    /// A cluster of the caller's own with `shape`'s masters and replicas, killed when dropped. `redis-cli
+    /// --cluster create` refuses fewer than 3 masters, so a smaller cluster is formed by hand
+    /// (`CLUSTER MEET`, `ADDSLOTSRANGE`, `REPLICATE`).
+    pub fn start_shaped(shape: ClusterShape) -> Self {
+        assert!(shape.masters >= 1, "a cluster needs at least one master");
+        Self::launch(false, shape, RedisSecurity::default())
+    }
+
+    /// The masters and replicas it was started with.
+    pub fn shape(&self) -> ClusterShape {
+        self.shape
+    }
+
+    fn launch(tied_to_process: bool, shape: ClusterShape, security: RedisSecurity) -> Self {
+        let nodes: Vec<PrivateRedis> = (0..shape.nodes())
             .map(|_| {
                 let options = RedisOptions {
                     port: free_cluster_port(),
@@ -69,11 +111,18 @@ impl RedisCluster {
                 PrivateRedis::launch(options).unwrap_or_else(|e| panic!("cluster node: {e}"))
             })
             .collect();
-        let mut create = Command::new(program);
-        create.args(security.cli_args()).args(["--cluster", "create"]).args(nodes.iter().map(PrivateRedis::addr));
-        create.args(["--cluster-replicas", "1", "--cluster-yes"]);
-        process::run(&mut create).unwrap_or_else(|e| panic!("redis-cli --cluster create: {e}"));
-        let cluster = Self { nodes: nodes.into_iter().map(Mutex::new).collect(), security };
+        if shape.masters >= 3 {
+            // redis-cli makes the first `masters` nodes masters and gives each the same number of replicas.
+            let program = process::program("redis-cli", "redis-server").unwrap_or_else(|e| panic!("{e}"));
+            let mut create = Command::new(program);
+            create.args(security.cli_args()).args(["--cluster", "create"]).args(nodes.iter().map(PrivateRedis::addr));
+            create.args(["--cluster-replicas", &shape.replicas_per_master.to_string(), "--cluster-yes"]);
+            process::run(&mut create).unwrap_or_else(|e| panic!("redis-cli --cluster create: {e}"));
+        }
+        let cluster = Self { nodes: nodes.into_iter().map(Mutex::new).collect(), security, shape };
+        if shape.masters < 3 {
+            cluster.form_by_hand(FORM_TIMEOUT);
+        }
         cluster.wait_until_ok(FORM_TIMEOUT);
         cluster.wait_until_replicated(FORM_TIMEOUT);
         cluster
@@ -112,7 +161,7 @@ impl RedisCluster {
         &self.security
     }
 
-    /// Node `i` (0..6), to kill, freeze or restart it.
+    /// Node `i` (0..6 by default), to kill, freeze or restart it.
     pub fn node(&self, i: usize) -> MutexGuard<'_, PrivateRedis> {
         lock(&self.nodes[i])
     }
@@ -172,8 +221,9 @@ impl RedisCluster {
         total
     }
 
-    /// Waits until every running node says `cluster_state:ok` and sees the same 3 live masters (a node of a cluster
-    /// just formed may still list a replica as a master for a moment); panics after `timeout`.
+    /// Waits until every running node says `cluster_state:ok` and sees the same live masters, as many as the shape
+    /// has (a node of a cluster just formed may still list a replica as a master for a moment); panics after
+    /// `timeout`.
     pub fn wait_until_ok(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
@@ -187,9 +237,9 @@ impl RedisCluster {
                 let state = self.query::<String>(port, &redis::cmd("CLUSTER").arg("INFO").to_owned());
                 let nodes = self.query::<String>(port, &redis::cmd("CLUSTER").arg("NODES").to_owned());
                 state.is_ok_and(|info| info.contains("cluster_state:ok"))
-                    && nodes.is_ok_and(|nodes| live_masters(&nodes).len() == 3)
+                    && nodes.is_ok_and(|nodes| live_masters(&nodes).len() == self.shape.masters)
             });
-            if ok && self.master_ports().len() == 3 {
+            if ok && self.master_ports().len() == self.shape.masters {
                 return;
             }
             assert!(Instant::now() < deadline, "the cluster is not ok after {timeout:?}:\n{}", self.cluster_nodes());

@@ -143,7 +143,7 @@ fn grpc_table(g: &Value, env: &str) -> String {
 }
 
 /// Replaces the text between `<!-- bench:NAME -->` and `<!-- /bench:NAME -->`, keeping the markers.
-fn replace_marked(doc: &str, name: &str, body: &str) -> Result<String> {
+pub(super) fn replace_marked(doc: &str, name: &str, body: &str) -> Result<String> {
     let (open, close) = (format!("<!-- bench:{name} -->"), format!("<!-- /bench:{name} -->"));
     let start = doc.find(&open).ok_or_else(|| anyhow!("marker {open} missing"))? + open.len();
     let end = doc[start..].find(&close).ok_or_else(|| anyhow!("marker {close} missing"))? + start;
@@ -157,6 +157,9 @@ pub(super) fn write_docs(results: &Value, latest: &Value) -> Result<()> {
     let env_text = format!("Command: `cargo xtask bench`. Machine: {}.", env.join("; "));
     let perf_path = paths::in_workspace("docs/perf.md");
     let mut perf = std::fs::read_to_string(&perf_path).with_context(|| format!("reading {}", perf_path.display()))?;
+    if !results["masters"].is_null() {
+        super::masters::write_doc(&results["masters"])?;
+    }
     perf = replace_marked(&perf, "targets", &super::targets::table(&super::targets::judge(latest)))?;
     if !results["grpc"].is_null() {
         perf = replace_marked(&perf, "grpc", &grpc_table(&results["grpc"], &format!("Machine: {}.", env.join("; "))))?;
