@@ -84,8 +84,8 @@ async fn without_a_window_each_write_is_its_own_statement() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_on_one_key_grant_exactly_capacity() {
-    let rig = Rig::new(sync()).await;
-    let other = rig.another_instance(sync()).await;
+    let rig = Rig::new(sync_window(Duration::from_millis(1))).await;
+    let other = rig.another_instance(sync_window(Duration::from_millis(1))).await;
     let policy = per_hour(50);
     let mut tasks = Vec::new();
     for i in 0..200 {
