@@ -59,6 +59,11 @@ fn report(wait_replicas: u32, run: &Run) {
         run.granted, run.allowance, run.over, run.failed, run.last_failure, run.recovered
     );
     assert!(run.unexpected.is_empty(), "failures other than the failover's: {:?}", run.unexpected);
+    assert!(
+        run.recovered >= DOWN_AFTER,
+        "served {:?} after the kill, before a sentinel could call it down",
+        run.recovered
+    );
     assert!(run.recovered < SERVED_AGAIN_WITHIN, "no grant within {SERVED_AGAIN_WITHIN:?} of the kill");
     assert!(run.last_failure < SERVED_AGAIN_WITHIN, "checks still failing {:?} after the kill", run.last_failure);
 }

@@ -13,6 +13,10 @@ use bucket_store::redis::RedisStore;
 use bucket_store::Store;
 use tokio::task::JoinHandle;
 
+/// No grant for this long after the kill is the outage (under load, grants come every few milliseconds; a
+/// failover takes a second or more).
+const OUTAGE_SILENCE: Duration = Duration::from_millis(100);
+
 /// What a load across a failover granted and cost.
 #[derive(Debug)]
 pub struct Run {
@@ -24,7 +28,7 @@ pub struct Run {
     pub allowance: u64,
     /// Checks that failed (the failover window, or too few replicas).
     pub failed: u64,
-    /// From the kill to the first grant after the outage began (`Duration::MAX` when none).
+    /// From the kill to the first grant after the outage's silence (`Duration::MAX` when none).
     pub recovered: Duration,
     /// From the kill to the last failed check (zero when none failed after it).
     pub last_failure: Duration,
@@ -38,6 +42,7 @@ struct Tally {
     failed: u64,
     killed_at: Option<Instant>,
     first_grant_after: Option<Instant>,
+    last_grant: Option<Instant>,
     last_failure: Option<Instant>,
     unexpected: Vec<String>,
 }
@@ -69,11 +74,14 @@ impl Load {
                             Ok(o) if o.decision.allowed => {
                                 let mut t = tally.lock().unwrap();
                                 *t.granted.entry(key.clone()).or_default() += 1;
-                                // A reply in flight when the master died is no sign of service: only a grant
-                                // after the outage showed (a failure after the kill) ends it.
-                                if t.killed_at.is_some_and(|k| t.last_failure.is_some_and(|f| f >= k)) {
-                                    t.first_grant_after.get_or_insert_with(Instant::now);
+                                // Replies in flight when the master died come right after the last grants: the
+                                // outage ends with the first grant after a silence.
+                                let now = Instant::now();
+                                let after_silence = t.last_grant.is_none_or(|g| now - g >= OUTAGE_SILENCE);
+                                if t.killed_at.is_some() && after_silence {
+                                    t.first_grant_after.get_or_insert(now);
                                 }
+                                t.last_grant = Some(now);
                             }
                             Ok(_) => tokio::time::sleep(Duration::from_millis(5)).await,
                             Err(e) => {
