@@ -16,6 +16,9 @@ pub const MASTER_NAME: &str = "bucket";
 /// How long a sentinel waits before it calls an unreachable master down (then the quorum elects a replica).
 pub const DOWN_AFTER: Duration = Duration::from_millis(1_000);
 
+/// How long the sentinels give an election before they start another: a failover not done by then failed once.
+pub const FAILOVER_TIMEOUT: Duration = Duration::from_millis(10_000);
+
 /// How long the group may take to form (replicas in sync, every sentinel seeing both replicas and its peers).
 const FORM_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -82,9 +85,10 @@ impl RedisSentinelGroup {
                 let conf = format!(
                     "sentinel monitor {MASTER_NAME} 127.0.0.1 {master_port} 2\n\
                      sentinel down-after-milliseconds {MASTER_NAME} {}\n\
-                     sentinel failover-timeout {MASTER_NAME} 10000\n\
+                     sentinel failover-timeout {MASTER_NAME} {}\n\
                      sentinel parallel-syncs {MASTER_NAME} 1\n",
-                    DOWN_AFTER.as_millis()
+                    DOWN_AFTER.as_millis(),
+                    FAILOVER_TIMEOUT.as_millis()
                 );
                 // The master's password, the sentinel's own, and the one it gives its peers.
                 let conf = match &security.password {
