@@ -12,7 +12,7 @@ use bucket_store::{Source, Store};
 use diesel::sql_types::Integer;
 use diesel::QueryableByName;
 use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
-use tiered_rig::{eventually, per_hour, row_state, sync, sync_window, Rig};
+use tiered_rig::{eventually, per_hour, row_state, sync_window, Rig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_sync_checks_share_statements_and_each_row_is_committed_before_its_answer() {
