@@ -87,8 +87,8 @@ pub struct TieredConfig {
     pub retry_interval: Duration,
     /// Most keys waiting for PostgreSQL; beyond it writes are dropped, counted and logged.
     pub queue_capacity: usize,
-    /// Longest a synchronous write (or a Redis miss's load) waits for others to share its statement: the group
-    /// commit window, in whole µs (`commit_window_us`); zero sends one statement per write, as before.
+    /// Group commit: longest a synchronous write (or a Redis miss's load) waits for a free statement slot while
+    /// others gather into its statement, in whole µs (`commit_window_us`); zero sends one statement per write.
     #[serde(rename = "commit_window_us", deserialize_with = "crate::millis::deserialize_us")]
     pub commit_window: Duration,
     /// Most writes sent in one batch statement (write-behind, queue replays, group commit); not a configuration key.

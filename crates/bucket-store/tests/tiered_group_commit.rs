@@ -122,7 +122,7 @@ struct Waiting {
 /// meanwhile is untouched. When PostgreSQL can take them, the queued writes land; nothing is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_batch_falls_back_for_exactly_its_own_requests_and_loses_nothing() {
-    // Wide enough that the first batch gathers all its requests even on a busy machine.
+    // Wide enough that no batch closes by its window while the locked one holds a statement slot.
     let window = Duration::from_millis(200);
     let rig = Arc::new(Rig::with_statement_timeout(sync_window(window), Duration::from_secs(2)).await);
     let policy = per_hour(5);
@@ -172,11 +172,19 @@ async fn a_failed_batch_falls_back_for_exactly_its_own_requests_and_loses_nothin
     for (key, task) in failing.iter().zip(first) {
         assert_eq!(task.await.unwrap(), (true, Source::Redis, 3), "{key}");
     }
+    // A batch closes as soon as a statement slot is free, so the failing keys may have gone in one batch or in
+    // several: exactly the batch holding the locked row failed, and exactly its writes were queued.
     let stats = rig.stats();
-    assert_eq!(stats.writes_queued_while_postgres_down, failing.len() as u64, "{stats:?}");
+    let mut unwritten = Vec::new();
     for key in &failing {
-        assert_eq!(rig.schema.row(key).await.unwrap().version, 1, "{key}: the failed batch wrote nothing");
+        let version = rig.schema.row(key).await.unwrap().version;
+        assert!(version == 1 || version == 2, "{key}: version {version}");
+        if version == 1 {
+            unwritten.push(key.clone());
+        }
     }
+    assert!(unwritten.contains(&"k-locked".to_owned()), "the locked row's batch wrote nothing: {unwritten:?}");
+    assert_eq!(stats.writes_queued_while_postgres_down, unwritten.len() as u64, "{stats:?} {unwritten:?}");
 
     locker.batch_execute("ROLLBACK").await.unwrap();
     eventually(Duration::from_secs(10), "the queued writes reached PostgreSQL", || rig.stats().queue_depth == 0).await;
