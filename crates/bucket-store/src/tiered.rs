@@ -53,8 +53,8 @@ use policies::postgres_marked_down;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WriteMode {
-    /// Committed before the response: the seed's guarantee; concurrent requests share one statement per
-    /// `commit_window`.
+    /// Committed before the response: the seed's guarantee; one statement per allowed request, or shared by
+    /// concurrent requests when `commit_window` is set (group commit).
     #[default]
     Sync,
     /// Queued and flushed in batches every `flush_interval`: far fewer statements, PostgreSQL a few ms behind.

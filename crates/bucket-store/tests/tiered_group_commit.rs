@@ -7,6 +7,7 @@ mod tiered_rig;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bucket_core::Policy;
 use bucket_store::postgres::PostgresStore;
 use bucket_store::{Source, Store};
 use diesel::sql_types::Integer;
@@ -117,6 +118,16 @@ struct Waiting {
     n: i64,
 }
 
+/// One check per key, each on a task of its own, so that they reach the batcher together.
+fn spawn_checks(rig: &Arc<Rig>, keys: &[String], policy: Policy) -> Vec<tokio::task::JoinHandle<(bool, Source, u64)>> {
+    keys.iter()
+        .map(|key| {
+            let (rig, key) = (Arc::clone(rig), key.clone());
+            tokio::spawn(async move { rig.check(&key, &policy).await })
+        })
+        .collect()
+}
+
 /// A batch whose statement fails (here: it waits for a row lock past the statement timeout) falls back, for
 /// exactly the requests it holds: they are answered from Redis and their writes queued, while a batch committed
 /// meanwhile is untouched. When PostgreSQL can take them, the queued writes land; nothing is lost.
@@ -137,13 +148,7 @@ async fn a_failed_batch_falls_back_for_exactly_its_own_requests_and_loses_nothin
     locker.batch_execute("BEGIN; SELECT 1 FROM rate_limits WHERE user_id = 'k-locked' FOR UPDATE").await.unwrap();
     let locker_pid = diesel::sql_query("SELECT pg_backend_pid() AS pid").get_result::<Pid>(&mut locker).await;
     let locker_pid = locker_pid.unwrap().pid;
-    let first: Vec<_> = failing
-        .iter()
-        .map(|key| {
-            let (rig, key) = (Arc::clone(&rig), key.clone());
-            tokio::spawn(async move { rig.check(&key, &policy).await })
-        })
-        .collect();
+    let first = spawn_checks(&rig, &failing, policy);
     // The first batch is on its way once its statement waits for the lock.
     let mut probe = rig.schema.sql().await;
     let blocked = format!("SELECT count(*) AS n FROM pg_stat_activity WHERE {locker_pid} = ANY(pg_blocking_pids(pid))");
@@ -154,13 +159,7 @@ async fn a_failed_batch_falls_back_for_exactly_its_own_requests_and_loses_nothin
     }
 
     // A second batch, gathered while the first waits, commits and answers normally.
-    let second: Vec<_> = passing
-        .iter()
-        .map(|key| {
-            let (rig, key) = (Arc::clone(&rig), key.clone());
-            tokio::spawn(async move { rig.check(&key, &policy).await })
-        })
-        .collect();
+    let second = spawn_checks(&rig, &passing, policy);
     for (key, task) in passing.iter().zip(second) {
         assert_eq!(task.await.unwrap(), (true, Source::Redis, 3), "{key}");
         let row = rig.schema.row(key).await.unwrap();

@@ -35,8 +35,14 @@ impl PostgresStore {
     /// Writes a state decided elsewhere unless the stored version is the same or newer, or the state is already
     /// full (the same as no row: `save_batch.sql`); `true` when it wrote.
     pub async fn save(&self, key: &str, write: &PendingWrite) -> Result<bool, StoreError> {
+        Ok(self.save_one(key, write).await? == Saved::Written)
+    }
+
+    /// [`PostgresStore::save`] telling what became of the write: the tiered store's synchronous write without
+    /// group commit, which needs to know a superseded write from a full one.
+    pub async fn save_one(&self, key: &str, write: &PendingWrite) -> Result<Saved, StoreError> {
         let saved = self.save_all(std::iter::once((key, write)), 1).await?;
-        Ok(<[Saved]>::first(&saved) == Some(&Saved::Written))
+        Ok(saved.into_iter().next().unwrap_or(Saved::Full))
     }
 
     /// [`PostgresStore::save`] for many keys in one statement; a key given twice keeps its highest version.

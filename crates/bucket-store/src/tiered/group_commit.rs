@@ -102,9 +102,9 @@ impl Inner {
     /// Commits one write now: in the next batch, or alone without group commit.
     async fn save_now(&self, key: &str, write: PendingWrite) -> SaveResult {
         let Some(saves) = &self.group.saves else {
-            let saved = self.pg.save_each(&[(key.to_owned(), write)]).await?;
+            let saved = self.pg.save_one(key, &write).await?;
             self.statements.writes.fetch_add(1, Ordering::Relaxed);
-            return Ok(saved.first().copied().unwrap_or(Saved::Full));
+            return Ok(saved);
         };
         saves.submit((key.to_owned(), write)).await.unwrap_or_else(|| Err(batch_lost()))
     }
