@@ -128,6 +128,7 @@ async fn connect_postgres(config: PostgresConfig, log: &Logger) -> Result<Postgr
         match PostgresStore::connect(config.clone()).await {
             Ok(store) => {
                 info!(log, "postgres connected, migrations applied"; "url" => config.redacted_url(), "attempt" => attempt);
+                log_connection_limit(&store, config.pool_size, log).await;
                 return Ok(store);
             }
             Err(e) if e.is_transient() => {
@@ -140,6 +141,21 @@ async fn connect_postgres(config: PostgresConfig, log: &Logger) -> Result<Postgr
             }
             Err(e) => return Err(e.into()),
         }
+    }
+}
+
+/// Says at start how many instances of this pool size the server can hold, and warns when even this one's whole
+/// pool would not fit now: past that, load turns into "too many clients" errors instead of waiting.
+async fn log_connection_limit(store: &PostgresStore, pool_size: usize, log: &Logger) {
+    match store.connection_limit().await {
+        Ok(limit) if limit.pool_exceeds_headroom(pool_size) => {
+            warn!(log, "postgres.pool_size exceeds the connections the server has left: lower it (BUCKET_PG_POOL_SIZE) or raise max_connections";
+                  "pool_size" => pool_size, "server_usable" => limit.usable, "server_in_use" => limit.in_use)
+        }
+        Ok(limit) => info!(log, "postgres connection budget";
+                           "pool_size" => pool_size, "server_usable" => limit.usable, "server_in_use" => limit.in_use,
+                           "instances_that_fit" => limit.instances_that_fit(pool_size)),
+        Err(e) => warn!(log, "could not read the server's connection limit"; "error" => %e),
     }
 }
 

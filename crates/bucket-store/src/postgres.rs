@@ -23,6 +23,7 @@
 
 mod all;
 mod config;
+mod connection_limit;
 mod errors;
 mod load;
 mod notify;
@@ -47,6 +48,7 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 
 pub use config::PostgresConfig;
+pub use connection_limit::ConnectionLimit;
 pub use notify::spawn_listener;
 pub use plans::SessionStatement;
 pub use prune::{PruneEvent, PruneEvents};

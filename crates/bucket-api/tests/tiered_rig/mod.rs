@@ -48,6 +48,9 @@ impl Backends {
         config.postgres.schema = Some(self.schema.name.clone());
         config.postgres.connect_timeout = Duration::from_millis(300);
         config.postgres.statement_timeout = Duration::from_millis(300);
+        // Several instances of several tests share one server (max_connections 100): each gets the share an
+        // operator would give it, not the single-instance default.
+        config.postgres.pool_size = 8;
         config.redis.key_prefix = self.keys.prefix.clone();
         config.redis.command_timeout = Duration::from_millis(100);
         config.redis.connect_timeout = Duration::from_millis(200);

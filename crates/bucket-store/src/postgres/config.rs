@@ -46,17 +46,18 @@ impl Default for PostgresConfig {
 }
 
 impl PostgresConfig {
-    /// The defaults (16 connections, 2 s to connect, 1 s per statement, the URL's own schema, pruning every 10 s in
+    /// The defaults (32 connections, 2 s to connect, 1 s per statement, the URL's own schema, pruning every 10 s in
     /// batches of 1000) for `url`.
     ///
-    /// 16, not the 32 that measured fastest for one instance under 32 concurrent checks (docs/perf.md section 8):
-    /// every instance may open its whole pool, and 4 instances of 32 exceed PostgreSQL's default max_connections
-    /// (100); two pairs of test instances at 32 already did. Set `pool_size` to the concurrency an instance serves
-    /// when the server's connection limit allows.
+    /// 32 connections measured fastest for one instance serving 32 concurrent checks, ahead of 16 and 64
+    /// (docs/perf.md section 8): a check holds its connection for a whole round trip, so fewer sessions than
+    /// checks in flight leave PostgreSQL idle while checks queue for the pool. Every instance may open its whole
+    /// pool, so instances × `pool_size` must fit the server's `max_connections` (3 instances at the default 100);
+    /// the service logs how many fit at start and warns when its own pool does not.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
-            pool_size: 16,
+            pool_size: 32,
             connect_timeout: Duration::from_secs(2),
             statement_timeout: Duration::from_secs(1),
             schema: None,

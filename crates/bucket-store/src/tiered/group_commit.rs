@@ -40,21 +40,21 @@ pub(super) struct Statements {
     pub(super) loads: AtomicU64,
 }
 
-/// The gathering tasks, absent when `commit_window` is zero.
+/// The batchers of writes and loads, absent when `commit_window` is zero.
 pub(super) struct GroupCommit {
     saves: Option<Batcher<(String, PendingWrite), SaveResult>>,
     loads: Option<Batcher<String, LoadResult>>,
 }
 
 impl GroupCommit {
-    /// Starts the two gathering tasks on the current runtime (none when `commit_window` is zero).
+    /// The two batchers (none when `commit_window` is zero).
     pub(super) fn start(pg: &PostgresStore, config: &TieredConfig, statements: &Arc<Statements>) -> Self {
         if config.commit_window.is_zero() {
             return Self { saves: None, loads: None };
         }
         let (window, max) = (config.commit_window, config.batch_size);
         let (pg_saves, counted) = (pg.clone(), Arc::clone(statements));
-        let saves = Batcher::spawn(window, max, move |items: Vec<(String, PendingWrite)>| {
+        let saves = Batcher::new(window, max, move |items: Vec<(String, PendingWrite)>| {
             let (pg, counted) = (pg_saves.clone(), Arc::clone(&counted));
             async move {
                 match pg.save_each(&items).await {
@@ -67,7 +67,7 @@ impl GroupCommit {
             }
         });
         let (pg_loads, counted) = (pg.clone(), Arc::clone(statements));
-        let loads = Batcher::spawn(window, max, move |keys: Vec<String>| {
+        let loads = Batcher::new(window, max, move |keys: Vec<String>| {
             let (pg, counted) = (pg_loads.clone(), Arc::clone(&counted));
             async move {
                 match pg.load_many(&keys).await {
