@@ -72,6 +72,9 @@ impl TestSchema {
         // Generous bounds: the machine is shared, and these tests assert exact counts, not latency.
         config.connect_timeout = Duration::from_secs(10);
         config.statement_timeout = Duration::from_secs(10);
+        // Tests run side by side against one server (max_connections 100), several stores each: every store gets
+        // the share an operator would give each of several instances, not the single-instance default.
+        config.pool_size = 8;
         Self { name, config }
     }
 
