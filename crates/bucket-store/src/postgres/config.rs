@@ -110,7 +110,7 @@ mod tests {
                 ..PostgresConfig::default()
             }
         );
-        assert_eq!((c.pool_size, c.connect_timeout), (16, Duration::from_secs(2)));
+        assert_eq!((c.pool_size, c.connect_timeout), (32, Duration::from_secs(2)));
         assert!(serde_json::from_str::<PostgresConfig>(r#"{"statement_timeout": 250}"#).is_err(), "unit in the name");
         assert!(serde_json::from_str::<PostgresConfig>(r#"{"statement_timeout_ms": "1s"}"#).is_err(), "one grammar");
         assert!(serde_json::from_str::<PostgresConfig>(r#"{"url": "postgres://h/d"}"#).is_err(), "url is not a key");
