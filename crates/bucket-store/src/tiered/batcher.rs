@@ -49,6 +49,7 @@ struct Open<T, R> {
     free_slots: usize,
 }
 
+/// What the requests of one batcher and its batches' tasks share.
 struct Shared<T, R> {
     open: Mutex<Open<T, R>>,
     window: Duration,
@@ -56,7 +57,7 @@ struct Shared<T, R> {
     run: Call<T, R>,
 }
 
-/// Gathers concurrent requests' items into shared calls; cloning shares the batches.
+/// Gathers concurrent requests' items into shared calls.
 pub(super) struct Batcher<T, R> {
     shared: Arc<Shared<T, R>>,
 }
@@ -90,9 +91,7 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
         }
         answered.await.ok()
     }
-}
 
-impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
     /// Puts a job in the open batch, closing it when a slot is free or it is full; returns the open batch's
     /// generation when this job opened a batch that stays open.
     fn hand_over(&self, job: Job<T, R>) -> Option<u64> {
