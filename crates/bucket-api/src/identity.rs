@@ -14,6 +14,7 @@
 //!
 //! Everything but [`caller_key`] is pure, so the parsing and the chain walk are unit-tested without a server.
 
+use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
@@ -271,8 +272,13 @@ pub struct IdentitySettings<'a> {
 /// The caller's key: the value of the user header if present, else the client address (see the module docs for
 /// the order), when `peer_fallback` is on.
 ///
-/// The peer's port is left out because it changes with every connection.
-pub fn caller_key(req: &HttpRequest, settings: IdentitySettings<'_>, log: &Logger) -> Result<String, ApiError> {
+/// The peer's port is left out because it changes with every connection. A key from the header is borrowed from
+/// the request, so a decision copies no key.
+pub fn caller_key<'r>(
+    req: &'r HttpRequest,
+    settings: IdentitySettings<'_>,
+    log: &Logger,
+) -> Result<Cow<'r, str>, ApiError> {
     let header = settings.user_header;
     if let Some(value) = req.headers().get(settings.user_header_name) {
         let key = std::str::from_utf8(value.as_bytes())
@@ -281,7 +287,7 @@ pub fn caller_key(req: &HttpRequest, settings: IdentitySettings<'_>, log: &Logge
         if key.is_empty() {
             return Err(ApiError::InvalidHeader(format!("header {header} is empty")));
         }
-        return Ok(Key::new(key)?.to_string());
+        return Ok(Cow::Borrowed(Key::new(key)?.as_str()));
     }
     if !settings.peer_fallback {
         return Err(ApiError::MissingIdentity(format!("header {header} is required")));
@@ -298,7 +304,7 @@ pub fn caller_key(req: &HttpRequest, settings: IdentitySettings<'_>, log: &Logge
     if let ClientSource::PeerAfterMalformed(reason) = &source {
         debug!(log, "ignoring a trusted proxy's forwarding header"; "peer" => %peer.ip(), "reason" => reason);
     }
-    Ok(address_key(client, settings.ipv6_prefix))
+    Ok(Cow::Owned(address_key(client, settings.ipv6_prefix)))
 }
 
 fn header_lines<'a>(headers: &'a HeaderMap, name: &str) -> Vec<&'a [u8]> {

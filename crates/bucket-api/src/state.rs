@@ -68,7 +68,7 @@ impl AppState {
 
     /// Who a request without an explicit key is for (`GET /`, `/v1/auth`), by the configured identity rules, so
     /// every route that keys by caller keys alike.
-    pub fn caller(&self, req: &actix_web::HttpRequest) -> Result<String, ApiError> {
+    pub fn caller<'r>(&self, req: &'r actix_web::HttpRequest) -> Result<Cow<'r, str>, ApiError> {
         let config = &self.config;
         let settings = IdentitySettings {
             user_header: &config.user_header,

@@ -215,3 +215,26 @@ async fn peeking_shows_the_bucket_and_takes_nothing() {
         assert_eq!((body.allowed, body.cost, body.remaining), (true, 0, 9));
     }
 }
+
+#[actix_web::test]
+async fn a_check_body_is_json_whatever_its_content_type_and_escaped_keys_are_one_bucket() {
+    let clock = ManualClock::new(1);
+    let app = init_service(build_app(state(config(), &clock))).await;
+    // Gateways and scripts omit or mislabel the type; none of these is refused with 415.
+    let labels =
+        [None, Some("application/json"), Some("application/json; charset=utf-8"), Some("text/plain"), Some("")];
+    for (i, label) in labels.into_iter().enumerate() {
+        let mut req = TestRequest::post().uri("/v1/check").set_payload(r#"{"key":"caf\u00e9"}"#);
+        if let Some(label) = label {
+            req = req.insert_header(("content-type", label));
+        }
+        let res = call_service(&app, req.to_request()).await;
+        assert_eq!(res.status(), StatusCode::OK, "content type {label:?}");
+        let body: DecisionBody = read_body_json(res).await;
+        // The escaped and the plain spelling of a key are the same bucket.
+        assert_eq!((body.key.as_ref(), body.remaining), ("café", 9 - i as u64), "content type {label:?}");
+    }
+    let res =
+        call_service(&app, TestRequest::post().uri("/v1/check").set_json(json!({"key": "café"})).to_request()).await;
+    assert_eq!(read_body_json::<DecisionBody, _>(res).await.remaining, 9 - labels.len() as u64);
+}

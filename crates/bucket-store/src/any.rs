@@ -35,6 +35,21 @@ macro_rules! dispatch {
     };
 }
 
+/// [`dispatch!`] for the per-request calls, with the network stores' futures boxed. A future of a `match` over the
+/// stores is as large as the largest arm's (kilobytes through the pools and caches of PostgreSQL and Redis), and
+/// every caller's future embeds it: the HTTP handler's future, which actix moves into a heap box per request, was
+/// that large for the memory store too (docs/perf.md §4c). One allocation beside a network round trip is nothing.
+macro_rules! dispatch_boxed {
+    ($self:ident, $s:ident => $call:expr) => {
+        match $self {
+            AnyStore::Memory($s) => $call.await,
+            AnyStore::Postgres($s) => Box::pin($call).await,
+            AnyStore::Redis($s) => Box::pin($call).await,
+            AnyStore::Tiered($s) => Box::pin($call).await,
+        }
+    };
+}
+
 impl AnyStore {
     /// PostgreSQL behind the in-process caches, which listen for other instances' changes (`LISTEN`; spawns the
     /// listener on the current tokio runtime).
@@ -112,15 +127,15 @@ impl AnyStore {
 
 impl Store for AnyStore {
     async fn check(&self, key: &str, policy: &Policy, cost: u64) -> Result<Outcome, StoreError> {
-        dispatch!(self, s => s.check(key, policy, cost).await)
+        dispatch_boxed!(self, s => s.check(key, policy, cost))
     }
 
     async fn check_all(&self, limits: &[Limit<'_>]) -> Result<Outcomes, StoreError> {
-        dispatch!(self, s => s.check_all(limits).await)
+        dispatch_boxed!(self, s => s.check_all(limits))
     }
 
     async fn peek(&self, key: &str, policy: &Policy) -> Result<Outcome, StoreError> {
-        dispatch!(self, s => s.peek(key, policy).await)
+        dispatch_boxed!(self, s => s.peek(key, policy))
     }
 
     async fn reset(&self, key: &str) -> Result<(), StoreError> {
@@ -138,7 +153,7 @@ impl Store for AnyStore {
 
 impl PolicyStore for AnyStore {
     async fn policy(&self, key: &str) -> Result<Option<Policy>, StoreError> {
-        dispatch!(self, s => s.policy(key).await)
+        dispatch_boxed!(self, s => s.policy(key))
     }
 
     async fn set_policy(&self, key: &str, policy: &Policy) -> Result<(), StoreError> {

@@ -1,5 +1,6 @@
 //! The decision routes: `GET /` (the seed's form, one token for the caller) and `POST /v1/check` (the service form).
 
+use std::borrow::Cow;
 use std::time::Instant;
 
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -11,17 +12,18 @@ use utoipa::ToSchema;
 use crate::error::{ApiError, ErrorBody};
 use crate::failure_mode::on_store_error;
 use crate::headers::{cost_exceeds, decision_response, AppliedPolicy};
-use crate::routes::fields;
+use crate::routes::{fields, json_body};
 use crate::state::AppState;
 
 /// Body of `POST /v1/check`; unknown fields are refused so a misspelt `cots` is not silently a cost of 1.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct CheckRequest {
+pub struct CheckRequest<'a> {
     /// The bucket: a user id, an API key, `route:user`... (1 to 255 bytes).
     #[schema(example = "alice", min_length = 1, max_length = 255, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$")]
-    #[serde(deserialize_with = "fields::key")]
-    pub key: String,
+    // Borrowed from the request body unless it contains escapes: a decision copies no key.
+    #[serde(borrow, deserialize_with = "fields::key")]
+    pub key: Cow<'a, str>,
     /// Tokens to take (1 to the policy's capacity).
     #[serde(default = "one", deserialize_with = "fields::cost")]
     #[schema(default = 1, minimum = 1, example = 1)]
@@ -77,8 +79,13 @@ pub async fn index(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpR
         (status = 503, description = "Store down and failure mode `fail_closed`", body = ErrorBody),
     )
 )]
-pub async fn check(state: web::Data<AppState>, body: web::Json<CheckRequest>) -> Result<HttpResponse, ApiError> {
-    let CheckRequest { key, cost, policy } = body.into_inner();
+pub async fn check(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body = json_body::read(&req, payload, state.config.max_body_bytes).await?;
+    let CheckRequest { key, cost, policy } = json_body::decode(&body)?;
     Key::new(&key)?;
     decide(&state, &key, cost, policy.as_deref()).await
 }

@@ -4,23 +4,28 @@
 //! Integers beyond `u64::MAX` arrive as floats (serde_json without arbitrary precision), so they are refused here
 //! with the same message as any other fraction instead of being rounded.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{self, Deserializer, Visitor};
 
-/// `key`: a string (its length and characters are checked by `bucket_store::Key`).
-pub fn key<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+/// `key`: a string (its length and characters are checked by `bucket_store::Key`), borrowed from the input when
+/// it has no escapes.
+pub fn key<'de, D: Deserializer<'de>>(d: D) -> Result<Cow<'de, str>, D::Error> {
     struct KeyVisitor;
-    impl Visitor<'_> for KeyVisitor {
-        type Value = String;
+    impl<'de> Visitor<'de> for KeyVisitor {
+        type Value = Cow<'de, str>;
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             f.write_str("`key` to be a string of 1 to 255 bytes")
         }
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
-            Ok(v.to_string())
+        fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+            Ok(Cow::Borrowed(v))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Cow::Owned(v.to_string()))
         }
     }
-    d.deserialize_string(KeyVisitor)
+    d.deserialize_str(KeyVisitor)
 }
 
 /// `cost`: a whole number (the route checks the bounds).
