@@ -26,7 +26,7 @@ use futures::future::try_join_all;
 
 use super::all::{Miss, Script};
 use super::pool::Op;
-use super::script::Lua;
+use super::script::{self, Lua};
 use super::topology::{slot, Conns};
 use super::{corrupt, RedisStore};
 use crate::limits::Bucket;
@@ -110,11 +110,9 @@ impl RedisStore {
             now_us.map(|now| now.to_string()).unwrap_or_default(),
             "peek".to_owned(),
         ];
-        let reply: Vec<i64> =
+        let reply: Vec<u8> =
             self.exec(Op::Script { lua: Lua::One, keys: &keys, args: &args }, self.inner.command_timeout).await?;
-        let &[_, _, now, _, _, tokens, last, version] = reply.as_slice() else {
-            return Err(corrupt(format!("the script returned {} values instead of 8", reply.len())));
-        };
+        let [_, _, now, _, _, tokens, last, version] = script::numbers(&reply)?;
         let unsigned = |n: i64| u64::try_from(n).map_err(|_| corrupt(format!("the script returned a negative {n}")));
         let (now, state) = (unsigned(now)?, BucketState { tokens: unsigned(tokens)?, last_refill_us: unsigned(last)? });
         let (decision, _) = decide(&policy, state, now, bucket.cost);
