@@ -19,8 +19,9 @@
 //! leaves the state exactly as it was. Hence over any window of length `T` at most `capacity + floor(T /
 //! interval)` tokens are granted, and a caller spending one token every `interval` is never refused.
 //!
-//! The answer's waits are read off the state that is kept (`(tokens' - cost, last')` or `(tokens', last')`), in µs.
-//! With `accrued = now - last'` (below `interval`, and zero for a full bucket), `n > tokens` tokens are there after
+//! The answer's waits, in µs, are read off the state that is kept: `(tokens' - cost, last')` when allowed,
+//! `(tokens', last')` when refused. With `tokens` its tokens and `accrued = now - last'` (below `interval`, and zero
+//! for a full bucket), the bucket holds `n > tokens` tokens after
 //!
 //! ```text
 //! until(n) = (n - tokens) * interval - accrued
