@@ -1,7 +1,5 @@
 //! What a check answers when the store cannot decide: the configured failure mode, as a pure function.
 
-use std::time::Duration;
-
 use bucket_core::{Decision, Policy};
 use bucket_store::{Outcome, Source, StoreError};
 
@@ -20,8 +18,8 @@ pub fn on_store_error(mode: FailureMode, policy: &Policy, error: &StoreError) ->
                 allowed: true,
                 limit: policy.capacity(),
                 remaining: 0,
-                reset_after: Duration::from_micros(policy.fill_time_us()),
-                next_token_after: Duration::from_micros(policy.interval_us()),
+                reset_after_us: policy.fill_time_us(),
+                next_token_after_us: policy.interval_us(),
                 retry_after: None,
             },
             source: Source::FailOpen,

@@ -6,7 +6,6 @@
 //! says "retry now") and never earlier than the `t` of `RateLimit`.
 
 use std::borrow::Cow;
-use std::time::Duration;
 
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
@@ -97,16 +96,14 @@ pub struct DecisionBody<'a> {
     pub policy: PolicyBody<'a>,
 }
 
-/// Whole seconds, rounded up: the unit of every rate-limit header.
-pub fn ceil_secs(d: Duration) -> u64 {
-    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+/// Whole seconds from µs, rounded up: the unit of every rate-limit header.
+pub fn ceil_secs(us: u64) -> u64 {
+    us.div_ceil(1_000_000)
 }
 
-/// Whole milliseconds, rounded up: the unit of the JSON body.
-pub fn ceil_millis(d: Duration) -> u64 {
-    let ms = d.as_millis();
-    let ms = if !d.subsec_nanos().is_multiple_of(1_000_000) { ms + 1 } else { ms };
-    u64::try_from(ms).unwrap_or(u64::MAX)
+/// Whole milliseconds from µs, rounded up: the unit of the JSON body.
+pub fn ceil_millis(us: u64) -> u64 {
+    us.div_ceil(1_000)
 }
 
 /// Header values of one decision, computed apart from actix so their arithmetic is unit-tested.
@@ -146,9 +143,9 @@ impl HeaderNumbers {
     /// The numbers for `decision` under `policy`; `None` when the decision can never turn into an allowance
     /// (`Wait::Never`).
     pub fn new(decision: &Decision, policy: &Policy) -> Option<Self> {
-        let window = ceil_secs(Duration::from_micros(policy.fill_time_us()));
+        let window = ceil_secs(policy.fill_time_us());
         let (t, retry_after) = match decision.retry_after {
-            None => (ceil_secs(decision.next_token_after), None),
+            None => (ceil_secs(decision.next_token_after_us), None),
             Some(Wait::After(wait)) => {
                 let t = ceil_secs(wait).max(1);
                 (t, Some(t))
@@ -170,7 +167,7 @@ impl RateLimitHeaders {
             ratelimit: format!("\"{name}\";r={};t={}", n.remaining, n.t),
             limit: decision.limit,
             remaining: decision.remaining,
-            reset: ceil_secs(decision.reset_after),
+            reset: ceil_secs(decision.reset_after_us),
             retry_after: n.retry_after,
         })
     }
@@ -185,7 +182,7 @@ pub fn decision_body<'a>(outcome: &Outcome, key: &'a str, cost: u64, applied: &'
         cost,
         limit: d.limit,
         remaining: d.remaining,
-        reset_after_ms: ceil_millis(d.reset_after),
+        reset_after_ms: ceil_millis(d.reset_after_us),
         retry_after_ms: match d.retry_after {
             Some(Wait::After(wait)) => Some(ceil_millis(wait).max(1)),
             Some(Wait::Never) | None => None,
@@ -230,7 +227,7 @@ pub fn decision_response(
     ends[2] = buf.len();
     push_number(&mut buf, b"", d.remaining);
     ends[3] = buf.len();
-    push_number(&mut buf, b"", ceil_secs(d.reset_after));
+    push_number(&mut buf, b"", ceil_secs(d.reset_after_us));
     ends[4] = buf.len();
     if let Some(secs) = n.retry_after {
         push_number(&mut buf, b"", secs);
@@ -297,21 +294,21 @@ mod tests {
             allowed,
             limit: 10,
             remaining,
-            reset_after: Duration::from_millis((10 - remaining) * 1000),
-            next_token_after: Duration::from_millis(next_ms),
+            reset_after_us: (10 - remaining) * 1_000_000,
+            next_token_after_us: next_ms * 1000,
             retry_after: retry,
         }
     }
 
     #[test]
     fn seconds_round_up_and_zero_stays_zero() {
-        assert_eq!(ceil_secs(Duration::ZERO), 0);
-        assert_eq!(ceil_secs(Duration::from_nanos(1)), 1);
-        assert_eq!(ceil_secs(Duration::from_secs(1)), 1);
-        assert_eq!(ceil_secs(Duration::from_millis(1001)), 2);
-        assert_eq!(ceil_millis(Duration::from_nanos(1)), 1);
-        assert_eq!(ceil_millis(Duration::from_micros(1500)), 2);
-        assert_eq!(ceil_millis(Duration::from_millis(7)), 7);
+        assert_eq!(ceil_secs(0), 0);
+        assert_eq!(ceil_secs(1), 1);
+        assert_eq!(ceil_secs(1_000_000), 1);
+        assert_eq!(ceil_secs(1_001_000), 2);
+        assert_eq!(ceil_millis(1), 1);
+        assert_eq!(ceil_millis(1500), 2);
+        assert_eq!(ceil_millis(7000), 7);
     }
 
     #[test]
@@ -325,11 +322,11 @@ mod tests {
     #[test]
     fn refusal_rounds_the_wait_up_and_never_says_zero() {
         let p = default_policy();
-        let short = decision(false, 0, 1, Some(Wait::After(Duration::from_micros(1))));
+        let short = decision(false, 0, 1, Some(Wait::After(1)));
         let h = RateLimitHeaders::new(&short, &p).unwrap();
         assert_eq!(h.retry_after, Some(1));
         assert_eq!(h.ratelimit, "\"default\";r=0;t=1");
-        let long = decision(false, 0, 1, Some(Wait::After(Duration::from_millis(2001))));
+        let long = decision(false, 0, 1, Some(Wait::After(2_001_000)));
         assert_eq!(RateLimitHeaders::new(&long, &p).unwrap().retry_after, Some(3));
     }
 
@@ -339,8 +336,8 @@ mod tests {
         let cases = [
             decision(true, 10, 0, None),
             decision(true, 3, 1500, None),
-            decision(false, 0, 1, Some(Wait::After(Duration::from_micros(1)))),
-            decision(false, 2, 700, Some(Wait::After(Duration::from_millis(2001)))),
+            decision(false, 0, 1, Some(Wait::After(1))),
+            decision(false, 2, 700, Some(Wait::After(2_001_000))),
         ];
         for d in cases {
             let outcome = Outcome { decision: d, source: bucket_store::Source::Redis };

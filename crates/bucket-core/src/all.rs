@@ -70,7 +70,7 @@ mod tests {
         assert!(!all.allowed);
         assert_eq!(all.after, vec![demands[0].state, demands[1].state]);
         assert!(!all.decisions[0].allowed);
-        assert_eq!(all.decisions[0].retry_after, Some(Wait::After(std::time::Duration::from_micros(600_000))));
+        assert_eq!(all.decisions[0].retry_after, Some(Wait::After(600_000)));
         assert!(all.decisions[1].allowed, "b alone had the tokens");
         assert_eq!(all.decisions[1].remaining, 10, "and is shown untouched");
         assert_eq!(all.decisions[1].retry_after, None);

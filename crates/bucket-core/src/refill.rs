@@ -19,13 +19,22 @@
 //! leaves the state exactly as it was. Hence over any window of length `T` at most `capacity + floor(T /
 //! interval)` tokens are granted, and a caller spending one token every `interval` is never refused.
 //!
+//! The answer's waits, in µs, are read off the state that is kept: `(tokens' - cost, last')` when allowed,
+//! `(tokens', last')` when refused. With `tokens` its tokens and `accrued = now - last'` (below `interval`, and zero
+//! for a full bucket), the bucket holds `n > tokens` tokens after
+//!
+//! ```text
+//! until(n) = (n - tokens) * interval - accrued
+//! ```
+//!
+//! so the bucket is full after `until(capacity)`, the next token arrives after `until(tokens + 1) = interval -
+//! accrued` (zero when full), and a refused caller may retry after `until(cost)`: never, if `cost > capacity`.
+//!
 //! A clock that reads earlier than `last_refill` (a skewed server) counts as no time passing: skew can delay
 //! tokens, never mint them.
 //!
 //! The same lines exist in `bucket-store`'s Lua script and SQL statement; `tests/common/cases.rs` there holds one table
 //! of cases that `tests/cases_core.rs`, `cases_redis.rs` and `cases_postgres.rs` run against all three.
-
-use std::time::Duration;
 
 use crate::{Decision, Policy, Wait};
 
@@ -86,28 +95,24 @@ pub fn peek(policy: &Policy, state: BucketState, now_us: u64) -> Decision {
 fn describe(policy: &Policy, current: BucketState, now: u64, allowed: bool, cost: u64) -> Decision {
     let capacity = policy.capacity();
     let interval = policy.interval_us();
-    // Part of the next token already accrued; zero for a full bucket, whose clock restarted at `now`.
+    // The waits of the module doc. `current` is refilled, so `accrued < interval`, and zero when it is full.
     let accrued = now - current.last_refill_us;
-    let until = |tokens: u64| -> Duration {
-        if tokens <= current.tokens {
-            Duration::ZERO
-        } else {
-            Duration::from_micros((tokens - current.tokens) * interval - accrued)
-        }
-    };
+    let reset_after_us = (capacity - current.tokens) * interval - accrued;
     let retry_after = if allowed {
         None
     } else if cost > capacity {
         Some(Wait::Never)
     } else {
-        Some(Wait::After(until(cost)))
+        // Refused, so `cost > tokens'`.
+        Some(Wait::After((cost - current.tokens) * interval - accrued))
     };
     Decision {
         allowed,
         limit: capacity,
         remaining: current.tokens,
-        reset_after: until(capacity),
-        next_token_after: if current.tokens >= capacity { Duration::ZERO } else { until(current.tokens + 1) },
+        reset_after_us,
+        // `interval - accrued` unless full, when both it and the reset are zero.
+        next_token_after_us: reset_after_us.min(interval - accrued),
         retry_after,
     }
 }
@@ -134,7 +139,7 @@ mod tests {
         }
         let (d, next) = decide(&p, s, 0, 1);
         assert!(!d.allowed);
-        assert_eq!(d.retry_after, Some(Wait::After(Duration::from_secs(1))));
+        assert_eq!(d.retry_after, Some(Wait::After(SEC)));
         assert_eq!(next, s);
     }
 
@@ -163,7 +168,7 @@ mod tests {
         let (d, next) = decide(&p, s, 10 * SEC, 1);
         assert!(!d.allowed);
         assert_eq!(next, s);
-        assert_eq!(d.retry_after, Some(Wait::After(Duration::from_secs(1))));
+        assert_eq!(d.retry_after, Some(Wait::After(SEC)));
     }
 
     #[test]
@@ -174,7 +179,7 @@ mod tests {
         assert!(!d.allowed);
         assert_eq!(next, s);
         // 3 more tokens needed, 0.4 s of the first already accrued.
-        assert_eq!(d.retry_after, Some(Wait::After(Duration::from_micros(2_600_000))));
+        assert_eq!(d.retry_after, Some(Wait::After(2_600_000)));
         let (d, next) = decide(&p, s, 3 * SEC, 5);
         assert!(d.allowed);
         assert_eq!(next, BucketState { tokens: 0, last_refill_us: 3 * SEC });
@@ -195,10 +200,10 @@ mod tests {
         let p = ten_per_sec_cap_10();
         let d = peek(&p, BucketState { tokens: 7, last_refill_us: 0 }, 250_000);
         assert_eq!(d.remaining, 7);
-        assert_eq!(d.next_token_after, Duration::from_micros(750_000));
-        assert_eq!(d.reset_after, Duration::from_micros(2_750_000));
+        assert_eq!(d.next_token_after_us, 750_000);
+        assert_eq!(d.reset_after_us, 2_750_000);
         let d = peek(&p, BucketState::full(&p, 0), 0);
-        assert_eq!((d.next_token_after, d.reset_after), (Duration::ZERO, Duration::ZERO));
+        assert_eq!((d.next_token_after_us, d.reset_after_us), (0, 0));
     }
 
     #[test]

@@ -100,9 +100,9 @@ proptest! {
         }
         let (d, _) = decide(&p, s, now, cost);
         if let Some(Wait::After(wait)) = d.retry_after {
-            let later = now + wait.as_micros() as u64;
+            let later = now + wait;
             prop_assert!(decide(&p, s, later, cost).0.allowed);
-            prop_assert!(wait.is_zero() || !decide(&p, s, later - 1, cost).0.allowed, "retry_after not the earliest");
+            prop_assert!(wait == 0 || !decide(&p, s, later - 1, cost).0.allowed, "retry_after not the earliest");
         } else {
             prop_assert!(d.allowed);
         }

@@ -320,7 +320,7 @@ fn refused(policy: &Policy, state: BucketState, now: u64, cost: u64) -> Decision
         return decision;
     }
     // Tokens arrived (or the row was reset) between the refusal and the read: still a refusal, but "retry now".
-    Decision { allowed: false, retry_after: Some(Wait::After(Duration::ZERO)), ..peek(policy, state, now) }
+    Decision { allowed: false, retry_after: Some(Wait::After(0)), ..peek(policy, state, now) }
 }
 
 impl Store for PostgresStore {
@@ -442,7 +442,7 @@ mod tests {
         let state = BucketState { tokens: 3, last_refill_us: 0 };
         let raced = refused(&policy, state, 0, 2);
         assert!(!raced.allowed);
-        assert_eq!(raced.retry_after, Some(Wait::After(Duration::ZERO)));
+        assert_eq!(raced.retry_after, Some(Wait::After(0)));
         assert_eq!(raced.remaining, 3);
         let honest = refused(&policy, state, 0, 5);
         assert_eq!(honest, decide(&policy, state, 0, 5).0);

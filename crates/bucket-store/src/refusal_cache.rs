@@ -111,17 +111,17 @@ impl<S> RefusalCache<S> {
         if r.policy != *policy || now_us >= r.until_us {
             return None;
         }
-        let elapsed = Duration::from_micros(now_us - r.at_us);
+        let elapsed = now_us - r.at_us;
         let d = r.decision;
-        let next_token_after = d.next_token_after.saturating_sub(elapsed);
+        let next_token_after_us = d.next_token_after_us.saturating_sub(elapsed);
         let retry_after = if cost > policy.capacity() {
             Wait::Never
         } else {
-            Wait::After(next_token_after + Duration::from_micros((cost - 1) * policy.interval_us()))
+            Wait::After(next_token_after_us + (cost - 1) * policy.interval_us())
         };
         let decision = Decision {
-            next_token_after,
-            reset_after: d.reset_after.saturating_sub(elapsed),
+            next_token_after_us,
+            reset_after_us: d.reset_after_us.saturating_sub(elapsed),
             retry_after: Some(retry_after),
             ..d
         };
@@ -130,7 +130,7 @@ impl<S> RefusalCache<S> {
 
     fn remember(&self, key: &str, policy: &Policy, outcome: Outcome, now_us: u64) {
         let d = &outcome.decision;
-        let wait = d.next_token_after.as_micros() as u64;
+        let wait = d.next_token_after_us;
         if d.allowed || d.remaining != 0 || wait == 0 {
             return;
         }
@@ -208,8 +208,8 @@ fn not_looked_at(policy: &Policy) -> Decision {
         allowed: true,
         limit: capacity,
         remaining: capacity,
-        reset_after: Duration::ZERO,
-        next_token_after: Duration::ZERO,
+        reset_after_us: 0,
+        next_token_after_us: 0,
         retry_after: None,
     }
 }

@@ -19,7 +19,7 @@ fn core_matches_every_case() {
         let expected_after = case.after.map(|(tokens, last_refill_us)| BucketState { tokens, last_refill_us });
         assert_eq!(Some(after), expected_after.or(Some(stored)), "{}", case.name);
         let retry = decision.retry_after.map(|w| match w {
-            Wait::After(d) => d.as_micros() as u64,
+            Wait::After(us) => us,
             Wait::Never => u64::MAX,
         });
         assert_eq!(retry, case.retry_after_us, "{}", case.name);

@@ -29,7 +29,7 @@ async fn statement_matches_every_case() {
         assert_eq!(d.remaining, case.remaining, "{}", case.name);
         assert_eq!(d.limit, case.capacity, "{}", case.name);
         let retry = d.retry_after.map(|w| match w {
-            Wait::After(t) => t.as_micros() as u64,
+            Wait::After(us) => us,
             Wait::Never => u64::MAX,
         });
         assert_eq!(retry, case.retry_after_us, "{}", case.name);
@@ -93,7 +93,7 @@ async fn transaction_matches_every_case() {
         let d = out.decisions[1];
         assert_eq!((d.allowed, d.remaining, d.limit), (case.allowed, case.remaining, case.capacity), "{}", case.name);
         let retry = d.retry_after.map(|w| match w {
-            Wait::After(t) => t.as_micros() as u64,
+            Wait::After(us) => us,
             Wait::Never => u64::MAX,
         });
         assert_eq!(retry, case.retry_after_us, "{}", case.name);

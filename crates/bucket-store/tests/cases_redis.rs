@@ -39,7 +39,7 @@ async fn script_matches_every_case() {
         assert_eq!(decided.decision.allowed, case.allowed, "{}", case.name);
         assert_eq!(decided.decision.remaining, case.remaining, "{}", case.name);
         let retry = decided.decision.retry_after.map(|wait| match wait {
-            Wait::After(d) => d.as_micros() as u64,
+            Wait::After(us) => us,
             Wait::Never => u64::MAX,
         });
         assert_eq!(retry, case.retry_after_us, "{}", case.name);
@@ -86,7 +86,7 @@ async fn multi_key_script_matches_every_case() {
         let d = out.decisions[1];
         assert_eq!((d.allowed, d.remaining), (case.allowed, case.remaining), "{}", case.name);
         let retry = d.retry_after.map(|wait| match wait {
-            Wait::After(d) => d.as_micros() as u64,
+            Wait::After(us) => us,
             Wait::Never => u64::MAX,
         });
         assert_eq!(retry, case.retry_after_us, "{}", case.name);

@@ -109,12 +109,12 @@ async fn missing_key_is_a_full_bucket() {
     let peeked = store.peek("fresh", &fifty_per_hour()).await.unwrap();
     assert_eq!(peeked.source, Source::Redis);
     assert_eq!(peeked.decision.remaining, 50);
-    assert_eq!(peeked.decision.reset_after, Duration::ZERO);
+    assert_eq!(peeked.decision.reset_after_us, 0);
     assert!(!exists(&mut conn, &store.bucket_key("fresh")).await, "peek must not write");
     let checked = store.check("fresh", &fifty_per_hour(), 5).await.unwrap();
     assert!(checked.decision.allowed);
     assert_eq!(checked.decision.remaining, 45);
-    assert_eq!(checked.decision.reset_after, Duration::from_secs(5 * 3600));
+    assert_eq!(checked.decision.reset_after_us, 5 * 3600 * 1_000_000);
 }
 
 #[tokio::test]

@@ -246,7 +246,7 @@ impl DescriptorAnswer {
             over_limit,
             limit: Some(current_limit(rule)),
             remaining: u32::try_from(decision.remaining).unwrap_or(u32::MAX),
-            until_reset: Some(decision.reset_after),
+            until_reset: Some(decision.reset_after()),
         }
     }
 

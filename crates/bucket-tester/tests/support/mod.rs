@@ -97,13 +97,11 @@ pub fn advertising(
     refill_per_sec: f64,
     advertised: f64,
 ) -> TestServer {
-    use std::time::Duration;
-
     use actix_web::HttpRequest;
     use bucket_core::{Policy, Wait};
 
     let policy = Policy::from_rate(capacity, refill_per_sec).expect("valid test policy");
-    let secs = |d: Duration| d.as_micros().div_ceil(1_000_000) as u64;
+    let secs = |us: u64| us.div_ceil(1_000_000);
     spawn(move |cfg: &mut web::ServiceConfig| {
         let store = store.clone();
         cfg.default_service(web::to(move |req: HttpRequest| {
@@ -114,18 +112,18 @@ pub fn advertising(
                 let t = match d.retry_after {
                     Some(Wait::After(w)) => secs(w).max(1),
                     Some(Wait::Never) => u64::MAX,
-                    None => secs(d.next_token_after),
+                    None => secs(d.next_token_after_us),
                 };
                 let mut res = if d.allowed { HttpResponse::Ok() } else { HttpResponse::TooManyRequests() };
                 res.insert_header(("X-Data-Source", "memory"))
                     .insert_header((
                         "RateLimit-Policy",
-                        format!(r#""default";q={};w={}"#, capacity, secs(Duration::from_micros(policy.fill_time_us()))),
+                        format!(r#""default";q={};w={}"#, capacity, secs(policy.fill_time_us())),
                     ))
                     .insert_header(("RateLimit", format!(r#""default";r={};t={t}"#, d.remaining)))
                     .insert_header(("X-RateLimit-Limit", capacity.to_string()))
                     .insert_header(("X-RateLimit-Remaining", d.remaining.to_string()))
-                    .insert_header(("X-RateLimit-Reset", secs(d.reset_after).to_string()));
+                    .insert_header(("X-RateLimit-Reset", secs(d.reset_after_us).to_string()));
                 if !d.allowed {
                     res.insert_header(("Retry-After", t.to_string()));
                 }
