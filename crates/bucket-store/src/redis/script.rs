@@ -184,7 +184,8 @@ mod tests {
     fn the_reply_is_eight_integers_and_nothing_else() {
         assert_eq!(numbers(b"1 0 2000000 0 0 1 2000000 4").unwrap(), [1, 0, 2_000_000, 0, 0, 1, 2_000_000, 4]);
         assert_eq!(numbers(b"-1 0 5 0 0 0 0 0").unwrap()[0], CODE_MISS);
-        for bad in [&b"1 0 2 0 0 1 2"[..], b"1 0 2 0 0 1 2 4 9", b"1 0 2 0 0 1 2 x", b"1  0 2 0 0 1 2 4", b"", b"\xff"] {
+        for bad in [&b"1 0 2 0 0 1 2"[..], b"1 0 2 0 0 1 2 4 9", b"1 0 2 0 0 1 2 x", b"1  0 2 0 0 1 2 4", b"", b"\xff"]
+        {
             assert!(matches!(numbers(bad), Err(StoreError::Backend { .. })), "{bad:?}");
         }
     }
