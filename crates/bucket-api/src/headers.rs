@@ -211,7 +211,6 @@ pub fn decision_response(
     let d = &outcome.decision;
     let n = HeaderNumbers::new(d, &applied.policy).ok_or_else(|| cost_exceeds(cost, applied))?;
     let status = if d.allowed { StatusCode::OK } else { StatusCode::TOO_MANY_REQUESTS };
-    let mut response = HttpResponse::build(status);
     let name = applied.name.as_bytes();
     let mut buf = BytesMut::with_capacity(64 + 2 * name.len());
     let mut ends = [0usize; 6];
@@ -234,9 +233,15 @@ pub fn decision_response(
     }
     ends[5] = buf.len();
     let values = buf.freeze();
+    let mut body = Vec::with_capacity(224 + key.len() + name.len());
+    crate::decision_json::write(&decision_body(outcome, key, cost, applied), &mut body);
+    // Straight into the response's header map, sized once: the builder converted each pair and grew the map.
+    let mut response = HttpResponse::with_body(status, body).map_into_boxed_body();
+    let headers = response.headers_mut();
+    headers.reserve(9);
     let names =
         [&H_RATELIMIT_POLICY, &H_RATELIMIT, &H_X_RATELIMIT_LIMIT, &H_X_RATELIMIT_REMAINING, &H_X_RATELIMIT_RESET];
-    response.insert_header((H_X_DATA_SOURCE, HeaderValue::from_static(outcome.source.as_str())));
+    headers.insert(H_X_DATA_SOURCE, HeaderValue::from_static(outcome.source.as_str()));
     let mut start = 0;
     for (i, end) in ends.into_iter().enumerate() {
         // Policy names are validated at configuration (A-Z a-z 0-9 - _ .) and the rest are digits, so every value
@@ -244,10 +249,10 @@ pub fn decision_response(
         if let Ok(value) = HeaderValue::from_maybe_shared(values.slice(start..end)) {
             match names.get(i) {
                 Some(name) => {
-                    response.insert_header(((*name).clone(), value));
+                    headers.insert((*name).clone(), value);
                 }
                 None if end > start => {
-                    response.insert_header((header::RETRY_AFTER, value));
+                    headers.insert(header::RETRY_AFTER, value);
                 }
                 None => {}
             }
@@ -255,11 +260,9 @@ pub fn decision_response(
         start = end;
     }
     // A decision is true for one instant; no cache may replay it.
-    response.insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
-    response.insert_header((header::CONTENT_TYPE, HeaderValue::from_static("application/json")));
-    let mut body = Vec::with_capacity(224 + key.len() + name.len());
-    crate::decision_json::write(&decision_body(outcome, key, cost, applied), &mut body);
-    Ok(response.body(body))
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(response)
 }
 
 fn quoted(buf: &mut BytesMut, name: &[u8]) {
