@@ -21,10 +21,10 @@ wrk -t1 -c32 -d2s -s loadtest/bench_http.lua http://127.0.0.1:$PORT/ -- $SHAPE $
 ticks() { local t=0; for p in "$@"; do
   set -- $(sed 's/^.*) //' /proc/$p/stat 2>/dev/null); [ -n "${12}" ] && t=$((t + ${12} + ${13})); done; echo $t; }
 PGP="$(pgrep -x postgres) $(pgrep -f 'postgres:')"; RP="$(pgrep -x redis-server)"
-T0=$(ticks $SPID $PGP $RP); P0=$(ticks $PGP); R0=$(ticks $RP); A0=$(set -- $(sed 's/^.*) //' /proc/$SPID/stat); echo $((${12}+${13})))
+T0=$(ticks $SPID $PGP $RP); P0=$(ticks $PGP); R0=$(ticks $RP); A0=$(ticks $SPID)
 OUT=$(wrk -t1 -c32 -d5s -s loadtest/bench_http.lua http://127.0.0.1:$PORT/ -- $SHAPE $RUN)
 PGP="$(pgrep -x postgres) $(pgrep -f 'postgres:')"
-T1=$(ticks $SPID $PGP $RP); P1=$(ticks $PGP); R1=$(ticks $RP); A1=$(set -- $(sed 's/^.*) //' /proc/$SPID/stat); echo $((${12}+${13})))
+T1=$(ticks $SPID $PGP $RP); P1=$(ticks $PGP); R1=$(ticks $RP); A1=$(ticks $SPID)
 REQ=$(echo "$OUT" | grep "^BENCH" | sed 's/BENCH //' | python3 -c 'import json,sys; print(json.load(sys.stdin)["requests"])')
 RPS=$(echo "$OUT" | grep "^Requests/sec" | awk '{print $2}')
 LAT=$(echo "$OUT" | grep -E "^ +Latency" | awk '{print $2}')

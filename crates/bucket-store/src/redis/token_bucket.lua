@@ -38,14 +38,13 @@ local function int(x)
   return string.format('%.0f', x)
 end
 
--- floor(a / b) for whole numbers 0 <= a, 0 < b below 2^53. The quotient of two doubles is correctly rounded, which
--- keeps its floor exact in this range; the correction makes that independent of the argument.
--- The reply (see above).
-local function reply(code, seeded_, now_, before_t, before_l, after_t, after_l, version_)
-  return string.format('%.0f %.0f %.0f %.0f %.0f %.0f %.0f %.0f',
-    code, seeded_, now_, before_t, before_l, after_t, after_l, version_)
+-- The reply described above, from its eight numbers in order.
+local function reply(...)
+  return string.format('%.0f %.0f %.0f %.0f %.0f %.0f %.0f %.0f', ...)
 end
 
+-- floor(a / b) for whole numbers 0 <= a, 0 < b below 2^53. The quotient of two doubles is correctly rounded, which
+-- keeps its floor exact in this range; the correction makes that independent of the argument.
 local function idiv(a, b)
   local q = math.floor(a / b)
   if q * b > a then
