@@ -57,10 +57,16 @@ async fn server_now(conn: &mut AsyncPgConnection) -> u64 {
     u64::try_from(row.us).unwrap()
 }
 
-/// The row's `full_at` is exactly `bucket_core::full_at` of the stored state under `policy`.
+/// What a row stores for a bucket full at `full_at_us`: that instant rounded up to whole 10 s (migration
+/// `full_at_granularity`), never earlier.
+fn prunable(full_at_us: u64) -> u64 {
+    full_at_us.div_ceil(10 * SECOND) * 10 * SECOND
+}
+
+/// The row's `full_at` is `bucket_core::full_at` of the stored state under `policy`, rounded up to whole 10 s.
 async fn assert_full_at_is_the_cores(store: &PostgresStore, conn: &mut AsyncPgConnection, key: &str, policy: &Policy) {
     let stored = PostgresStore::load(store, key).await.unwrap().expect("a row");
-    assert_eq!(full_at_of(conn, key).await, Some(full_at(policy, stored.state)), "{key}: {stored:?}");
+    assert_eq!(full_at_of(conn, key).await, Some(prunable(full_at(policy, stored.state))), "{key}: {stored:?}");
 }
 
 #[tokio::test]
@@ -71,29 +77,35 @@ async fn every_statement_that_writes_a_row_records_when_it_is_full() {
     let policy = Policy::from_interval_us(5, SECOND).unwrap();
 
     // decide.sql: a new key, then a part-refilled one, then one that had refilled completely.
+    // T is a whole multiple of 10 s, so each exact instant below rounds up to the next one.
     store.decide_at("a", &policy, 2, Some(T)).await.unwrap();
-    assert_eq!(full_at_of(&mut conn, "a").await, Some(T + 2 * SECOND));
+    assert_eq!(full_at_of(&mut conn, "a").await, Some(T + 10 * SECOND), "full at T + 2 s, stored rounded up");
     store.decide_at("a", &policy, 1, Some(T + 1_500 * MS)).await.unwrap();
     assert_full_at_is_the_cores(&store, &mut conn, "a", &policy).await;
-    assert_eq!(full_at_of(&mut conn, "a").await, Some(T + 3 * SECOND), "the refill moved nothing, the cost 1 s");
+    assert_eq!(full_at_of(&mut conn, "a").await, Some(T + 10 * SECOND), "the refill moved nothing, the cost 1 s");
     store.decide_at("a", &policy, 3, Some(T + 60 * SECOND)).await.unwrap();
-    assert_eq!(full_at_of(&mut conn, "a").await, Some(T + 63 * SECOND), "full: now plus the cost's time");
+    assert_eq!(full_at_of(&mut conn, "a").await, Some(T + 70 * SECOND), "full: now plus the cost's time (63 s)");
     // A refused check writes nothing, full_at included.
     assert!(!store.decide_at("a", &policy, 5, Some(T + 60 * SECOND)).await.unwrap().decision.allowed);
-    assert_eq!(full_at_of(&mut conn, "a").await, Some(T + 63 * SECOND));
+    assert_eq!(full_at_of(&mut conn, "a").await, Some(T + 70 * SECOND));
+    // An instant already on the boundary stays where it is.
+    store.decide_at("e", &policy, 5, Some(T)).await.unwrap();
+    assert_eq!(full_at_of(&mut conn, "e").await, Some(T + 5 * SECOND).map(prunable));
+    store.decide_at("z", &Policy::from_interval_us(10, SECOND).unwrap(), 10, Some(T)).await.unwrap();
+    assert_eq!(full_at_of(&mut conn, "z").await, Some(T + 10 * SECOND), "exactly on a boundary: unchanged");
 
     // The multi-key transaction: a new key (locked as a full row first) and an existing one.
     let limits = [Limit { key: "a", policy, cost: 1 }, Limit { key: "b", policy, cost: 4 }];
     assert!(store.check_all_at(&limits, Some(T + 61 * SECOND)).await.unwrap().allowed);
     assert_full_at_is_the_cores(&store, &mut conn, "a", &policy).await;
     assert_full_at_is_the_cores(&store, &mut conn, "b", &policy).await;
-    assert_eq!(full_at_of(&mut conn, "b").await, Some(T + 65 * SECOND));
+    assert_eq!(full_at_of(&mut conn, "b").await, Some(T + 70 * SECOND), "full at T + 65 s, rounded up");
 
     // The tiered store's version-guarded write, one row and a batch.
     let now = server_now(&mut conn).await;
     let late = PendingWrite::new(&policy, versioned(1, now, 9));
     assert!(store.save("c", &late).await.unwrap());
-    assert_eq!(full_at_of(&mut conn, "c").await, Some(now + 4 * SECOND));
+    assert_eq!(full_at_of(&mut conn, "c").await, Some(prunable(now + 4 * SECOND)));
     let batch = [("c".to_owned(), PendingWrite::new(&policy, versioned(0, now, 10)))];
     assert_eq!(store.save_batch(&batch).await.unwrap(), 1);
     assert_full_at_is_the_cores(&store, &mut conn, "c", &policy).await;
@@ -103,26 +115,29 @@ async fn every_statement_that_writes_a_row_records_when_it_is_full() {
 async fn a_row_is_pruned_only_once_full_and_its_key_then_checks_as_a_new_bucket() {
     let schema = TestSchema::new();
     let store = schema.store().await;
-    let policy = Policy::from_interval_us(3, SECOND).unwrap();
-    store.decide_at("spent", &policy, 2, Some(T)).await.unwrap(); // full at T + 2 s
-    store.decide_at("drained", &policy, 3, Some(T)).await.unwrap(); // full at T + 3 s
+    // One token per 5 s: "spent" is full at T + 10 s, "drained" at T + 15 s, stored as T + 20 s (rounded up).
+    let policy = Policy::from_interval_us(3, 5 * SECOND).unwrap();
+    store.decide_at("spent", &policy, 2, Some(T)).await.unwrap();
+    store.decide_at("drained", &policy, 3, Some(T)).await.unwrap();
 
-    assert_eq!(store.prune_batch_at(Some(T + 2 * SECOND - 1)).await.unwrap(), Some(0), "1 µs early: nothing");
+    assert_eq!(store.prune_batch_at(Some(T + 10 * SECOND - 1)).await.unwrap(), Some(0), "1 µs early: nothing");
     assert!(schema.row("spent").await.is_some() && schema.row("drained").await.is_some());
-    assert_eq!(store.prune_batch_at(Some(T + 2 * SECOND)).await.unwrap(), Some(1));
+    assert_eq!(store.prune_batch_at(Some(T + 10 * SECOND)).await.unwrap(), Some(1));
     assert!(schema.row("spent").await.is_none(), "full: forgotten");
     assert!(schema.row("drained").await.is_some(), "one token short of full: kept");
     assert_eq!(store.pruned_rows(), 1);
 
     // Checked again, the pruned key is a full bucket: a new row, version 1, capacity minus the cost.
-    let again = store.decide_at("spent", &policy, 2, Some(T + 2 * SECOND)).await.unwrap();
+    let again = store.decide_at("spent", &policy, 2, Some(T + 12 * SECOND)).await.unwrap();
     assert!(again.created && again.decision.allowed);
-    assert_eq!((again.decision.remaining, again.after), (1, versioned(1, T + 2 * SECOND, 1)));
+    assert_eq!((again.decision.remaining, again.after), (1, versioned(1, T + 12 * SECOND, 1)));
     // Exactly what the row would have granted had it stayed: the core on the state before pruning agrees.
-    let (kept, _) = decide(&policy, BucketState { tokens: 1, last_refill_us: T }, T + 2 * SECOND, 2);
+    let (kept, _) = decide(&policy, BucketState { tokens: 1, last_refill_us: T }, T + 12 * SECOND, 2);
     assert_eq!(kept.remaining, again.decision.remaining);
 
-    assert_eq!(store.prune_at(Some(T + 3 * SECOND), &quiet()).await.unwrap(), 1, "drained is full now");
+    // Full at T + 15 s, but its row says T + 20 s: the pruner waits for that, never deleting a row early.
+    assert_eq!(store.prune_at(Some(T + 15 * SECOND), &quiet()).await.unwrap(), 0, "rounded up: not yet");
+    assert_eq!(store.prune_at(Some(T + 20 * SECOND), &quiet()).await.unwrap(), 1, "drained is full now");
     assert!(schema.row("drained").await.is_none());
     assert!(schema.row("spent").await.is_some(), "the new row is not full");
 }
@@ -210,8 +225,9 @@ async fn checks_racing_the_pruner_are_granted_exactly_the_cores_count() {
     let mut model: HashMap<String, (Option<BucketState>, u64)> = HashMap::new();
     let mut now = T;
     for step in 0..20u64 {
-        // Mostly one token per step; every fifth step long enough for every bucket to refill (and be pruned).
-        now += if step % 5 == 4 { 100 * MS } else { 10 * MS };
+        // Mostly one token per step; every fifth step long enough for every bucket to refill and for the rounded
+        // full_at of its row to pass (and be pruned).
+        now += if step % 5 == 4 { 20 * SECOND } else { 10 * MS };
         let mut tasks = Vec::new();
         for _ in 0..CHECKERS {
             let (store, keys) = (store.clone(), keys.clone());

@@ -26,7 +26,9 @@
 -- A refused check fails the WHERE, so the row is not written at all (its xmin does not change).
 --   full_at    = refilled.last_refill + (capacity - refilled.tokens + cost) * interval, which is
 --                full ? last_refill + E + cost * interval : last_refill + (capacity - tokens + cost) * interval
---                (the instant the pruner may delete the row: migration rate_limits_full_at, postgres/prune.rs).
+--                (the instant the pruner may delete the row: migration rate_limits_full_at, postgres/prune.rs),
+--                stored rounded up to whole 10 s (bucket_prunable_at, migration full_at_granularity) so that most
+--                writes leave the indexed column as it was and the row is updated in place (HOT).
 --                Two interval terms, each below 2^53 µs, so the float8 factor PostgreSQL multiplies by is exact.
 --
 -- "now" is read once, in the `clock` CTE (clock_timestamp() is volatile: every call would differ), and reaches
@@ -40,7 +42,8 @@ WITH clock AS (
 decided AS (
     INSERT INTO rate_limits AS b (user_id, tokens, last_refill_time, version, full_at)
     -- A new key is a full bucket minus this check's cost; a cost above capacity creates nothing.
-    SELECT $1, $2::bigint - $4::bigint, clock.at, 1, clock.at + INTERVAL '1 microsecond' * ($4::bigint * $3::bigint)
+    SELECT $1, $2::bigint - $4::bigint, clock.at, 1,
+           bucket_prunable_at(clock.at + INTERVAL '1 microsecond' * ($4::bigint * $3::bigint))
     FROM clock
     WHERE $4::bigint <= $2::bigint
     ON CONFLICT (user_id) DO UPDATE
@@ -56,12 +59,12 @@ decided AS (
             ELSE bucket_elapsed_us(b.last_refill_time, EXCLUDED.last_refill_time) / $3::bigint * $3::bigint
         END,
         version = b.version + 1,
-        -- The new state's full_at (see the header): refilled's own, plus cost tokens' worth of time.
-        full_at = b.last_refill_time + INTERVAL '1 microsecond' * CASE
+        -- The new state's full_at (see the header): refilled's own, plus cost tokens' worth of time, rounded up.
+        full_at = bucket_prunable_at(b.last_refill_time + INTERVAL '1 microsecond' * CASE
             WHEN b.tokens + bucket_elapsed_us(b.last_refill_time, EXCLUDED.last_refill_time) / $3::bigint >= $2::bigint
             THEN bucket_elapsed_us(b.last_refill_time, EXCLUDED.last_refill_time)
             ELSE ($2::bigint - b.tokens) * $3::bigint
-        END + INTERVAL '1 microsecond' * ($4::bigint * $3::bigint)
+        END + INTERVAL '1 microsecond' * ($4::bigint * $3::bigint))
     WHERE least(
             $2::bigint,
             b.tokens + bucket_elapsed_us(b.last_refill_time, EXCLUDED.last_refill_time) / $3::bigint

@@ -2,7 +2,8 @@
 -- states bucket_core::decide_all computed, bumping each version, in one statement.
 --
 -- Parameters: four arrays of equal length: $1 keys, $2 tokens, $3 last_refill_us, $4 µs from last_refill until
--- the bucket is full (bucket_core::full_at minus last_refill_us, below 2^53, so the conversion is exact): `full_at`.
+-- the bucket is full (bucket_core::full_at minus last_refill_us, below 2^53, so the conversion is exact): `full_at`,
+-- stored rounded up to whole 10 s (bucket_prunable_at: most writes then update the row in place).
 -- Returns each key with the version it now holds.
 --
 -- Written as an upsert although every row exists (step 1 created and locked it): ON CONFLICT finds each row
@@ -15,7 +16,8 @@ SELECT i.user_id,
        i.tokens,
        TIMESTAMPTZ 'epoch' + i.last_refill_us * INTERVAL '1 microsecond',
        1,
-       TIMESTAMPTZ 'epoch' + i.last_refill_us * INTERVAL '1 microsecond' + i.fill_us * INTERVAL '1 microsecond'
+       bucket_prunable_at(TIMESTAMPTZ 'epoch' + i.last_refill_us * INTERVAL '1 microsecond'
+                          + i.fill_us * INTERVAL '1 microsecond')
 FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bigint[]) AS i(user_id, tokens, last_refill_us, fill_us)
 ORDER BY i.user_id
 ON CONFLICT (user_id) DO UPDATE

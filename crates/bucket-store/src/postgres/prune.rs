@@ -13,11 +13,14 @@
 //!   `full_at` on the newest committed row under READ COMMITTED) and the DELETE checks `full_at` again against
 //!   `clock_timestamp()` as it deletes. A check on that key either ran before (the row it left is what was checked)
 //!   or waits for the lock and then finds no row: `decide.sql`'s `INSERT … ON CONFLICT` then inserts a full bucket
-//!   minus its cost, which is what refilling the deleted row would have given. `full_at` is exact (not rounded
-//!   down: see `bucket_core::full_at`), so "full" here is the core's "full".
+//!   minus its cost, which is what refilling the deleted row would have given. The stored `full_at` is the core's
+//!   exact instant (`bucket_core::full_at`) rounded *up* to whole 10 s (`bucket_prunable_at`, migration
+//!   `full_at_granularity`, so that most writes leave the indexed column alone and update the row in place), never
+//!   earlier, so "full" here implies the core's "full".
 //! - A late write from the tiered store (write-behind, or queued while PostgreSQL was away) cannot bring back more
-//!   tokens than the truth. Under one policy, `full_at` only grows with the version: a decision keeps the refilled
-//!   state's `full_at` (or moves it to now when the bucket was full) and adds the cost's time. So a write carrying
+//!   tokens than the truth. Under one policy, `full_at` only grows with the version (rounding up keeps that
+//!   order): a decision keeps the refilled state's `full_at` (or moves it to now when the bucket was full) and
+//!   adds the cost's time. So a write carrying
 //!   a version at or below the deleted row's is a state that was full no later than the deleted row, hence full
 //!   when it lands: `save_batch.sql` does not write states that are already full, and one that were written would
 //!   grant exactly what no row grants. A write carrying a higher version is a real newer state (Redis decided it

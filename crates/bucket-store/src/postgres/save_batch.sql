@@ -3,7 +3,8 @@
 --
 -- Parameters: five arrays of equal length, one entry per write: $1 keys, $2 tokens, $3 last_refill_us,
 -- $4 versions, $5 µs from last_refill until the bucket is full (bucket_core::full_at minus last_refill_us, below
--- 2^53): the row's `full_at`, which the pruner reads (postgres/prune.rs).
+-- 2^53): the row's `full_at`, which the pruner reads (postgres/prune.rs), stored rounded up to whole 10 s
+-- (bucket_prunable_at, so that most writes update the row in place); the "already full" test below uses the exact one.
 -- Returns one row per write whose state was not full (see below), by its 1-based position `n` in the arrays:
 -- `written` when its key's row now holds the batch's state, false when the row already held that version or a
 -- newer one (the guard refused it). A key's lower versions in the same batch share its newest write's answer. A
@@ -42,7 +43,8 @@ newest AS MATERIALIZED (
 ),
 written AS (
     INSERT INTO rate_limits AS b (user_id, tokens, last_refill_time, version, full_at)
-    SELECT w.user_id, w.tokens, w.last_refill_time, w.version, w.full_at FROM newest AS w ORDER BY w.user_id
+    SELECT w.user_id, w.tokens, w.last_refill_time, w.version, bucket_prunable_at(w.full_at)
+    FROM newest AS w ORDER BY w.user_id
     ON CONFLICT (user_id) DO UPDATE
     SET tokens = EXCLUDED.tokens, last_refill_time = EXCLUDED.last_refill_time, version = EXCLUDED.version,
         full_at = EXCLUDED.full_at

@@ -1,0 +1,1 @@
+DROP FUNCTION bucket_prunable_at(timestamptz);
