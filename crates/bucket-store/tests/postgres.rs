@@ -254,7 +254,7 @@ async fn migrations_are_idempotent_and_keep_the_seed_table() {
     let first = schema.store().await;
     first.check("kept", &Policy::from_interval_us(3, 1_000_000).unwrap(), 1).await.unwrap();
     let _second = schema.store().await;
-    assert_eq!(schema.count("__diesel_schema_migrations").await, 7);
+    assert_eq!(schema.count("__diesel_schema_migrations").await, 8);
     assert_eq!(schema.row("kept").await.unwrap().tokens, 2, "a second start keeps the data");
 
     let columns: Vec<_> = schema

@@ -22,6 +22,15 @@ pub enum Saved {
     Full,
 }
 
+/// Whether a batch's commit waits for its WAL to reach disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Commit {
+    /// The server's `synchronous_commit`: the write is durable when the call returns.
+    Durable,
+    /// Asynchronous commit: durable a fraction of a second later, unless PostgreSQL crashes first.
+    Lazy,
+}
+
 /// One row of `save_batch.sql`'s answer.
 #[derive(QueryableByName)]
 struct SavedRow {
@@ -41,27 +50,36 @@ impl PostgresStore {
     /// [`PostgresStore::save`] telling what became of the write: the tiered store's synchronous write without
     /// group commit, which needs to know a superseded write from a full one.
     pub async fn save_one(&self, key: &str, write: &PendingWrite) -> Result<Saved, StoreError> {
-        let saved = self.save_all(std::iter::once((key, write)), 1).await?;
+        let saved = self.save_all(std::iter::once((key, write)), 1, Commit::Durable).await?;
         Ok(saved.into_iter().next().unwrap_or(Saved::Full))
     }
 
     /// [`PostgresStore::save`] for many keys in one statement; a key given twice keeps its highest version.
     /// Returns the number of rows written.
     pub async fn save_batch(&self, items: &[(String, PendingWrite)]) -> Result<u64, StoreError> {
-        let saved = self.save_all(items.iter().map(|(key, w)| (key.as_str(), w)), items.len()).await?;
+        let saved = self.save_all(items.iter().map(|(key, w)| (key.as_str(), w)), items.len(), Commit::Durable).await?;
+        Ok(count_rows_written(items, &saved))
+    }
+
+    /// [`PostgresStore::save_batch`] for writes of decisions already answered (write-behind's flushes, writes
+    /// replayed after an outage): committed without waiting for the WAL to reach disk, as losing the newest of
+    /// them in a PostgreSQL crash is the loss write-behind already accepts (`save_batch.sql`, `$6`).
+    pub async fn save_answered(&self, items: &[(String, PendingWrite)]) -> Result<u64, StoreError> {
+        let saved = self.save_all(items.iter().map(|(key, w)| (key.as_str(), w)), items.len(), Commit::Lazy).await?;
         Ok(count_rows_written(items, &saved))
     }
 
     /// [`PostgresStore::save_batch`] telling, for each write in order, what became of it: the tiered store's
     /// group commit answers each request from it.
     pub async fn save_each(&self, items: &[(String, PendingWrite)]) -> Result<Vec<Saved>, StoreError> {
-        self.save_all(items.iter().map(|(key, w)| (key.as_str(), w)), items.len()).await
+        self.save_all(items.iter().map(|(key, w)| (key.as_str(), w)), items.len(), Commit::Durable).await
     }
 
     async fn save_all<'a>(
         &self,
         items: impl Iterator<Item = (&'a str, &'a PendingWrite)>,
         len: usize,
+        commit: Commit,
     ) -> Result<Vec<Saved>, StoreError> {
         let (mut keys, mut tokens, mut times, mut versions, mut fills) = (
             Vec::with_capacity(len),
@@ -90,6 +108,7 @@ impl PostgresStore {
                 .bind::<Array<BigInt>, _>(times)
                 .bind::<Array<BigInt>, _>(versions)
                 .bind::<Array<BigInt>, _>(fills)
+                .bind::<Bool, _>(commit == Commit::Durable)
         });
         let rows = self.statement(move |conn| query.load::<SavedRow>(conn).boxed()).await?;
         for row in rows {
