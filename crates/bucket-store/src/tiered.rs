@@ -362,12 +362,12 @@ impl Inner {
         }
     }
 
-    /// Sends one batch; `Ok(true)` when something was written.
-    async fn flush_batch(&self) -> Result<bool, StoreError> {
+    /// Sends one batch; how many writes it held (0: the queue was empty).
+    async fn flush_batch(&self) -> Result<usize, StoreError> {
         let _flushing = self.flushing.lock().await;
         let batch = self.queue.take(self.config.batch_size);
         if batch.is_empty() {
-            return Ok(false);
+            return Ok(0);
         }
         // Already answered (write-behind, or replayed after an outage): no need to wait for the WAL's fsync.
         match self.pg.save_answered(&batch).await {
@@ -378,7 +378,7 @@ impl Inner {
                 if self.queue.is_empty() {
                     self.queue_full_logged.store(false, Ordering::Release);
                 }
-                Ok(true)
+                Ok(batch.len())
             }
             Err(e) => {
                 self.queue.restore(batch);
@@ -389,7 +389,7 @@ impl Inner {
     }
 
     async fn flush_all(&self) -> Result<(), StoreError> {
-        while self.flush_batch().await? {}
+        while self.flush_batch().await? > 0 {}
         Ok(())
     }
 }

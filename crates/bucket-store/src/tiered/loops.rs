@@ -8,12 +8,16 @@ use super::{Inner, TieredEvent, WriteMode};
 use crate::Store;
 
 /// Write-behind batches, and replay of writes queued while PostgreSQL was down.
+///
+/// The next batch goes at once only after a full one (a backlog); otherwise the loop waits `flush_interval`, so a
+/// batch gathers what arrived during that interval. Flushing again as soon as any write had arrived made batches
+/// as small as PostgreSQL was fast, and each statement carries a fixed cost besides its rows.
 pub(super) async fn flush_loop(inner: Weak<Inner>) {
     loop {
         let pause = {
             let Some(inner) = inner.upgrade() else { return };
             match inner.flush_batch().await {
-                Ok(true) if !inner.queue.is_empty() => Duration::ZERO,
+                Ok(sent) if sent >= inner.config.batch_size => Duration::ZERO,
                 Ok(_) if inner.config.write_mode == WriteMode::WriteBehind => inner.config.flush_interval,
                 Ok(_) => inner.config.flush_interval.max(Duration::from_millis(50)),
                 Err(_) => inner.config.retry_interval,
