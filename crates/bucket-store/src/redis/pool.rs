@@ -154,7 +154,7 @@ impl RedisStore {
     /// `EVALSHA`, loading the script first if this process has not yet, and again if Redis lost it (`NOSCRIPT`).
     pub(super) async fn eval<T: FromRedisValue>(
         &self,
-        conn: &mut impl ConnectionLike,
+        conn: &mut impl Conn,
         lua: Lua,
         args: &dyn ScriptArgs,
     ) -> Result<T, RedisError> {
@@ -176,7 +176,7 @@ impl RedisStore {
         if self.waits(lua, args) {
             return self.eval_and_wait(conn, lua, sha, args).await;
         }
-        match script_cmd("EVALSHA", sha, args).query_async(conn).await {
+        match query(conn, &script_cmd("EVALSHA", sha, args)).await {
             Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => match self.load(conn, lua).await {
                 Ok(sha) => script_cmd("EVALSHA", &sha, args).query_async(conn).await,
                 Err(_) if cluster => script_cmd("EVAL", lua.source(), args).query_async(conn).await,
@@ -258,6 +258,12 @@ fn script_cmd(name: &str, script: &str, args: &dyn ScriptArgs) -> redis::Cmd {
     cmd.arg(name).arg(script).arg(args.keys());
     args.write(&mut cmd);
     cmd
+}
+
+/// `cmd`'s reply as a `T`, as `Cmd::query_async` gives it, through [`RunBatch::run_cmd`](super::batch::RunBatch).
+async fn query<T: FromRedisValue>(conn: &mut impl Conn, cmd: &redis::Cmd) -> Result<T, RedisError> {
+    let value = conn.run_cmd(cmd).await?;
+    Ok(redis::from_redis_value(value.extract_error()?)?)
 }
 
 /// Splits driver errors into "Redis is away, fall back" and "Redis answered something wrong".
