@@ -153,6 +153,16 @@ impl Store for AnyStore {
 
 impl PolicyStore for AnyStore {
     async fn policy(&self, key: &str) -> Result<Option<Policy>, StoreError> {
+        // Most look-ups are answered from the cache without I/O: then no boxed future is allocated for them.
+        let now = match self {
+            AnyStore::Memory(_) => None,
+            AnyStore::Postgres(s) => s.policy_now(key),
+            AnyStore::Redis(s) => s.policy_now(key),
+            AnyStore::Tiered(s) => s.policy_now(key),
+        };
+        if let Some(policy) = now {
+            return Ok(policy);
+        }
         dispatch_boxed!(self, s => s.policy(key))
     }
 

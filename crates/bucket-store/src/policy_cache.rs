@@ -98,6 +98,16 @@ impl<S> CachedPolicies<S> {
         Arc::downgrade(&self.cache)
     }
 
+    /// What [`PolicyStore::policy`] answers when no refresh is due and the snapshot or a fresh per-key entry knows
+    /// `key`; `None` when that call must be awaited. Lets a caller skip creating (and boxing) its future: most
+    /// look-ups do no I/O (`AnyStore`, docs/perf.md §9).
+    pub(crate) fn answer_now(&self, key: &str) -> Option<Option<Policy>> {
+        if self.cache.clock.now_us() >= self.cache.next_check_us.load(Ordering::Acquire) {
+            return None;
+        }
+        self.snapshot_answer(key).or_else(|| self.cached(key))
+    }
+
     /// The snapshot's answer for `key`, or `None` in per-key mode.
     fn snapshot_answer(&self, key: &str) -> Option<Option<Policy>> {
         let state = self.cache.state.read().unwrap_or_else(PoisonError::into_inner);
@@ -401,5 +411,25 @@ mod tests {
         assert_eq!(cached.policy("alice").await.unwrap(), Some(premium));
         assert!(cached.delete_policy("alice").await.unwrap());
         assert_eq!(cached.policy("alice").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn an_answer_without_io_only_while_no_refresh_is_due() {
+        let fake = Fake::default();
+        let premium = Policy::per_minute(1000).unwrap();
+        fake.store.set_policy("premium", &premium).await.unwrap();
+        let (clock, cached) = manual(&fake, 10);
+        assert_eq!(cached.answer_now("premium"), None, "no snapshot yet: the look-up must load one");
+        assert_eq!(cached.policy("premium").await.unwrap(), Some(premium));
+        assert_eq!(cached.answer_now("premium"), Some(Some(premium)));
+        assert_eq!(cached.answer_now("stranger"), Some(None), "the snapshot knows it has no policy");
+        clock.advance_us(TTL_US);
+        assert_eq!(cached.answer_now("premium"), None, "the version is due: the look-up must check it");
+        let reads = fake.counts();
+        cached.delete_policy("premium").await.unwrap();
+        assert_eq!(cached.answer_now("premium"), None, "a write has the next look-up check the version");
+        assert_eq!(cached.policy("premium").await.unwrap(), None);
+        assert_eq!(cached.answer_now("premium"), Some(None));
+        assert_eq!(fake.counts().0, reads.0 + 1, "answer_now itself never reads the store");
     }
 }

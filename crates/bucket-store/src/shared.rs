@@ -54,6 +54,11 @@ impl<S: Clone> Shared<S> {
         &self.decisions
     }
 
+    /// `key`'s policy when the policy cache can answer without I/O (no refresh due), else `None`.
+    pub(crate) fn policy_now(&self, key: &str) -> Option<Option<Policy>> {
+        self.policies.answer_now(key)
+    }
+
     /// What a listener calls when another instance changed a key; it does not keep the caches alive.
     pub fn invalidator(&self) -> Invalidator {
         Invalidator::new(self.decisions.downgrade(), self.policies.downgrade())

@@ -6,7 +6,7 @@
 
 use bucket_core::{decide_all, BucketState, Demand};
 
-use super::pool::Op;
+use super::pool::{Op, Strings};
 use super::script::Lua;
 use super::{corrupt, RedisStore};
 use crate::limits::{Bucket, Grouped};
@@ -84,7 +84,7 @@ impl RedisStore {
             }
         }
         let keys: Vec<String> = buckets.iter().map(|b| self.bucket_key(b.key)).collect();
-        let op = Op::Script { lua: Lua::All, keys: &keys, args: &args };
+        let op = Op::Script { lua: Lua::All, args: &Strings { keys: &keys, args: &args } };
         let reply: Vec<i64> = self.exec(op, self.inner.command_timeout).await?;
         interpret(buckets, &reply)
     }

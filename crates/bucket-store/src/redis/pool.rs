@@ -22,11 +22,48 @@ pub(super) enum Op<'a> {
     Batch(&'a Batch),
     Script {
         lua: Lua,
-        keys: &'a [String],
-        args: &'a [String],
+        args: &'a dyn ScriptArgs,
     },
     /// A command for the cluster node at `host:port` (`SCAN` visits each master); on one server, the command.
     At(&'a redis::Cmd, &'a str, u16),
+}
+
+/// The keys and arguments of one script run, written straight into its command, so a run needs no `String` per
+/// argument (docs/perf.md §9). Written again only if the first `EVALSHA` answers `NOSCRIPT`.
+pub(super) trait ScriptArgs: Sync {
+    /// How many of the written arguments are keys (written first).
+    fn keys(&self) -> usize;
+    /// Writes the keys, then the arguments.
+    fn write(&self, cmd: &mut redis::Cmd);
+    /// How many arguments [`ScriptArgs::write`] writes and at most how many bytes, to size the command once.
+    fn size(&self) -> (usize, usize);
+    /// Whether this run only reads (`token_bucket.lua`'s peek mode), so it never waits for replicas.
+    fn peek(&self) -> bool {
+        false
+    }
+}
+
+/// Keys and arguments already formatted: the multi-key and maintenance scripts, off the one-bucket path.
+pub(super) struct Strings<'a> {
+    /// The keys.
+    pub(super) keys: &'a [String],
+    /// The arguments.
+    pub(super) args: &'a [String],
+}
+
+impl ScriptArgs for Strings<'_> {
+    fn keys(&self) -> usize {
+        self.keys.len()
+    }
+
+    fn write(&self, cmd: &mut redis::Cmd) {
+        cmd.arg(self.keys).arg(self.args);
+    }
+
+    fn size(&self) -> (usize, usize) {
+        let bytes = self.keys.iter().chain(self.args).map(String::len).sum();
+        (self.keys.len() + self.args.len(), bytes)
+    }
 }
 
 /// What `exec` needs of a connection: plain and cluster connections both carry every kind of [`Op`].
@@ -59,7 +96,7 @@ impl RedisStore {
                     let value = lease.conn.run_batch(batch).await?;
                     T::from_redis_value(value).map_err(RedisError::from)
                 }
-                Op::Script { lua, keys, args } => self.eval(&mut lease.conn, lua, keys, args).await,
+                Op::Script { lua, args } => self.eval(&mut lease.conn, lua, args).await,
                 Op::At(cmd, host, port) => {
                     let value = lease.conn.run_at(cmd, host, port).await?;
                     T::from_redis_value(value).map_err(RedisError::from)
@@ -117,29 +154,32 @@ impl RedisStore {
     /// `EVALSHA`, loading the script first if this process has not yet, and again if Redis lost it (`NOSCRIPT`).
     pub(super) async fn eval<T: FromRedisValue>(
         &self,
-        conn: &mut impl ConnectionLike,
+        conn: &mut impl Conn,
         lua: Lua,
-        keys: &[String],
-        args: &[String],
+        args: &dyn ScriptArgs,
     ) -> Result<T, RedisError> {
         // In a cluster `SCRIPT LOAD` goes to every node and fails while one is unreachable (a master just killed,
         // not yet out of the slot map): then `EVAL` runs the script, and caches it, on the node serving the keys.
         let cluster = matches!(self.inner.connections, Conns::Cluster(_));
-        let sha = match self.sha(lua).get() {
-            Some(sha) => sha.clone(),
+        let loaded;
+        let sha: &str = match self.sha(lua).get() {
+            Some(sha) => sha,
             None => match self.load(conn, lua).await {
-                Ok(sha) => sha,
-                Err(_) if cluster => return eval_source(lua, keys, args).query_async(conn).await,
+                Ok(sha) => {
+                    loaded = sha;
+                    &loaded
+                }
+                Err(_) if cluster => return script_cmd("EVAL", lua.source(), args).query_async(conn).await,
                 Err(e) => return Err(e),
             },
         };
         if self.waits(lua, args) {
-            return self.eval_and_wait(conn, lua, &sha, keys, args).await;
+            return self.eval_and_wait(conn, lua, sha, args).await;
         }
-        match evalsha(&sha, keys, args).query_async(conn).await {
+        match query(conn, &script_cmd("EVALSHA", sha, args)).await {
             Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => match self.load(conn, lua).await {
-                Ok(sha) => evalsha(&sha, keys, args).query_async(conn).await,
-                Err(_) if cluster => eval_source(lua, keys, args).query_async(conn).await,
+                Ok(sha) => script_cmd("EVALSHA", &sha, args).query_async(conn).await,
+                Err(_) if cluster => script_cmd("EVAL", lua.source(), args).query_async(conn).await,
                 Err(e) => Err(e),
             },
             other => other,
@@ -148,10 +188,10 @@ impl RedisStore {
 
     /// Whether this script run must wait for replicas: a decision script that may write (not a peek, not a
     /// refund, which only gives tokens back, nor a drop, which only forgets), with `wait_replicas` set.
-    fn waits(&self, lua: Lua, args: &[String]) -> bool {
+    fn waits(&self, lua: Lua, args: &dyn ScriptArgs) -> bool {
         self.inner.wait_replicas > 0
             && match lua {
-                Lua::One => args.get(4).is_some_and(|mode| mode != "peek"),
+                Lua::One => !args.peek(),
                 Lua::All => true,
                 Lua::Refund | Lua::DropOlder => false,
             }
@@ -165,13 +205,12 @@ impl RedisStore {
         conn: &mut impl ConnectionLike,
         lua: Lua,
         sha: &str,
-        keys: &[String],
-        args: &[String],
+        args: &dyn ScriptArgs,
     ) -> Result<T, RedisError> {
         let wait_ms = (self.inner.command_timeout.as_millis() * 3 / 4).max(1) as u64;
         let pipe = |sha: &str| {
             let mut pipe = redis::pipe();
-            pipe.add_command(evalsha(sha, keys, args)).cmd("WAIT").arg(self.inner.wait_replicas).arg(wait_ms);
+            pipe.add_command(script_cmd("EVALSHA", sha, args)).cmd("WAIT").arg(self.inner.wait_replicas).arg(wait_ms);
             pipe
         };
         let (reply, acked): (redis::Value, u32) = match pipe(sha).query_async(conn).await {
@@ -212,16 +251,19 @@ impl RedisStore {
     }
 }
 
-fn evalsha(sha: &str, keys: &[String], args: &[String]) -> redis::Cmd {
-    let mut cmd = redis::cmd("EVALSHA");
-    cmd.arg(sha).arg(keys.len()).arg(keys).arg(args);
+/// `EVALSHA sha` or `EVAL source`, then the keys and arguments, in a command sized once.
+fn script_cmd(name: &str, script: &str, args: &dyn ScriptArgs) -> redis::Cmd {
+    let (count, bytes) = args.size();
+    let mut cmd = redis::Cmd::with_capacity(3 + count, name.len() + script.len() + 4 + bytes);
+    cmd.arg(name).arg(script).arg(args.keys());
+    args.write(&mut cmd);
     cmd
 }
 
-fn eval_source(lua: Lua, keys: &[String], args: &[String]) -> redis::Cmd {
-    let mut cmd = redis::cmd("EVAL");
-    cmd.arg(lua.source()).arg(keys.len()).arg(keys).arg(args);
-    cmd
+/// `cmd`'s reply as a `T`, as `Cmd::query_async` gives it, through [`RunBatch::run_cmd`](super::batch::RunBatch).
+async fn query<T: FromRedisValue>(conn: &mut impl Conn, cmd: &redis::Cmd) -> Result<T, RedisError> {
+    let value = conn.run_cmd(cmd).await?;
+    Ok(redis::from_redis_value(value.extract_error()?)?)
 }
 
 /// Splits driver errors into "Redis is away, fall back" and "Redis answered something wrong".

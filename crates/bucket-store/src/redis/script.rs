@@ -1,8 +1,11 @@
 //! The Lua script's side: running it, and checking its reply against bucket-core before anyone believes it.
 
-use bucket_core::{decide, BucketState, Policy};
+use std::io::Write;
 
-use super::pool::Op;
+use bucket_core::{decide, BucketState, Policy};
+use deadpool_redis::redis::{self, RedisWrite};
+
+use super::pool::{Op, ScriptArgs};
 use super::{corrupt, RedisStore};
 use crate::{Decided, StoreError, VersionedState};
 
@@ -88,22 +91,65 @@ impl RedisStore {
         mode: &str,
         seed: Option<&VersionedState>,
     ) -> Result<Option<Decided>, StoreError> {
-        let mut args = vec![
-            policy.capacity().to_string(),
-            policy.interval_us().to_string(),
-            cost.to_string(),
-            now_us.map(|now| now.to_string()).unwrap_or_default(),
-            mode.to_owned(),
-        ];
-        if let Some(seed) = seed {
-            args.push(seed.state.tokens.to_string());
-            args.push(seed.state.last_refill_us.to_string());
-            args.push(seed.version.to_string());
-        }
-        let keys = [self.bucket_key(key)];
-        let op = Op::Script { lua: Lua::One, keys: &keys, args: &args };
+        let args = OneArgs { prefix: &self.inner.prefix, key, policy, cost, now_us, mode, seed };
+        let op = Op::Script { lua: Lua::One, args: &args };
         let reply: Vec<u8> = self.exec(op, self.inner.command_timeout).await?;
         interpret(policy, cost, &numbers(&reply)?)
+    }
+}
+
+/// `token_bucket.lua`'s key and arguments: `<prefix>{<key>}`; capacity, µs per token, cost, now (empty: Redis's
+/// clock), mode, and the seed's tokens, last refill and version in seed mode. Numbers are written by redis-rs
+/// (itoa) and the key straight into the command: no `String` per call.
+pub(super) struct OneArgs<'a> {
+    /// `[redis] key_prefix`.
+    pub(super) prefix: &'a str,
+    /// The caller's key, without prefix or braces.
+    pub(super) key: &'a str,
+    /// The bucket's policy.
+    pub(super) policy: &'a Policy,
+    /// Tokens to take.
+    pub(super) cost: u64,
+    /// The decision's time; `None` for Redis's clock.
+    pub(super) now_us: Option<u64>,
+    /// `full`, `report`, `seed` or `peek`.
+    pub(super) mode: &'a str,
+    /// The state to decide against in seed mode when Redis holds no bucket.
+    pub(super) seed: Option<&'a VersionedState>,
+}
+
+impl ScriptArgs for OneArgs<'_> {
+    fn keys(&self) -> usize {
+        1
+    }
+
+    fn write(&self, cmd: &mut redis::Cmd) {
+        {
+            let mut key = cmd.writer_for_next_arg();
+            // Writing into the command's own `Vec` cannot fail.
+            let _ = key.write_all(self.prefix.as_bytes());
+            let _ = key.write_all(b"{");
+            let _ = key.write_all(self.key.as_bytes());
+            let _ = key.write_all(b"}");
+        }
+        cmd.arg(self.policy.capacity()).arg(self.policy.interval_us()).arg(self.cost);
+        match self.now_us {
+            Some(now) => cmd.arg(now),
+            None => cmd.arg(""),
+        };
+        cmd.arg(self.mode);
+        if let Some(seed) = self.seed {
+            cmd.arg(seed.state.tokens).arg(seed.state.last_refill_us).arg(seed.version);
+        }
+    }
+
+    fn size(&self) -> (usize, usize) {
+        // Key, five arguments and three of the seed's, each number at most 20 digits.
+        (9, self.prefix.len() + self.key.len() + 2 + 7 * 20 + self.mode.len())
+    }
+
+    fn peek(&self) -> bool {
+        self.mode == "peek"
     }
 }
 
@@ -111,17 +157,47 @@ impl RedisStore {
 /// format of ours: one bulk string instead of an array of eight integers saves the client's RESP parser most of
 /// its work on every check (docs/perf.md §9).
 pub(super) fn numbers(reply: &[u8]) -> Result<[i64; 8], StoreError> {
-    let text = std::str::from_utf8(reply).map_err(|_| corrupt("the script's reply is not text"))?;
     let mut numbers = [0i64; 8];
-    let mut fields = text.split(' ');
-    for slot in &mut numbers {
-        let field = fields.next().ok_or_else(|| corrupt(format!("the script returned too few values: {text:?}")))?;
-        *slot = field.parse().map_err(|_| corrupt(format!("the script returned a non-integer in {text:?}")))?;
+    let mut rest = reply;
+    for (i, slot) in numbers.iter_mut().enumerate() {
+        let (value, len) = field(rest);
+        *slot = value.ok_or_else(|| malformed(reply, "a non-integer"))?;
+        rest = &rest[len..];
+        if i < 7 {
+            rest = rest.strip_prefix(b" ").ok_or_else(|| malformed(reply, "too few values"))?;
+        }
     }
-    if fields.next().is_some() {
-        return Err(corrupt(format!("the script returned too many values: {text:?}")));
+    if !rest.is_empty() {
+        return Err(malformed(reply, "too many values"));
     }
     Ok(numbers)
+}
+
+/// The integer at the start of `rest`, up to the next space or the end, as `str::parse::<i64>` reads it, and the
+/// field's length. One pass over the bytes for the script's numbers (an optional `-`, at most 18 digits, which
+/// cannot overflow); anything else goes through `str::parse`. Splitting and parsing `&str`s cost twice as much
+/// (docs/perf.md §9).
+fn field(rest: &[u8]) -> (Option<i64>, usize) {
+    let negative = rest.first() == Some(&b'-');
+    let start = usize::from(negative);
+    let mut at = start;
+    let mut n = 0i64;
+    // Wrapping: a field of more than 18 digits goes to the slow path below, whatever this made of it.
+    while let Some(&byte @ b'0'..=b'9') = rest.get(at) {
+        n = n.wrapping_mul(10).wrapping_add(i64::from(byte - b'0'));
+        at += 1;
+    }
+    let digits = at - start;
+    if (1..=18).contains(&digits) && matches!(rest.get(at), None | Some(b' ')) {
+        return (Some(if negative { -n } else { n }), at);
+    }
+    let len = rest.iter().position(|&byte| byte == b' ').unwrap_or(rest.len());
+    let value = std::str::from_utf8(&rest[..len]).ok().and_then(|text| text.parse().ok());
+    (value, len)
+}
+
+fn malformed(reply: &[u8], what: &str) -> StoreError {
+    corrupt(format!("the script returned {what}: {:?}", String::from_utf8_lossy(reply)))
 }
 
 /// Turns the script's reply into a [`Decided`], re-deriving the decision with bucket-core from the state the script
@@ -178,6 +254,75 @@ mod tests {
         assert!(matches!(interpret(&policy, 1, &wrong_code), Err(StoreError::Backend { .. })));
         assert!(interpret(&policy, 1, &[CODE_MISS, 0, 0, 0, 0, 0, 0, 0]).unwrap().is_none());
         assert!(interpret(&policy, 1, &[1, 0]).is_err());
+    }
+
+    /// The arguments as `token_bucket.lua` has always received them, formatted one `String` at a time.
+    fn written(args: &OneArgs<'_>) -> Vec<String> {
+        let mut cmd = redis::Cmd::new();
+        args.write(&mut cmd);
+        cmd.args_iter()
+            .map(|arg| match arg {
+                redis::Arg::Simple(bytes) => String::from_utf8(bytes.to_vec()).unwrap(),
+                _ => panic!("only plain arguments"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_arguments_are_the_key_and_decimal_numbers() {
+        let policy = Policy::from_interval_us(10, 1_000_000).unwrap();
+        let mut args =
+            OneArgs { prefix: "rl:", key: "a{b} c", policy: &policy, cost: 3, now_us: None, mode: "full", seed: None };
+        assert_eq!(written(&args), ["rl:{a{b} c}", "10", "1000000", "3", "", "full"]);
+        assert!(!args.peek());
+        let seed = VersionedState { state: BucketState { tokens: 7, last_refill_us: u64::MAX }, version: 12 };
+        args.now_us = Some(18_446_744_073_709_551_614);
+        args.mode = "seed";
+        args.seed = Some(&seed);
+        let all = written(&args);
+        assert_eq!(
+            all,
+            ["rl:{a{b} c}", "10", "1000000", "3", "18446744073709551614", "seed", "7", "18446744073709551615", "12"]
+        );
+        let (count, bytes) = args.size();
+        assert_eq!(count, all.len());
+        assert!(bytes >= all.iter().map(String::len).sum::<usize>(), "the command is sized once");
+        args.mode = "peek";
+        assert!(args.peek());
+    }
+
+    #[test]
+    fn fields_are_read_as_str_parse_reads_them() {
+        let cases = [
+            "0",
+            "7",
+            "-1",
+            "+5",
+            "0042",
+            "-0",
+            "9223372036854775807",
+            "-9223372036854775808",
+            "9223372036854775808",
+            "-9223372036854775809",
+            "999999999999999999",
+            "-999999999999999999",
+            "00000000000000000000000000001",
+            "99999999999999999999",
+            "",
+            "-",
+            "+",
+            "1-",
+            "--1",
+            "1.0",
+            "1e3",
+            "١",
+            "12345678901234567890123",
+        ];
+        for case in cases {
+            assert_eq!(field(case.as_bytes()), (case.parse::<i64>().ok(), case.len()), "{case:?}");
+            let followed = format!("{case} 5");
+            assert_eq!(field(followed.as_bytes()), (case.parse::<i64>().ok(), case.len()), "{followed:?}");
+        }
     }
 
     #[test]

@@ -25,8 +25,8 @@ use deadpool_redis::redis::{self, Value};
 use futures::future::try_join_all;
 
 use super::all::{Miss, Script};
-use super::pool::Op;
-use super::script::{self, Lua};
+use super::pool::{Op, Strings};
+use super::script::{self, Lua, OneArgs};
 use super::topology::{slot, Conns};
 use super::{corrupt, RedisStore};
 use crate::limits::Bucket;
@@ -101,17 +101,17 @@ impl RedisStore {
     /// What a bucket not reached by a refused request would have answered, without touching it: untouched if it
     /// had its cost, else refused with its wait (as `bucket_core::decide_all` reports each bucket).
     async fn peek_for(&self, bucket: &Bucket<'_>, now_us: Option<u64>) -> Result<Decided, StoreError> {
-        let keys = [self.bucket_key(bucket.key)];
         let policy = bucket.policy;
-        let args = [
-            policy.capacity().to_string(),
-            policy.interval_us().to_string(),
-            "0".to_owned(),
-            now_us.map(|now| now.to_string()).unwrap_or_default(),
-            "peek".to_owned(),
-        ];
-        let reply: Vec<u8> =
-            self.exec(Op::Script { lua: Lua::One, keys: &keys, args: &args }, self.inner.command_timeout).await?;
+        let args = OneArgs {
+            prefix: &self.inner.prefix,
+            key: bucket.key,
+            policy: &policy,
+            cost: 0,
+            now_us,
+            mode: "peek",
+            seed: None,
+        };
+        let reply: Vec<u8> = self.exec(Op::Script { lua: Lua::One, args: &args }, self.inner.command_timeout).await?;
         let [_, _, now, _, _, tokens, last, version] = script::numbers(&reply)?;
         let unsigned = |n: i64| u64::try_from(n).map_err(|_| corrupt(format!("the script returned a negative {n}")));
         let (now, state) = (unsigned(now)?, BucketState { tokens: unsigned(tokens)?, last_refill_us: unsigned(last)? });
@@ -150,7 +150,7 @@ impl RedisStore {
                 args.extend([buckets[i].policy.capacity().to_string(), buckets[i].cost.to_string()]);
             }
             async move {
-                let op = Op::Script { lua: Lua::Refund, keys: &keys, args: &args };
+                let op = Op::Script { lua: Lua::Refund, args: &Strings { keys: &keys, args: &args } };
                 self.exec::<Vec<i64>>(op, self.inner.command_timeout).await
             }
         }))

@@ -1,7 +1,7 @@
 //! Dropping a bucket Redis holds when PostgreSQL's row of it is newer: the tiered store's defence against a
 //! failover that rolled Redis back (`drop_older.lua`).
 
-use super::pool::Op;
+use super::pool::{Op, Strings};
 use super::script::Lua;
 use super::{corrupt, RedisStore};
 use crate::{StoreError, VersionedState};
@@ -12,7 +12,7 @@ impl RedisStore {
     pub async fn drop_if_older(&self, key: &str, row: &VersionedState) -> Result<bool, StoreError> {
         let keys = [self.bucket_key(key)];
         let args = [row.state.tokens.to_string(), row.state.last_refill_us.to_string(), row.version.to_string()];
-        let op = Op::Script { lua: Lua::DropOlder, keys: &keys, args: &args };
+        let op = Op::Script { lua: Lua::DropOlder, args: &Strings { keys: &keys, args: &args } };
         match self.exec::<i64>(op, self.inner.command_timeout).await? {
             1 => Ok(true),
             0 => Ok(false),
