@@ -88,9 +88,10 @@ async fn every_statement_that_writes_a_row_records_when_it_is_full() {
     // A refused check writes nothing, full_at included.
     assert!(!store.decide_at("a", &policy, 5, Some(T + 60 * SECOND)).await.unwrap().decision.allowed);
     assert_eq!(full_at_of(&mut conn, "a").await, Some(T + 70 * SECOND));
-    // An instant already on the boundary stays where it is.
+    // Halfway to the boundary rounds up to it; an instant already on the boundary stays where it is.
     store.decide_at("e", &policy, 5, Some(T)).await.unwrap();
-    assert_eq!(full_at_of(&mut conn, "e").await, Some(T + 5 * SECOND).map(prunable));
+    assert_eq!(full_at_of(&mut conn, "e").await, Some(prunable(T + 5 * SECOND)));
+    assert_eq!(prunable(T + 5 * SECOND), T + 10 * SECOND);
     store.decide_at("z", &Policy::from_interval_us(10, SECOND).unwrap(), 10, Some(T)).await.unwrap();
     assert_eq!(full_at_of(&mut conn, "z").await, Some(T + 10 * SECOND), "exactly on a boundary: unchanged");
 
