@@ -50,7 +50,7 @@ stop_server() {
   if [ -n "$SPID" ]; then kill "$SPID" 2>/dev/null || true; wait "$SPID" 2>/dev/null || true; SPID=""; fi
 }
 delete_keys() { # pattern: this run's keys only, never FLUSHALL
-  redis-cli -u "$REDIS_URL" --scan --pattern "$1" | xargs -r -n 500 redis-cli -u "$REDIS_URL" unlink >/dev/null
+  redis-cli -u "$REDIS_URL" --scan --pattern "$1" | xargs -r -d '\n' -n 500 redis-cli -u "$REDIS_URL" unlink >/dev/null
 }
 cleanup() {
   stop_server
