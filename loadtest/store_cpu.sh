@@ -3,7 +3,8 @@
 # the release API on the local PostgreSQL and Redis, a fresh schema and key prefix, wrk -c32 for 5 s after a 2 s
 # warm-up (returning: after 6 s of `many` over the same 10,000 users); CPU = utime+stime of bucket-api, its own
 # PostgreSQL sessions (plus the WAL writer and checkpointer) and redis-server over the measured 5 s, per request;
-# then the table's scan counters. DBURL overrides the database URL (session options: ?options=-c%20name%3Dvalue).
+# then the table's scan counters. DBURL overrides the database URL (session options: ?options=-c%20name%3Dvalue);
+# CAPACITY the default policy's capacity (10; 1000000 makes every returning user's request allowed).
 #   usage: [STORE=redis|postgres|tiered] loadtest/store_cpu.sh <bucket-api binary> <label> <sync|write_behind>
 #          <commit_window_us> <many|returning> [pg pool size]
 BIN=$(realpath "$1"); LABEL=$2; MODE=$3; WIN=$4; SHAPE=$5; POOL=${6:-32}; STORE=${STORE:-tiered}
@@ -13,7 +14,7 @@ DB=${DBURL:-postgres://postgres@127.0.0.1:5432/test}
 case $DB in *\?*) DB="$DB&application_name=$RUN" ;; *) DB="$DB?application_name=$RUN" ;; esac
 env BUCKET_LISTEN=127.0.0.1:$PORT BUCKET_STORE=$STORE DATABASE_URL="$DB" \
   REDIS_URL=redis://127.0.0.1:6379 BUCKET_PG_SCHEMA=ab_$RUN BUCKET_REDIS_KEY_PREFIX=ab:$RUN: \
-  BUCKET_WRITE_MODE=$MODE BUCKET_COMMIT_WINDOW_US=$WIN BUCKET_PG_POOL_SIZE=$POOL BUCKET_CAPACITY=10 BUCKET_REFILL_PER_SEC=1 \
+  BUCKET_WRITE_MODE=$MODE BUCKET_COMMIT_WINDOW_US=$WIN BUCKET_PG_POOL_SIZE=$POOL BUCKET_CAPACITY=${CAPACITY:-10} BUCKET_REFILL_PER_SEC=1 \
   BUCKET_LOG_LEVEL=warning $BIN > ${TMPDIR:-/tmp}/$LABEL.log 2>&1 &
 SPID=$!
 for i in $(seq 100); do curl -sf http://127.0.0.1:$PORT/healthz >/dev/null && break; sleep 0.2; done
