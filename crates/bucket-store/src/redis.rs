@@ -268,7 +268,7 @@ impl RedisStore {
 
     /// The Redis key of a bucket, `<prefix>{<key>}`: documented layout, for operators and tests.
     pub fn bucket_key(&self, key: &str) -> String {
-        format!("{}{{{key}}}", self.inner.prefix)
+        bucket_key_parts(&self.inner.prefix, key).concat()
     }
 
     /// Open connections and calls in flight over them, for `/readyz` detail and tests.
@@ -372,6 +372,12 @@ impl Store for RedisStore {
         let detail = format!("{} ({}); {pool}", report.summary, self.inner.mode.as_str());
         vec![DependencyHealth { name: BACKEND, up: report.up, detail, nodes: report.nodes }]
     }
+}
+
+/// The pieces of a bucket's Redis key, `<prefix>{<key>}` (the braces make the key its own cluster hash tag), in one
+/// place for both [`RedisStore::bucket_key`] and the script call that writes them straight into its command.
+pub(crate) fn bucket_key_parts<'a>(prefix: &'a str, key: &'a str) -> [&'a str; 4] {
+    [prefix, "{", key, "}"]
 }
 
 #[cfg(test)]

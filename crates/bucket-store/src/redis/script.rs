@@ -127,10 +127,9 @@ impl ScriptArgs for OneArgs<'_> {
         {
             let mut key = cmd.writer_for_next_arg();
             // Writing into the command's own `Vec` cannot fail.
-            let _ = key.write_all(self.prefix.as_bytes());
-            let _ = key.write_all(b"{");
-            let _ = key.write_all(self.key.as_bytes());
-            let _ = key.write_all(b"}");
+            for part in super::bucket_key_parts(self.prefix, self.key) {
+                let _ = key.write_all(part.as_bytes());
+            }
         }
         cmd.arg(self.policy.capacity()).arg(self.policy.interval_us()).arg(self.cost);
         match self.now_us {
