@@ -13,12 +13,9 @@ use diesel::sql_types::{BigInt, Text};
 use diesel::QueryableByName;
 use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 
-/// Each statement of the store that touches `rate_limits` by key, with arguments for one run.
-///
-/// Not the pruner's `prune.sql`: it runs in the background every few seconds, its DELETE joins the rows it locked
-/// through the full_at index back to the table, and on a table planned as empty that join is a scan; autovacuum's
-/// first ANALYZE of the growing table invalidates the cached plan. It is off the decision path, so it stays as is.
-const STATEMENTS: [(&str, &str, &str); 7] = [
+/// Each statement of the store that touches `rate_limits` by key, with arguments for one run. The pool's sessions
+/// force generic plans (postgres/session.rs), so these are the plans every check runs.
+const STATEMENTS: [(&str, &str, &str); 8] = [
     ("decide", include_str!("../src/postgres/decide.sql"), "('k1', 10, 1000, 1, NULL)"),
     ("read", include_str!("../src/postgres/read.sql"), "('k1', NULL)"),
     ("read_many", include_str!("../src/postgres/read_many.sql"), "(ARRAY['k1','k2','k3'])"),
@@ -34,6 +31,9 @@ const STATEMENTS: [(&str, &str, &str); 7] = [
         include_str!("../src/postgres/decide_all_write.sql"),
         "(ARRAY['k1','k2'], ARRAY[1,2], ARRAY[1,2], ARRAY[5,5])",
     ),
+    // The pruner: its doomed rows come from the full_at index, and the DELETE must find them by key, not by a
+    // join that scans the table.
+    ("prune", include_str!("../src/postgres/prune.sql"), "(100, NULL)"),
 ];
 
 #[derive(QueryableByName)]

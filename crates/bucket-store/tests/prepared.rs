@@ -2,8 +2,9 @@
 //! parses and plans each one once per pooled connection instead of once per check.
 //!
 //! The proof reads `pg_prepared_statements` from the very session the checks ran on (a pool of one): each statement
-//! appears once, with as many executions as the calls that ran it. Without statement caching, every call would
-//! prepare and close a statement of its own, so none could show more than one execution.
+//! appears once, with as many executions as the calls that ran it, all of them on its one generic plan. Without
+//! statement caching, every call would prepare and close a statement of its own, so none could show more than one
+//! execution; without generic plans forced, PostgreSQL re-plans the first five runs of each for their arguments.
 
 use bucket_core::{BucketState, Policy};
 use bucket_store::postgres::SessionStatement;
@@ -29,10 +30,12 @@ fn pending(tokens: u64, last_refill_us: u64, version: u64) -> PendingWrite {
     PendingWrite { after, full_at_us: last_refill_us + 100 * 365 * 86_400_000_000 }
 }
 
-/// How often the session ran `sql`, failing unless it was prepared exactly once.
+/// How often the session ran `sql`, failing unless it was prepared exactly once and planned once: every execution
+/// ran the session's one generic plan (postgres/session.rs), none was planned again for its own arguments.
 fn executions(statements: &[SessionStatement], sql: &str) -> u64 {
     let found: Vec<_> = statements.iter().filter(|s| s.sql == sql).collect();
     assert_eq!(found.len(), 1, "prepared once in the session: {}\nall: {statements:#?}", first_line(sql));
+    assert_eq!(found[0].custom_plans, 0, "planned again for its arguments: {}", first_line(sql));
     found[0].executions
 }
 

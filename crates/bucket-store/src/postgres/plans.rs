@@ -18,6 +18,8 @@ pub struct SessionStatement {
     pub sql: String,
     /// How many times the session ran it since preparing it (generic plus custom plans).
     pub executions: u64,
+    /// How many of them PostgreSQL planned again for their own arguments: none, when plans are cached as meant.
+    pub custom_plans: u64,
 }
 
 #[derive(QueryableByName)]
@@ -26,6 +28,8 @@ struct Row {
     sql: String,
     #[diesel(sql_type = BigInt)]
     executions: i64,
+    #[diesel(sql_type = BigInt)]
+    custom_plans: i64,
 }
 
 impl PostgresStore {
@@ -35,7 +39,13 @@ impl PostgresStore {
         let query = prepared::<SessionStatements, _>(|q| q);
         let rows = self.statement(move |conn| query.load::<Row>(conn).boxed()).await?;
         rows.into_iter()
-            .map(|row| Ok(SessionStatement { sql: row.sql, executions: unsigned(row.executions, "executions")? }))
+            .map(|row| {
+                Ok(SessionStatement {
+                    sql: row.sql,
+                    executions: unsigned(row.executions, "executions")?,
+                    custom_plans: unsigned(row.custom_plans, "custom_plans")?,
+                })
+            })
             .collect()
     }
 }

@@ -10,6 +10,10 @@
 -- row it locks, so a row a check refilled and spent after this statement's snapshot is skipped too. The DELETE
 -- then checks fullness again on the row it holds, on the clock as it reads at that moment (later, never earlier):
 -- no row that is not full is ever deleted.
+--
+-- The DELETE reaches the locked rows through the primary key (`= ANY` of the array of their keys), not through a
+-- join with `doomed`: sessions plan each statement once (generic plans, postgres/session.rs), maybe on an empty
+-- table, and a join planned there scans the whole table once it has grown (tests/plans.rs).
 WITH clock AS MATERIALIZED (
     SELECT bucket_clock($2::bigint) AS at
 ),
@@ -22,6 +26,5 @@ doomed AS (
     FOR UPDATE OF b SKIP LOCKED
 )
 DELETE FROM rate_limits AS b
-USING doomed
-WHERE b.user_id = doomed.user_id
+WHERE b.user_id = ANY (ARRAY(SELECT d.user_id FROM doomed AS d))
   AND b.full_at <= bucket_clock($2::bigint)
