@@ -129,7 +129,8 @@ pub(super) fn pgbench_with(
         .args(["-T", &seconds.max(1).to_string(), "-f"])
         .arg(script)
         .arg(database_url)
-        .env("PGOPTIONS", format!("-c search_path={schema} {session_options}"));
+        // The store's own session settings (postgres/session.rs): each prepared statement planned once.
+        .env("PGOPTIONS", format!("-c search_path={schema} -c plan_cache_mode=force_generic_plan {session_options}"));
     let output = process::run_checked(&mut command)?;
     let text = String::from_utf8_lossy(&output.stdout);
     text.lines()
