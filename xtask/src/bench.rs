@@ -41,6 +41,10 @@ const SHAPES: [(&str, &str); 4] =
 /// measured request is a returning user (a Redis hit for the redis and tiered stores), not a new one.
 const RETURNING_USERS: u64 = 10_000;
 
+/// The `returning` shape's capacity (refill stays `REFILL_PER_SEC`): large enough that none of its users is ever
+/// refused during a run, so the stores are compared on decisions that all write, as most production traffic does.
+const RETURNING_CAPACITY: u64 = 1_000_000;
+
 /// The default policy the HTTP runs use, so "hot user" means the same refusal rate for every store.
 const CAPACITY: &str = "10";
 const REFILL_PER_SEC: &str = "1";

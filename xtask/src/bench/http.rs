@@ -13,7 +13,9 @@ use anyhow::{anyhow, bail, Context, Result};
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 
-use super::{load_average, tagged_json, target_dir, Args, CAPACITY, REFILL_PER_SEC, RETURNING_USERS, SHAPES};
+use super::{
+    load_average, tagged_json, target_dir, Args, CAPACITY, REFILL_PER_SEC, RETURNING_CAPACITY, RETURNING_USERS, SHAPES,
+};
 use crate::{interrupt, paths, process};
 
 pub(super) fn build_release() -> Result<()> {
@@ -199,17 +201,28 @@ pub(super) fn run_http(o: &Args, database_url: &str, redis_url: &str) -> Result<
             let user_prefix = format!("{run_id}-{}-{shape}", s.slug);
             // bench_http.lua names its modes with dashes.
             let mode = shape.replace('_', "-");
+            // Returning users run on an API of their own whose policy never refuses them, so every store makes
+            // a decision on every request (under the default policy the faster store refused more of them, and a
+            // refusal from the refusal cache asks nothing of the store: unlike work, docs/perf.md §2).
+            let returning_api;
+            let target = if shape == "returning" {
+                let capacity = [("BUCKET_CAPACITY", RETURNING_CAPACITY.to_string())];
+                returning_api = Api::start(&format!("api-{}-returning", s.slug), &[&env[..], &capacity].concat())?;
+                &returning_api
+            } else {
+                &api
+            };
             let measured = if shape == "returning" {
-                warm_returning_users(api.addr, o, &user_prefix)?;
+                warm_returning_users(target.addr, o, &user_prefix)?;
                 vec![mode, user_prefix.clone(), "0".into(), RETURNING_USERS.to_string()]
             } else {
                 let warm = vec![mode.clone(), format!("{user_prefix}-warm")];
-                wrk(api.addr, o.warmup_s, o.connections, &warm)?;
+                wrk(target.addr, o.warmup_s, o.connections, &warm)?;
                 vec![mode, user_prefix.clone()]
             };
             let before = if s.store == "memory" || shape == "floor" { None } else { redis_calls(redis_url).ok() };
             let hot_key = format!("{user_prefix}-hot-user");
-            let mut result = wrk(api.addr, o.duration_s, o.connections, &measured)?;
+            let mut result = wrk(target.addr, o.duration_s, o.connections, &measured)?;
             if let (Some(before), Ok(after)) = (before, redis_calls(redis_url)) {
                 let total = |m: &BTreeMap<String, u64>| m.values().sum::<u64>();
                 let evalsha = |m: &BTreeMap<String, u64>| m.get("evalsha").copied().unwrap_or(0);
