@@ -100,6 +100,11 @@ impl<S> RefusalCache<S> {
         self.inner.entries.is_empty()
     }
 
+    /// The remembered refusal `check` would answer now, without asking the store; `None` when it would ask.
+    pub(crate) fn answer_now(&self, key: &str, policy: &Policy, cost: u64) -> Option<Outcome> {
+        self.cached(key, policy, cost, self.inner.clock.now_us())
+    }
+
     fn cached(&self, key: &str, policy: &Policy, cost: u64, now_us: u64) -> Option<Outcome> {
         if cost == 0 {
             // Nothing asked: the store allows it even from an empty bucket.

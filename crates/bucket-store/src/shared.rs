@@ -59,6 +59,11 @@ impl<S: Clone> Shared<S> {
         self.policies.answer_now(key)
     }
 
+    /// The refusal `check` would answer from the process now, without the store; `None` when it would ask it.
+    pub(crate) fn refusal_now(&self, key: &str, policy: &Policy, cost: u64) -> Option<Outcome> {
+        self.decisions.answer_now(key, policy, cost)
+    }
+
     /// What a listener calls when another instance changed a key; it does not keep the caches alive.
     pub fn invalidator(&self) -> Invalidator {
         Invalidator::new(self.decisions.downgrade(), self.policies.downgrade())

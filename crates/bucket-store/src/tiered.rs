@@ -236,6 +236,11 @@ impl TieredStore {
         }
     }
 
+    /// When allowed decisions reach PostgreSQL, as configured.
+    pub fn write_mode(&self) -> WriteMode {
+        self.inner.config.write_mode
+    }
+
     /// The PostgreSQL tier, whose pruner the service starts.
     pub fn postgres(&self) -> &PostgresStore {
         &self.inner.pg

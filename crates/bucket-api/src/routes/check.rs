@@ -4,7 +4,7 @@ use std::borrow::Cow;
 use std::time::Instant;
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use bucket_store::{Key, Store, StoreError};
+use bucket_store::{Key, StoreError};
 use serde::Deserialize;
 use slog::{debug, warn, Logger};
 use utoipa::ToSchema;
@@ -121,7 +121,7 @@ pub(crate) async fn decide_logged(
         return Err(cost_exceeds(cost, &applied));
     }
     let started = Instant::now();
-    let result = state.store.check(key, &applied.policy, cost).await;
+    let result = state.store.check_as_task(key, &applied.policy, cost).await;
     let elapsed = started.elapsed();
     match result {
         Ok(outcome) => {
