@@ -142,11 +142,13 @@ impl AnyStore {
         if s.store().write_mode() != WriteMode::Sync {
             return self.check(key, policy, cost).await;
         }
-        if let Some(outcome) = s.refusal_now(key, policy, cost) {
-            return Ok(outcome);
-        }
-        let (s, key, policy) = (s.clone(), key.to_owned(), *policy);
-        let task = tokio::spawn(async move { s.check(&key, &policy, cost).await });
+        // The refusal cache's own two halves: looked up here, the store asked in the task.
+        let now_us = match s.refusals().lookup(key, policy, cost) {
+            Ok(refused) => return Ok(refused),
+            Err(now_us) => now_us,
+        };
+        let (refusals, key, policy) = (s.refusals().clone(), key.to_owned(), *policy);
+        let task = tokio::spawn(async move { refusals.ask(&key, &policy, cost, now_us).await });
         match task.await {
             Ok(answer) => answer,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),

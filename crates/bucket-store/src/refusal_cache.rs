@@ -100,9 +100,12 @@ impl<S> RefusalCache<S> {
         self.inner.entries.is_empty()
     }
 
-    /// The remembered refusal `check` would answer now, without asking the store; `None` when it would ask.
-    pub(crate) fn answer_now(&self, key: &str, policy: &Policy, cost: u64) -> Option<Outcome> {
-        self.cached(key, policy, cost, self.inner.clock.now_us())
+    /// `check`'s first half: the remembered refusal it answers now, or (`Err`) the instant it read, for
+    /// [`RefusalCache::ask`] when the store must decide. Split so a caller can run the second half elsewhere (a
+    /// task of its own, `AnyStore::check_as_task`) without looking the key up twice.
+    pub(crate) fn lookup(&self, key: &str, policy: &Policy, cost: u64) -> Result<Outcome, u64> {
+        let now_us = self.inner.clock.now_us();
+        self.cached(key, policy, cost, now_us).ok_or(now_us)
     }
 
     fn cached(&self, key: &str, policy: &Policy, cost: u64, now_us: u64) -> Option<Outcome> {
@@ -151,16 +154,23 @@ impl<S> RefusalCache<S> {
     }
 }
 
-impl<S: Store> Store for RefusalCache<S> {
-    async fn check(&self, key: &str, policy: &Policy, cost: u64) -> Result<Outcome, StoreError> {
-        let now_us = self.inner.clock.now_us();
-        if let Some(outcome) = self.cached(key, policy, cost, now_us) {
-            return Ok(outcome);
-        }
+impl<S: Store> RefusalCache<S> {
+    /// `check`'s second half, after [`RefusalCache::lookup`] found nothing at `now_us`: the store decides, and a
+    /// refusal is remembered.
+    pub(crate) async fn ask(&self, key: &str, policy: &Policy, cost: u64, now_us: u64) -> Result<Outcome, StoreError> {
         let outcome = self.store.check(key, policy, cost).await?;
         // The clock is read before the store is asked, so the entry expires no later than the store's own answer.
         self.remember(key, policy, outcome, now_us);
         Ok(outcome)
+    }
+}
+
+impl<S: Store> Store for RefusalCache<S> {
+    async fn check(&self, key: &str, policy: &Policy, cost: u64) -> Result<Outcome, StoreError> {
+        match self.lookup(key, policy, cost) {
+            Ok(refused) => Ok(refused),
+            Err(now_us) => self.ask(key, policy, cost, now_us).await,
+        }
     }
 
     /// A request any of whose buckets has a live remembered refusal (for its policy, and a cost above zero) is

@@ -49,7 +49,7 @@ impl<S: Clone> Shared<S> {
         self.decisions.inner()
     }
 
-    /// The refusal cache (tests look at it).
+    /// The refusal cache: its two halves for `AnyStore::check_as_task`, its entries for tests.
     pub fn refusals(&self) -> &RefusalCache<S> {
         &self.decisions
     }
@@ -57,11 +57,6 @@ impl<S: Clone> Shared<S> {
     /// `key`'s policy when the policy cache can answer without I/O (no refresh due), else `None`.
     pub(crate) fn policy_now(&self, key: &str) -> Option<Option<Policy>> {
         self.policies.answer_now(key)
-    }
-
-    /// The refusal `check` would answer from the process now, without the store; `None` when it would ask it.
-    pub(crate) fn refusal_now(&self, key: &str, policy: &Policy, cost: u64) -> Option<Outcome> {
-        self.decisions.answer_now(key, policy, cost)
     }
 
     /// What a listener calls when another instance changed a key; it does not keep the caches alive.

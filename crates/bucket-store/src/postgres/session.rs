@@ -23,12 +23,6 @@ pub(super) struct SessionSetup {
     pub statement_timeout_ms: Option<u64>,
     /// The quoted schema to put first (and only) on the `search_path`.
     pub schema: Option<String>,
-    /// `SET plan_cache_mode = force_generic_plan`: each prepared statement is planned once per session. Left to
-    /// PostgreSQL (`auto`), the array statements of the tiered store kept a custom plan, so every execution was
-    /// planned again, re-parsing the inlined SQL functions (a fifth of PostgreSQL's CPU, docs/perf.md §14). Every
-    /// statement's generic plan reaches rows through an index, even one planned on an empty table
-    /// (tests/plans.rs).
-    pub generic_plans: bool,
     /// How to connect (URL, `sslmode`, certificate checks): the same for the pool and the migrating session.
     pub tls: Arc<Tls>,
 }
@@ -42,7 +36,6 @@ impl SessionSetup {
         Ok(Self {
             statement_timeout_ms: Some(ms),
             schema: config.schema.as_deref().map(quote_identifier).transpose()?,
-            generic_plans: true,
             tls,
         })
     }
@@ -67,12 +60,13 @@ pub(super) async fn open(setup: &SessionSetup) -> ConnectionResult<AsyncPgConnec
     if let Some(schema) = &setup.schema {
         settings.push_str(&format!("SET search_path TO {schema};"));
     }
-    if setup.generic_plans {
-        settings.push_str("SET plan_cache_mode = force_generic_plan;");
-    }
-    if !settings.is_empty() {
-        conn.batch_execute(&settings).await.map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
-    }
+    // Each prepared statement planned once per session. Left to PostgreSQL (`auto`), the tiered store's array
+    // statements kept custom plans, so every execution was planned again, re-parsing the inlined SQL functions (a
+    // fifth of PostgreSQL's CPU, docs/perf.md §14). Safe because every statement's generic plan reaches rows through
+    // an index, even one planned on an empty table (tests/plans.rs). The migrating session prepares nothing, so it
+    // is set there too rather than told apart.
+    settings.push_str("SET plan_cache_mode = force_generic_plan;");
+    conn.batch_execute(&settings).await.map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
     Ok(conn)
 }
 
@@ -102,7 +96,7 @@ fn migrate_blocking(config: &PostgresConfig, tls: Arc<Tls>) -> Result<usize, Sto
         .map_err(|e| errors::backend(format!("cannot start the migration runtime: {e}")))?;
     let schema = config.schema.as_deref().map(quote_identifier).transpose()?;
     let conn = runtime.block_on(async {
-        let no_limits = SessionSetup { statement_timeout_ms: None, schema: None, generic_plans: false, tls };
+        let no_limits = SessionSetup { statement_timeout_ms: None, schema: None, tls };
         let mut conn = tokio::time::timeout(config.connect_timeout, open(&no_limits))
             .await
             .map_err(|_| errors::timeout(config.connect_timeout))?
