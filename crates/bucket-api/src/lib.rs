@@ -17,6 +17,7 @@ pub mod error;
 pub mod failure_mode;
 pub mod headers;
 pub mod identity;
+pub mod log_throttle;
 pub mod logging;
 pub mod metrics;
 pub mod openapi;

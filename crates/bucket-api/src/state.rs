@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::headers::AppliedPolicy;
 use crate::identity::{caller_key, IdentitySettings};
+use crate::log_throttle::{LogThrottle, LOG_EVERY};
 use crate::metrics::Metrics;
 use crate::rls::reload::watch_limits;
 use crate::server::StartError;
@@ -37,6 +38,13 @@ pub struct AppState {
     pub limits: Option<LiveLimits>,
     /// `config.user_header`, parsed once.
     user_header: HeaderName,
+    /// Gate of the "store failed" warning, which an outage would otherwise write once per request.
+    pub store_failure_log: LogThrottle,
+    /// Gate of the gateway front's "store failed on shadow limits" warning, for the same reason.
+    pub shadow_failure_log: LogThrottle,
+    /// Gate of "shadow mode: would have refused", written for every refusal a shadow rule would make; the
+    /// per-rule counts are in the metrics.
+    pub shadow_refusal_log: LogThrottle,
 }
 
 impl AppState {
@@ -63,7 +71,19 @@ impl AppState {
             Some(path) => Some(watch_limits(path, &metrics, &log)?),
             None => None,
         };
-        Ok(Self { config, default_policy, named_policies, store, metrics, log, limits, user_header })
+        Ok(Self {
+            config,
+            default_policy,
+            named_policies,
+            store,
+            metrics,
+            log,
+            limits,
+            user_header,
+            store_failure_log: LogThrottle::new(LOG_EVERY),
+            shadow_failure_log: LogThrottle::new(LOG_EVERY),
+            shadow_refusal_log: LogThrottle::new(LOG_EVERY),
+        })
     }
 
     /// Who a request without an explicit key is for (`GET /`, `/v1/auth`), by the configured identity rules, so

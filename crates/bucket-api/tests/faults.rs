@@ -110,10 +110,14 @@ async fn postgres_outage_is_decided_in_redis_queued_and_replayed() {
 
 /// Both dependencies hang; the answers must come within the timeouts, in the configured failure mode.
 async fn both_down(mode: FailureMode) -> Vec<Reply> {
+    both_down_logged(mode, &CapturedLog::default()).await
+}
+
+async fn both_down_logged(mode: FailureMode, log: &CapturedLog) -> Vec<Reply> {
     let backends = Backends::new().await;
     let mut config = tiered(&backends, 5, Sync);
     config.failure_mode = mode;
-    let api = Api::quiet(config).await;
+    let api = Api::start(config, log.logger()).await;
     assert_eq!(api.get("k").await.status, 200);
     backends.redis_proxy.set(Fault::Stall);
     backends.pg_proxy.set(Fault::Stall);
@@ -137,8 +141,16 @@ async fn both_down_fail_open_allows_marked_and_promptly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_down_fail_closed_answers_503_with_retry_after_promptly() {
-    let replies = both_down(FailureMode::FailClosed).await;
+    let log = CapturedLog::default();
+    let started = std::time::Instant::now();
+    let replies = both_down_logged(FailureMode::FailClosed, &log).await;
     assert!(replies.iter().all(|r| r.status == 503 && r.retry_after.as_deref() == Some("1")), "{replies:?}");
+    // The outage is logged, but not once per request: the first failure, then at most one line per interval,
+    // each counting the failures it stands for (`log_throttle.rs`).
+    let lines = log.matching("store failed; answering with the failure mode");
+    let intervals = started.elapsed().as_secs() / bucket_api::log_throttle::LOG_EVERY.as_secs();
+    assert!(!lines.is_empty() && lines.len() as u64 <= 1 + intervals, "{} replies, lines {lines:?}", replies.len());
+    assert!(lines[0].contains("suppressed=0") && lines[0].contains("mode=fail_closed"), "{lines:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

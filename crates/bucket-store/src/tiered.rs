@@ -258,9 +258,14 @@ impl TieredStore {
 }
 
 impl Inner {
-    /// Whether Redis may decide now: it is up and every key PostgreSQL changed meanwhile is gone from it.
+    /// Whether Redis may decide now: it is up, or PostgreSQL is marked down too, and every key PostgreSQL changed
+    /// meanwhile is gone from it.
+    ///
+    /// With both marked down Redis is still asked, as it is the only tier that may answer: otherwise one slow
+    /// Redis call during a PostgreSQL outage failed every request until the prober's next turn (seen as bursts of
+    /// 503s when Redis stalled on its own disk during PostgreSQL's crash recovery, docs/reliability.md).
     async fn redis_ready(&self) -> bool {
-        if !self.redis_up.load(Ordering::Acquire) {
+        if !self.redis_up.load(Ordering::Acquire) && self.pg_up.load(Ordering::Acquire) {
             return false;
         }
         if self.stale_count.load(Ordering::Acquire) == 0 {

@@ -5,6 +5,7 @@ mod tiered_rig;
 
 use std::time::Duration;
 
+use bucket_store::tiered::TieredConfig;
 use bucket_store::{Limit, Source, Store};
 use bucket_testkit::Fault;
 use deadpool_redis::redis;
@@ -225,4 +226,32 @@ async fn multi_limit_writes_wait_in_the_queue_while_postgres_is_down() {
         assert_eq!((row.tokens, row.version), (tokens, 1), "{key}");
         assert_eq!(Some(row_state(&row)), rig.redis_state(key).await, "{key}");
     }
+}
+
+/// PostgreSQL down, then one Redis call too slow: Redis is marked down, but it is the only tier left, so the next
+/// request asks it again instead of failing until the prober's next turn (here a minute away).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_postgres_down_a_redis_hiccup_fails_only_the_requests_it_delays() {
+    let config = TieredConfig { retry_interval: Duration::from_secs(60), ..sync() };
+    let rig = Rig::new(config).await;
+    let policy = per_hour(5);
+    assert_eq!(rig.check("h", &policy).await, (true, Source::NewUser, 4));
+    rig.pg_proxy.set(Fault::Refuse);
+    assert_eq!(rig.check("h", &policy).await, (true, Source::Redis, 3));
+    assert!(!rig.stats().postgres_up);
+    // Past the 200 ms command timeout: this request fails, and Redis is marked down.
+    rig.redis_proxy.set(Fault::Latency(Duration::from_millis(400)));
+    let error = rig.store.check("h", &policy, 1).await.expect_err("Redis too slow, PostgreSQL down");
+    assert!(error.is_transient(), "{error}");
+    assert!(!rig.stats().redis_up);
+    rig.redis_proxy.set(Fault::Pass);
+    // The delayed script may still have run in Redis (its reply was lost, not the command): 2 or 1 left.
+    let (allowed, source, remaining) = rig.check("h", &policy).await;
+    assert!(allowed && source == Source::Redis && remaining <= 2, "{remaining} left from {source:?}");
+    // Still never over capacity: the bucket runs dry where it should.
+    let mut granted = 0;
+    for _ in 0..5 {
+        granted += u64::from(rig.check("h", &policy).await.0);
+    }
+    assert_eq!(granted, remaining, "grants after the hiccup");
 }

@@ -163,8 +163,10 @@ pub async fn should_rate_limit(state: &AppState, limits: &Limits, request: &RlsR
                 let mode = state.config.failure_mode;
                 state.metrics.store_errors.with_label_values(&[state.store_label()]).inc();
                 state.metrics.failure_mode.with_label_values(&[mode.as_str()]).inc();
-                warn!(state.log, "store failed; answering with the failure mode";
-                    "domain" => domain, "mode" => mode.as_str(), "error" => %error);
+                if let Some(suppressed) = state.store_failure_log.admit() {
+                    warn!(state.log, "store failed; answering with the failure mode";
+                        "domain" => domain, "mode" => mode.as_str(), "error" => %error, "suppressed" => suppressed);
+                }
                 if mode == FailureMode::FailClosed {
                     return Err(RlsError::Unavailable(error.to_string()));
                 }
@@ -213,14 +215,20 @@ async fn decide_shadow(
                     count(&pending.matched.metric_rule, outcome::ALLOWED);
                 } else {
                     count(&pending.matched.metric_rule, outcome::SHADOW_REFUSED);
-                    info!(state.log, "shadow mode: would have refused";
-                        "domain" => domain, "rule" => &pending.matched.metric_rule, "remaining" => decision.remaining);
+                    if let Some(suppressed) = state.shadow_refusal_log.admit() {
+                        info!(state.log, "shadow mode: would have refused";
+                            "domain" => domain, "rule" => &pending.matched.metric_rule,
+                            "remaining" => decision.remaining, "suppressed" => suppressed);
+                    }
                 }
             }
         }
         Err(error) => {
             state.metrics.store_errors.with_label_values(&[state.store_label()]).inc();
-            warn!(state.log, "store failed on shadow limits; answered OK"; "domain" => domain, "error" => %error);
+            if let Some(suppressed) = state.shadow_failure_log.admit() {
+                warn!(state.log, "store failed on shadow limits; answered OK";
+                    "domain" => domain, "error" => %error, "suppressed" => suppressed);
+            }
             for pending in shadow {
                 statuses[pending.index] = DescriptorAnswer::not_asked(pending.matched.rule);
             }

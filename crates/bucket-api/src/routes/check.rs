@@ -148,8 +148,10 @@ fn store_failed(
     let mode = state.config.failure_mode;
     state.metrics.store_errors.with_label_values(&[state.store_label()]).inc();
     state.metrics.failure_mode.with_label_values(&[mode.as_str()]).inc();
-    warn!(log, "store failed; answering with the failure mode";
-        "user_id" => key, "mode" => mode.as_str(), "error" => %error);
+    if let Some(suppressed) = state.store_failure_log.admit() {
+        warn!(log, "store failed; answering with the failure mode";
+            "user_id" => key, "mode" => mode.as_str(), "error" => %error, "suppressed" => suppressed);
+    }
     if cost > applied.policy.capacity() {
         return Err(cost_exceeds(cost, applied));
     }

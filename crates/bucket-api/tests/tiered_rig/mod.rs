@@ -194,6 +194,11 @@ impl CapturedLog {
     pub fn contains(&self, text: &str) -> bool {
         self.0.lock().unwrap().iter().any(|m| m.contains(text))
     }
+
+    /// The messages so far that contain `text`.
+    pub fn matching(&self, text: &str) -> Vec<String> {
+        self.0.lock().unwrap().iter().filter(|m| m.contains(text)).cloned().collect()
+    }
 }
 
 impl slog::Drain for CapturedLog {
