@@ -1,12 +1,13 @@
 #!/bin/bash
-# PostgreSQL's CPU per row of the tiered store's batched write (`save_batch.sql`), and what two of its choices
-# cost, measured with pgbench on a schema of the project's migrations (docs/perf.md §13). Four variants of the same
-# statement, alternated ROUNDS times: `full_at` stored rounded up to whole 10 s (as shipped) or exact (the column
-# then changes on every write, so no update is HOT), and commit durable ($6 true: sync mode's group commit) or
-# lazy ($6 false: write-behind's flushes). Each pgbench run: -M prepared, CLIENTS sessions, ROWS writes per
-# statement over USERS keys that all exist (returning users), versions from the clock so every write lands.
-# CPU = utime+stime of pgbench's own server sessions (sampled every 0.2 s while they live) plus the WAL writer and
-# checkpointer, over the rows written.
+# PostgreSQL's CPU per row of the tiered store's batched writes, measured with pgbench on a schema of the project's
+# migrations (docs/perf.md §13, §16). Three variants, alternated ROUNDS times: `batch` is `save_batch.sql` as
+# shipped (sync mode's group commit: an answer per write, durable commit), `batch-exact` the same with `full_at`
+# stored exact instead of rounded up to whole 10 s (the column then changes on every write, so no update is HOT),
+# `answered` is `save_answered.sql` (write-behind's flushes: no answer, lazy commit). Each pgbench run: -M
+# prepared, CLIENTS sessions, ROWS writes per statement over USERS keys that all exist (returning users), versions
+# from the clock so every write lands. CPU = utime+stime of pgbench's own server sessions (sampled every 0.2 s
+# while they live) plus the WAL writer and checkpointer, over the rows written; building the arrays in SQL is
+# part of every variant's figure.
 #   usage: loadtest/pg_write_cost.sh [ROWS=50] [CLIENTS=1] [SECONDS=6] [ROUNDS=2] [USERS=10000]
 set -euo pipefail
 ROWS=${1:-50}; CLIENTS=${2:-1}; SECS=${3:-6}; ROUNDS=${4:-2}; USERS=${5:-10000}
@@ -21,8 +22,9 @@ PGOPTIONS="-c search_path=$SCHEMA" psql -q "$DB" -c "INSERT INTO rate_limits (us
 python3 - "$TMP" "$ROWS" "$USERS" <<'PY'
 import sys
 tmp, rows, users = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-sql = open("crates/bucket-store/src/postgres/save_batch.sql").read()
-body = "\n".join(l.split("--")[0].rstrip() for l in sql.splitlines() if l.split("--")[0].strip())
+def body(name):
+    sql = open(f"crates/bucket-store/src/postgres/{name}.sql").read()
+    return "\n".join(l.split("--")[0].rstrip() for l in sql.splitlines() if l.split("--")[0].strip())
 n = "(:n)::int"
 now = "(extract(epoch FROM clock_timestamp()) * 1000000)::bigint"
 params = {
@@ -32,23 +34,21 @@ params = {
     "$4::bigint[]": f"array_fill({now}, ARRAY[{n}])",
     "$5::bigint[]": f"array_fill(1000000000::bigint, ARRAY[{n}])",
 }
-for full_at in ("rounded", "exact"):
-    for commit in ("durable", "lazy"):
-        text = body
-        for p, v in params.items():
-            assert p in text, p
-            text = text.replace(p, v)
-        text = text.replace("$6::boolean", "true" if commit == "durable" else "false")
-        if full_at == "exact":
-            assert "bucket_prunable_at(w.full_at)" in text
-            text = text.replace("bucket_prunable_at(w.full_at)", "w.full_at")
-        with open(f"{tmp}/{full_at}-{commit}.sql", "w") as f:
-            f.write(f"\\set base random(0, {users - 1})\n\\set n {rows}\n{text};\n")
+for variant, name in (("batch", "save_batch"), ("batch-exact", "save_batch"), ("answered", "save_answered")):
+    text = body(name)
+    for p, v in params.items():
+        assert p in text, p
+        text = text.replace(p, v)
+    if variant == "batch-exact":
+        assert "bucket_prunable_at(w.full_at)" in text
+        text = text.replace("bucket_prunable_at(w.full_at)", "w.full_at")
+    with open(f"{tmp}/{variant}.sql", "w") as f:
+        f.write(f"\\set base random(0, {users - 1})\n\\set n {rows}\n{text};\n")
 PY
 sessions() { psql -tA "$DB" -c "SELECT pid FROM pg_stat_activity WHERE application_name = 'pgbench' OR backend_type IN ('walwriter', 'checkpointer')"; }
 ticks() { sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $12 + $13}'; }
 for round in $(seq "$ROUNDS"); do
-  for variant in rounded-durable rounded-lazy exact-durable exact-lazy; do
+  for variant in batch batch-exact answered; do
     declare -A first=() last=()
     for p in $(sessions); do t=$(ticks "$p") && first[$p]=$t && last[$p]=$t; done
     PGOPTIONS="-c search_path=$SCHEMA" pgbench -n -M prepared -c "$CLIENTS" -j 1 -T "$SECS" -f "$TMP/$variant.sql" "$DB" > "$TMP/out" 2>&1 &

@@ -15,14 +15,19 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 
 /// Each statement of the store that touches `rate_limits` by key, with arguments for one run. The pool's sessions
 /// force generic plans (postgres/session.rs), so these are the plans every check runs.
-const STATEMENTS: [(&str, &str, &str); 8] = [
+const STATEMENTS: [(&str, &str, &str); 9] = [
     ("decide", include_str!("../src/postgres/decide.sql"), "('k1', 10, 1000, 1, NULL)"),
     ("read", include_str!("../src/postgres/read.sql"), "('k1', NULL)"),
     ("read_many", include_str!("../src/postgres/read_many.sql"), "(ARRAY['k1','k2','k3'])"),
     (
         "save_batch",
         include_str!("../src/postgres/save_batch.sql"),
-        "(ARRAY['k1','k2'], ARRAY[1,2], ARRAY[1,2], ARRAY[5,5], ARRAY[4000000000000000,4000000000000000], true)",
+        "(ARRAY['k1','k2'], ARRAY[1,2], ARRAY[1,2], ARRAY[5,5], ARRAY[4000000000000000,4000000000000000])",
+    ),
+    (
+        "save_answered",
+        include_str!("../src/postgres/save_answered.sql"),
+        "(ARRAY['k1','k2'], ARRAY[1,2], ARRAY[1,2], ARRAY[5,5], ARRAY[4000000000000000,4000000000000000])",
     ),
     ("decide_all_lock", include_str!("../src/postgres/decide_all_lock.sql"), "(ARRAY['k1','k2'], ARRAY[10,10], NULL)"),
     ("decide_all_read", include_str!("../src/postgres/decide_all_read.sql"), "(ARRAY['k1','k2'], NULL)"),
@@ -102,7 +107,7 @@ async fn repeated_writes_of_a_key_update_its_row_in_place() {
     // The tiered store's writes of the same key, versions counting up from the row's (40), full within the same
     // 10 s step (at 1.8e9 s + 4.005 s), which is still ahead of the server's real clock, so they are written.
     for version in 41..=60u64 {
-        let args = format!("(ARRAY['hot'], ARRAY[1], ARRAY[1800000004000000], ARRAY[{version}], ARRAY[5000], true)");
+        let args = format!("(ARRAY['hot'], ARRAY[1], ARRAY[1800000004000000], ARRAY[{version}], ARRAY[5000])");
         conn.batch_execute(&format!("EXECUTE save{args}")).await.unwrap();
     }
     let counts: Updates = diesel::sql_query(
@@ -129,23 +134,24 @@ async fn synchronous_commit(conn: &mut AsyncPgConnection) -> String {
     row.value
 }
 
-/// `save_batch.sql` with `$6` false (write-behind's flushes) turns `synchronous_commit` off for its own
-/// transaction, and with `$6` true leaves the server's setting: read back inside an explicit transaction, where
-/// the statement's local setting lasts until the end, and gone after it.
+/// `save_answered.sql` (write-behind's flushes, replays) turns `synchronous_commit` off for its own transaction,
+/// and `save_batch.sql` (the synchronous mode's group commit) leaves the server's setting: read back inside an
+/// explicit transaction, where the statement's local setting lasts until the end, and gone after it.
 #[tokio::test]
 async fn answered_writes_commit_without_waiting_for_the_wal_and_others_keep_the_servers_setting() {
     let schema = TestSchema::new();
     let _store: PostgresStore = schema.store().await; // applies the migrations
     let mut conn = schema.sql().await;
-    let save = include_str!("../src/postgres/save_batch.sql");
-    conn.batch_execute(&format!("PREPARE save AS {save}")).await.unwrap();
+    let answered = include_str!("../src/postgres/save_answered.sql");
+    let batch = include_str!("../src/postgres/save_batch.sql");
+    conn.batch_execute(&format!("PREPARE answered AS {answered}; PREPARE batch AS {batch}")).await.unwrap();
     let server = synchronous_commit(&mut conn).await;
     assert_ne!(server, "off", "the test needs a server that waits for the WAL");
-    for (durable, expected) in [(false, "off"), (true, server.as_str())] {
+    for (statement, expected) in [("answered", "off"), ("batch", server.as_str())] {
         conn.batch_execute("BEGIN").await.unwrap();
-        let args = format!("(ARRAY['w'], ARRAY[1], ARRAY[4000000000000000], ARRAY[1], ARRAY[5000], {durable})");
-        conn.batch_execute(&format!("EXECUTE save{args}")).await.unwrap();
-        assert_eq!(synchronous_commit(&mut conn).await, expected, "durable = {durable}");
+        let args = "(ARRAY['w'], ARRAY[1], ARRAY[4000000000000000], ARRAY[1], ARRAY[5000])";
+        conn.batch_execute(&format!("EXECUTE {statement}{args}")).await.unwrap();
+        assert_eq!(synchronous_commit(&mut conn).await, expected, "{statement}");
         conn.batch_execute("ROLLBACK").await.unwrap();
         assert_eq!(synchronous_commit(&mut conn).await, server, "local to the transaction");
     }

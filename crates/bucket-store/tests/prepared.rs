@@ -16,6 +16,7 @@ const DECIDE: &str = include_str!("../src/postgres/decide.sql");
 const READ: &str = include_str!("../src/postgres/read.sql");
 const READ_MANY: &str = include_str!("../src/postgres/read_many.sql");
 const SAVE_BATCH: &str = include_str!("../src/postgres/save_batch.sql");
+const SAVE_ANSWERED: &str = include_str!("../src/postgres/save_answered.sql");
 const LOCK: &str = include_str!("../src/postgres/decide_all_lock.sql");
 const LOCKED_READ: &str = include_str!("../src/postgres/decide_all_read.sql");
 const WRITE: &str = include_str!("../src/postgres/decide_all_write.sql");
@@ -61,6 +62,7 @@ async fn every_statement_on_the_decision_path_is_prepared_once_then_reused() {
         assert!(store.save("saved", &pending(1, 1_000, round + 1)).await.unwrap());
         let batch = [(format!("batch-{round}"), pending(1, 1_000, 1))];
         assert_eq!(store.save_batch(&batch).await.unwrap(), 1);
+        assert_eq!(store.save_answered(&batch).await.unwrap(), 0, "the same version again: refused by the guard");
         let (a, b) = (format!("all-a-{round}"), format!("all-b-{round}"));
         let limits = [Limit { key: &a, policy, cost: 1 }, Limit { key: &b, policy, cost: 1 }];
         assert!(store.check_all(&limits).await.unwrap().allowed, "the three statements of check_all");
@@ -75,6 +77,7 @@ async fn every_statement_on_the_decision_path_is_prepared_once_then_reused() {
         (READ, 3 * ROUNDS),
         (READ_MANY, ROUNDS),
         (SAVE_BATCH, 2 * ROUNDS),
+        (SAVE_ANSWERED, ROUNDS),
         (LOCK, ROUNDS),
         (LOCKED_READ, ROUNDS),
         (WRITE, ROUNDS),

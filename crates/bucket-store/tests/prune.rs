@@ -110,6 +110,15 @@ async fn every_statement_that_writes_a_row_records_when_it_is_full() {
     let batch = [("c".to_owned(), PendingWrite::new(&policy, versioned(0, now, 10)))];
     assert_eq!(store.save_batch(&batch).await.unwrap(), 1);
     assert_full_at_is_the_cores(&store, &mut conn, "c", &policy).await;
+    // Write-behind's statement, for a new key and over an existing row.
+    let answered = [
+        ("c".to_owned(), PendingWrite::new(&policy, versioned(1, now + SECOND, 11))),
+        ("d".to_owned(), PendingWrite::new(&policy, versioned(2, now, 1))),
+    ];
+    assert_eq!(store.save_answered(&answered).await.unwrap(), 2);
+    assert_full_at_is_the_cores(&store, &mut conn, "c", &policy).await;
+    assert_full_at_is_the_cores(&store, &mut conn, "d", &policy).await;
+    assert_eq!(full_at_of(&mut conn, "d").await, Some(prunable(now + 3 * SECOND)), "3 tokens short, 1 per s");
 }
 
 #[tokio::test]
@@ -202,6 +211,7 @@ async fn a_late_write_never_brings_back_a_full_state() {
     assert!(store.save("k", &fresh).await.unwrap());
     assert!(!store.save("k", &stale).await.unwrap(), "full and late: refused despite version 50");
     assert_eq!(store.save_batch(&[("k".to_owned(), stale)]).await.unwrap(), 0);
+    assert_eq!(store.save_answered(&[("k".to_owned(), stale)]).await.unwrap(), 0, "nor by write-behind");
     assert_eq!(PostgresStore::load(&store, "k").await.unwrap(), Some(versioned(1, now, 2)));
     // The new row's next write still wins, and a newer state that is not full is the truth arriving late.
     assert!(store.save("k", &PendingWrite::new(&policy, versioned(0, now, 3))).await.unwrap());

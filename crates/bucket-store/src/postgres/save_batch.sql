@@ -1,7 +1,7 @@
 -- Writes states decided elsewhere (by Redis, in the tiered store), guarded so an older state never overwrites a
 -- newer one. One statement for the whole batch.
 --
--- Parameters: five arrays of equal length, one entry per write, then a flag: $1 keys, $2 tokens, $3 last_refill_us,
+-- Parameters: five arrays of equal length, one entry per write: $1 keys, $2 tokens, $3 last_refill_us,
 -- $4 versions, $5 µs from last_refill until the bucket is full (bucket_core::full_at minus last_refill_us, below
 -- 2^53): the row's `full_at`, which the pruner reads (postgres/prune.rs), stored rounded up to whole 10 s
 -- (bucket_prunable_at, so that most writes update the row in place); the "already full" test below uses the exact one.
@@ -11,13 +11,8 @@
 -- write that is not returned was full, and skipped. The tiered store reads a refusal as "Redis's bucket may be older than
 -- PostgreSQL's row" (tiered/stale.rs).
 --
--- $6 durable: false for writes of decisions already answered (write-behind's flushes, and writes replayed after
--- PostgreSQL was away), whose transaction then commits without waiting for its WAL to reach disk
--- (synchronous_commit off for this transaction only, set in `commit_mode`): a PostgreSQL crash may lose the last
--- fraction of a second of them, the loss write-behind already accepts for its queue, and each flush no longer
--- waits for an fsync (measured: a quarter less CPU per row, docs/perf.md §13). true keeps the server's setting:
--- the synchronous mode's group commit answers only after its write is durable. `commit_mode` is joined into
--- `input` so that it is evaluated (an unreferenced CTE is not); it is one row, so the join changes nothing else.
+-- The commit waits for the WAL as the server's `synchronous_commit` says: the synchronous mode's group commit
+-- answers only after its write is durable. Writes of decisions already answered go through save_answered.sql.
 --
 -- The guard is in the DO UPDATE's WHERE, which PostgreSQL evaluates on the locked, newest version of the row:
 -- a concurrent decision (decide.sql, which bumps the version) and this write serialise on the row lock, and the
@@ -35,18 +30,13 @@
 -- versions, under one policy, full_at only grows with the version, so a state that is full here replaces only a
 -- row that is full too: leaving that row as it is changes no decision. The test is evaluated once per write, in
 -- `input`, so that the INSERT and the answer agree on which writes were full.
-WITH commit_mode AS MATERIALIZED (
-    SELECT set_config('synchronous_commit',
-                      CASE WHEN $6::boolean THEN current_setting('synchronous_commit') ELSE 'off' END, true) AS mode
-),
-input AS MATERIALIZED (
+WITH input AS MATERIALIZED (
     SELECT i.n, i.user_id, i.tokens, i.version,
            TIMESTAMPTZ 'epoch' + i.last_refill_us * INTERVAL '1 microsecond' AS last_refill_time,
            TIMESTAMPTZ 'epoch' + i.last_refill_us * INTERVAL '1 microsecond' + i.fill_us * INTERVAL '1 microsecond'
                AS full_at
     FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bigint[], $5::bigint[]) WITH ORDINALITY
          AS i(user_id, tokens, last_refill_us, version, fill_us, n)
-    CROSS JOIN commit_mode
 ),
 open AS MATERIALIZED (
     SELECT * FROM input WHERE full_at > clock_timestamp()

@@ -24,6 +24,8 @@ statements! {
     ReadMany = "read_many.sql";
     /// Version-guarded upsert of many buckets in one statement.
     SaveBatch = "save_batch.sql";
+    /// The same upsert for writes already answered: no answer per write, lazy commit.
+    SaveAnswered = "save_answered.sql";
     /// Several buckets decided together, step 1: lock (and create) the rows.
     DecideAllLock = "decide_all_lock.sql";
     /// Step 2: read the locked rows and the clock.
