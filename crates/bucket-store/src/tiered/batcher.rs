@@ -1,7 +1,7 @@
 //! Sharing one round trip among concurrent requests: each request puts its item in the open batch and waits for
 //! its own answer; one call runs for a whole batch and answers every request of it.
 //!
-//! When a batch closes: as soon as one of a few call slots is free, or when its first request has waited the
+//! When a batch closes: as soon as a call slot is free (`SLOTS`), or when its first request has waited the
 //! window, or when it is full, whichever comes first. So a lone request goes at once (no idle wait: a fixed window
 //! was measured slower than no batching at all, docs/perf.md §11), and under load, while the slots' calls are on
 //! their way, the next batch fills by itself; the window only bounds how long a request can wait for a slot.
@@ -30,7 +30,9 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// Calls of one batcher on their way at once before the next batch waits (up to the window) for one to finish.
-const SLOTS: usize = 2;
+/// One: measured against two on both kinds of machine here, PostgreSQL spent 15–20 % less CPU per synchronous new
+/// user (batches about twice as large) at the same throughput and latency (docs/perf.md §16).
+const SLOTS: usize = 1;
 
 /// One request waiting: its item and where its answer goes.
 struct Job<T, R> {
@@ -254,7 +256,7 @@ mod tests {
 
     #[tokio::test]
     async fn while_every_slot_is_busy_the_next_batch_gathers_until_one_frees() {
-        // Calls that wait for a gate: the first SLOTS batches hold both slots until the gate opens.
+        // Calls that wait for a gate: the first SLOTS batches hold every slot until the gate opens.
         let gate = Arc::new(tokio::sync::Notify::new());
         let seen: Seen = Arc::default();
         let (log, open) = (Arc::clone(&seen), Arc::clone(&gate));
@@ -277,7 +279,7 @@ mod tests {
                 tokio::task::yield_now().await;
             }
         }
-        // Both slots busy: these five gather into one batch instead of going one by one.
+        // Every slot busy: these five gather into one batch instead of going one by one.
         tasks.extend((10..15).map(submit));
         for _ in 0..50 {
             tokio::task::yield_now().await;
