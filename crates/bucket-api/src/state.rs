@@ -105,6 +105,14 @@ impl AppState {
         self.config.store.as_str()
     }
 
+    /// Counts a check the store could not answer, which the failure mode then answers; `Some(suppressed)` when
+    /// this one is to be logged (`log_throttle.rs`), so an outage is visible without a line per request.
+    pub fn count_store_failure(&self) -> Option<u64> {
+        self.metrics.store_errors.with_label_values(&[self.store_label()]).inc();
+        self.metrics.failure_mode.with_label_values(&[self.config.failure_mode.as_str()]).inc();
+        self.store_failure_log.admit()
+    }
+
     /// The policy a request named, or the default; an unknown name is the caller's error even when the key has a
     /// policy of its own, so a typo never goes unnoticed.
     pub fn requested_policy(&self, name: Option<&str>) -> Result<AppliedPolicy, ApiError> {

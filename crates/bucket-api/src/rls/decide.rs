@@ -161,9 +161,7 @@ pub async fn should_rate_limit(state: &AppState, limits: &Limits, request: &RlsR
             }
             Err(error) => {
                 let mode = state.config.failure_mode;
-                state.metrics.store_errors.with_label_values(&[state.store_label()]).inc();
-                state.metrics.failure_mode.with_label_values(&[mode.as_str()]).inc();
-                if let Some(suppressed) = state.store_failure_log.admit() {
+                if let Some(suppressed) = state.count_store_failure() {
                     warn!(state.log, "store failed; answering with the failure mode";
                         "domain" => domain, "mode" => mode.as_str(), "error" => %error, "suppressed" => suppressed);
                 }

@@ -146,9 +146,7 @@ fn store_failed(
     error: StoreError,
 ) -> Result<HttpResponse, ApiError> {
     let mode = state.config.failure_mode;
-    state.metrics.store_errors.with_label_values(&[state.store_label()]).inc();
-    state.metrics.failure_mode.with_label_values(&[mode.as_str()]).inc();
-    if let Some(suppressed) = state.store_failure_log.admit() {
+    if let Some(suppressed) = state.count_store_failure() {
         warn!(log, "store failed; answering with the failure mode";
             "user_id" => key, "mode" => mode.as_str(), "error" => %error, "suppressed" => suppressed);
     }

@@ -1,5 +1,6 @@
 //! Writing states decided elsewhere (by Redis, in the tiered store): one version-guarded statement for any number
-//! of keys (`save_batch.sql`), reporting per write whether PostgreSQL took it.
+//! of keys, `save_batch.sql` reporting per write whether PostgreSQL took it, `save_answered.sql` (writes already
+//! answered) only how many rows it wrote.
 
 use diesel::pg::Pg;
 use diesel::query_builder::{QueryFragment, SqlQuery};
