@@ -301,6 +301,14 @@ impl Inner {
         }
     }
 
+    /// Marks Redis up again (its stale keys already gone): by the prober, or by a request that Redis answered
+    /// while both tiers were marked down, so that the gauge and the next requests follow at once.
+    fn redis_recovered(&self) {
+        if !self.redis_up.load(Ordering::Acquire) && !self.redis_up.swap(true, Ordering::AcqRel) {
+            (self.events)(TieredEvent::RedisRecovered);
+        }
+    }
+
     fn redis_lost(&self, e: &StoreError) {
         if self.redis_up.swap(false, Ordering::AcqRel) {
             (self.events)(TieredEvent::RedisLost { error: e.to_string() });
@@ -409,7 +417,10 @@ impl Store for TieredStore {
         let inner = &self.inner;
         if inner.redis_ready().await {
             match inner.check_in_redis(key, policy, cost).await {
-                Ok(outcome) => return Ok(outcome),
+                Ok(outcome) => {
+                    inner.redis_recovered();
+                    return Ok(outcome);
+                }
                 // Any Redis failure, transient or not, is a reason to let PostgreSQL decide instead.
                 Err(e) => inner.redis_lost(&e),
             }

@@ -248,6 +248,7 @@ async fn with_postgres_down_a_redis_hiccup_fails_only_the_requests_it_delays() {
     // The delayed script may still have run in Redis (its reply was lost, not the command): 2 or 1 left.
     let (allowed, source, remaining) = rig.check("h", &policy).await;
     assert!(allowed && source == Source::Redis && remaining <= 2, "{remaining} left from {source:?}");
+    assert!(rig.stats().redis_up, "an answer from Redis marks it up again, without waiting for the prober");
     // Still never over capacity: the bucket runs dry where it should.
     let mut granted = 0;
     for _ in 0..5 {

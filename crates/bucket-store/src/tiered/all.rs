@@ -26,7 +26,10 @@ impl Inner {
         }
         if self.redis_ready().await {
             match self.check_all_in_redis(&grouped).await {
-                Ok(outcomes) => return Ok(outcomes),
+                Ok(outcomes) => {
+                    self.redis_recovered();
+                    return Ok(outcomes);
+                }
                 // Any Redis failure, transient or not, is a reason to let PostgreSQL decide instead.
                 Err(e) => self.redis_lost(&e),
             }

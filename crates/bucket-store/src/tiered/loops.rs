@@ -38,10 +38,7 @@ pub(super) async fn probe_loop(inner: Weak<Inner>) {
             let Some(inner) = inner.upgrade() else { return };
             if !inner.redis_up.load(Ordering::Acquire) && inner.redis.ping().await.is_ok() {
                 match inner.invalidate_stale().await {
-                    Ok(()) => {
-                        inner.redis_up.store(true, Ordering::Release);
-                        (inner.events)(TieredEvent::RedisRecovered);
-                    }
+                    Ok(()) => inner.redis_recovered(),
                     Err(e) => (inner.events)(TieredEvent::RedisInvalidationFailed { error: e.to_string() }),
                 }
             }
