@@ -22,13 +22,13 @@
 //!   order): a decision keeps the refilled state's `full_at` (or moves it to now when the bucket was full) and
 //!   adds the cost's time. So a write carrying
 //!   a version at or below the deleted row's is a state that was full no later than the deleted row, hence full
-//!   when it lands: `save_batch.sql` does not write states that are already full, and one that were written would
+//!   when it lands: `save_batch.sql` and `save_answered.sql` do not write states that are already full, and one that were written would
 //!   grant exactly what no row grants. A write carrying a higher version is a real newer state (Redis decided it
 //!   after the row's version): inserting it is the truth arriving late, as it would without pruning.
 //! - Versions restart from 0 when a key returns after its row was deleted and Redis forgot the key too (Redis
 //!   keeps a key until it could have refilled from empty, so only once every earlier state is full). A late write
 //!   from before that point has a higher version than the new row's, and the plain version guard would let it
-//!   overwrite the new row; but it is full, and `save_batch.sql` never writes a full state, so it cannot hide the
+//!   overwrite the new row; but it is full, and neither write statement writes a full state, so it cannot hide the
 //!   new row's spent tokens. Conversely the new row's writes are not refused because of the old one: the old row
 //!   is gone, and a full state was not written back.
 //! - A clock skew between Redis (which stamps the tiered store's states) and PostgreSQL (which judges `full_at`)
