@@ -40,7 +40,7 @@ ALLOWED=$(echo "$OUT" | grep "^BENCH" | sed 's/BENCH //' | python3 -c 'import js
 LAT=$(echo "$OUT" | grep -E "^ +Latency" | awk '{print $2}')
 M=$(curl -s http://127.0.0.1:$PORT/metrics | grep -E "^bucket_postgres_statements_total" | tr '\n' ' ')
 kill $SPID; wait $SPID 2>/dev/null
-STATS=$(psql -tA postgres://postgres@127.0.0.1:5432/test -c "SELECT relname||':seq='||seq_scan||',seq_tup='||seq_tup_read||',idx='||coalesce(idx_scan,0)||',n_live='||n_live_tup FROM pg_stat_user_tables WHERE schemaname='ab_$RUN'" | tr '\n' ' ')
+STATS=$(psql -tA postgres://postgres@127.0.0.1:5432/test -c "SELECT relname||':seq='||seq_scan||',seq_tup='||seq_tup_read||',idx='||coalesce(idx_scan,0)||',n_live='||n_live_tup||',upd='||n_tup_upd||',hot='||n_tup_hot_upd FROM pg_stat_user_tables WHERE schemaname='ab_$RUN'" | tr '\n' ' ')
 psql -q postgres://postgres@127.0.0.1:5432/test -c "DROP SCHEMA IF EXISTS ab_$RUN CASCADE" 2>/dev/null
 CPU="us_per_req(api+pg+redis)=$(( (T1-T0)*10000000/REQ/1000 )) us_per_req(api)=$(( (A1-A0)*10000000/REQ/1000 )) pg=$(( (P1-P0)*10000000/REQ/1000 )) redis=$(( (R1-R0)*10000000/REQ/1000 ))"
 [ "$ALLOWED" -gt 0 ] && CPU="$CPU pg_per_allowed=$(( (P1-P0)*10000000/ALLOWED/1000 ))"
