@@ -17,6 +17,7 @@ use crate::identity::{caller_key, IdentitySettings};
 use crate::log_throttle::{LogThrottle, LOG_EVERY};
 use crate::metrics::Metrics;
 use crate::rls::reload::watch_limits;
+use crate::rls::series::LimitSeries;
 use crate::server::StartError;
 use crate::store_metrics::{PrunedCollector, StoreCollector};
 
@@ -36,6 +37,8 @@ pub struct AppState {
     pub log: Logger,
     /// The gateway front's limits, live-reloaded; `None` when no limits file is configured.
     pub limits: Option<LiveLimits>,
+    /// `bucket_limit_decisions_total`'s series for those limits' rules, resolved once each.
+    pub limit_series: LimitSeries,
     /// `config.user_header`, parsed once.
     user_header: HeaderName,
     /// Gate of the "store failed" warning, which an outage would otherwise write once per request.
@@ -76,10 +79,11 @@ impl AppState {
             default_policy,
             named_policies,
             store,
-            metrics,
             log,
             limits,
+            limit_series: LimitSeries::new(metrics.limit_decisions.clone()),
             user_header,
+            metrics,
             store_failure_log: LogThrottle::new(LOG_EVERY),
             shadow_failure_log: LogThrottle::new(LOG_EVERY),
             shadow_refusal_log: LogThrottle::new(LOG_EVERY),

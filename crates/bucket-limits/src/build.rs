@@ -22,19 +22,20 @@ pub(crate) struct BuiltDomain {
     pub replaces: Vec<(String, String)>,
 }
 
-/// Validates one parsed file.
-pub(crate) fn build_file(file: &str, yaml: FileYaml) -> Result<BuiltDomain, LimitsError> {
+/// Validates one parsed file; its rules are numbered from `first_rule` on (see [`Rule::index`]).
+pub(crate) fn build_file(file: &str, yaml: FileYaml, first_rule: usize) -> Result<BuiltDomain, LimitsError> {
     let domain = yaml.domain.unwrap_or_default();
     if domain.is_empty() {
         return Err(LimitsError::invalid(file, "domain", "config file cannot have empty domain"));
     }
-    let mut builder = Builder { file, rules: 0, names: Vec::new(), replaces: Vec::new() };
+    let mut builder = Builder { file, first_rule, rules: 0, names: Vec::new(), replaces: Vec::new() };
     let root = builder.level(&domain, yaml.descriptors.unwrap_or_default())?;
     Ok(BuiltDomain { domain, root, rules: builder.rules, names: builder.names, replaces: builder.replaces })
 }
 
 struct Builder<'f> {
     file: &'f str,
+    first_rule: usize,
     rules: usize,
     names: Vec<String>,
     replaces: Vec<(String, String)>,
@@ -123,6 +124,7 @@ impl Builder<'_> {
         if let Some(n) = &name {
             self.names.push(n.clone());
         }
+        let index = self.first_rule + self.rules;
         self.rules += 1;
         Ok(Rule {
             name,
@@ -136,6 +138,7 @@ impl Builder<'_> {
             path: path.to_owned(),
             replaces,
             file: self.file.to_owned(),
+            index,
         })
     }
 

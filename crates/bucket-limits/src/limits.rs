@@ -39,7 +39,7 @@ impl Limits {
         let mut owner: HashMap<String, String> = HashMap::new();
         for (name, text) in files {
             let yaml = schema::parse(text).map_err(|e| LimitsError::syntax(name, &e))?;
-            let built = build_file(name, yaml)?;
+            let built = build_file(name, yaml, limits.rules)?;
             if let Some(first) = owner.get(&built.domain) {
                 return Err(LimitsError::DuplicateDomain {
                     file: name.clone(),

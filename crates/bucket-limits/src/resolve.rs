@@ -1,6 +1,8 @@
 //! Which rule applies to each descriptor of a request, which bucket it draws from, and under which metric label:
 //! upstream's `GetLimit` for each descriptor, then its `replaces` pass over the whole request.
 
+use std::borrow::Cow;
+
 use crate::key::{bucket_key, Part};
 use crate::tree::{Level, Node, Via};
 use crate::{Limits, Rule};
@@ -35,9 +37,9 @@ pub struct Matched<'a> {
     pub rule: &'a Rule,
     /// The bucket key (see `key.rs` for the encoding): a valid store key, 1–255 bytes, no control characters.
     pub key: String,
-    /// The metric label: the rule's name, else its path; the request's values only where the file asks for them
-    /// (`detailed_metric`, `value_to_metric`).
-    pub metric_rule: String,
+    /// The metric label: the rule's name, else its path, borrowed from the rule; the request's values only where
+    /// the file asks for them (`detailed_metric`, `value_to_metric`), the only case that builds a string.
+    pub metric_rule: Cow<'a, str>,
 }
 
 impl Limits {
@@ -95,7 +97,7 @@ fn part<'a>(via: Via<'a>, value: &'a str) -> Part<'a> {
 /// The label for this decision. With `detailed_metric` on the rule: every entry with its request value (a shared
 /// wildcard keeps its pattern). Else with `value_to_metric` somewhere on the path: upstream's enhanced key, the
 /// request's value at the levels that ask for it. Else the rule's name or path: bounded by the file.
-fn metric_label(domain: &str, rule: &Rule, descriptor: &Descriptor, path: &[(Via<'_>, bool)]) -> String {
+fn metric_label<'a>(domain: &str, rule: &'a Rule, descriptor: &Descriptor, path: &[(Via<'_>, bool)]) -> Cow<'a, str> {
     let entries = descriptor.entries.iter().zip(path);
     if rule.detailed_metric {
         let mut label = domain.to_owned();
@@ -106,7 +108,7 @@ fn metric_label(domain: &str, rule: &Rule, descriptor: &Descriptor, path: &[(Via
             };
             push_entry(&mut label, key, shown);
         }
-        return label;
+        return Cow::Owned(label);
     }
     if path.iter().any(|(_, to_metric)| *to_metric) {
         let mut label = domain.to_owned();
@@ -119,9 +121,9 @@ fn metric_label(domain: &str, rule: &Rule, descriptor: &Descriptor, path: &[(Via
             };
             push_entry(&mut label, key, shown);
         }
-        return label;
+        return Cow::Owned(label);
     }
-    rule.name.clone().unwrap_or_else(|| rule.path.clone())
+    Cow::Borrowed(rule.name.as_deref().unwrap_or(&rule.path))
 }
 
 fn push_entry(label: &mut String, key: &str, value: &str) {

@@ -34,6 +34,9 @@ pub struct Rule {
     pub replaces: Vec<String>,
     /// The file the rule came from, for logs.
     pub file: String,
+    /// This rule's place among its [`Limits`](crate::Limits)' rules, `0..rule_count()`: lets a front keep state per
+    /// rule (its metric series) in a vector instead of looking it up by label on every request.
+    pub index: usize,
 }
 
 /// What a rule asks of the caller, in one match.

@@ -39,7 +39,7 @@ fn edge_example() {
     );
     assert_eq!(per_unit(&orders[0]), Some(300));
     assert_eq!(orders[0].as_ref().map(|m| &m.key), orders[1].as_ref().map(|m| &m.key), "one shared bucket");
-    assert_eq!(orders[0].as_ref().map(|m| m.metric_rule.as_str()), Some("order_writes"));
+    assert_eq!(orders[0].as_ref().map(|m| m.metric_rule.as_ref()), Some("order_writes"));
     let batch = resolve(&limits, "edge", &[&[("api_key", "internal-batch-1")]]);
     assert_eq!(batch[0].as_ref().map(|m| m.rule.action()), Some(Action::Unlimited));
 }
@@ -73,5 +73,5 @@ fn services_example() {
         m.iter().map(|m| m.as_ref().is_some_and(|m| m.rule.shadow_mode)).collect::<Vec<_>>(),
         [false, true, false]
     );
-    assert_eq!(m[2].as_ref().map(|m| m.metric_rule.as_str()), Some("services.to_cluster_search.user_u-123"));
+    assert_eq!(m[2].as_ref().map(|m| m.metric_rule.as_ref()), Some("services.to_cluster_search.user_u-123"));
 }

@@ -70,7 +70,7 @@ fn a_descriptor_matches_only_a_rule_at_its_own_depth() {
     assert!(one(&l, "test-domain", &[("key5", "value5"), ("subkey5", "subvalue")]).is_none(), "entry without a rule");
     let m = one(&l, "test-domain", &[("key1", "value1"), ("subkey1", "something")]);
     assert_eq!(rate(&m), Some((5, Unit::Second)));
-    assert_eq!(m.as_ref().map(|m| m.metric_rule.as_str()), Some("test-domain.key1_value1.subkey1"));
+    assert_eq!(m.as_ref().map(|m| m.metric_rule.as_ref()), Some("test-domain.key1_value1.subkey1"));
 }
 
 #[test]
@@ -99,10 +99,10 @@ fn descriptor_values_are_case_sensitive() {
 fn the_metric_label_is_the_name_else_the_path_else_detailed_values() {
     let l = limits(BASIC);
     let m = one(&l, "test-domain", &[("key3", "foo")]).expect("key3");
-    assert_eq!((m.rule.name.as_deref(), m.metric_rule.as_str()), (None, "test-domain.key3"));
+    assert_eq!((m.rule.name.as_deref(), m.metric_rule.as_ref()), (None, "test-domain.key3"));
     assert_eq!((m.rule.requests_per_unit, m.rule.unit), (1, Unit::Hour));
     let m = one(&l, "test-domain", &[("key4", "foo")]).expect("key4");
-    assert_eq!((m.rule.name.as_deref(), m.metric_rule.as_str()), (Some("key4_rate_limit"), "key4_rate_limit"));
+    assert_eq!((m.rule.name.as_deref(), m.metric_rule.as_ref()), (Some("key4_rate_limit"), "key4_rate_limit"));
     for value in ["unspecified_value", "another_value"] {
         let m = one(&l, "test-domain", &[("key7", value)]).expect("key7");
         assert_eq!(m.metric_rule, format!("test-domain.key7_{value}"));
@@ -362,4 +362,34 @@ fn a_literal_key_equals_the_matched_key_of_a_per_value_rule() {
     let matched = l.find("test-domain", &desc).expect("match");
     assert_eq!(desc.literal_key("test-domain"), matched.key);
     assert_ne!(desc.literal_key("other"), matched.key);
+}
+
+/// Every rule of every file has its own index below `rule_count()`, so a front can keep per-rule state in a vector.
+#[test]
+fn rule_indexes_are_distinct_across_files() {
+    let other = "domain: other\ndescriptors:\n  - key: a\n    rate_limit: { unit: second, requests_per_unit: 1 }\n  \
+                 - key: b\n    rate_limit: { unit: second, requests_per_unit: 2 }\n";
+    let files = [("basic.yaml".to_owned(), BASIC.to_owned()), ("other.yaml".to_owned(), other.to_owned())];
+    let l = Limits::from_files(&files).expect("valid limits");
+    let found: &[(&str, &[(&str, &str)])] = &[
+        ("test-domain", &[("key1", "value1"), ("subkey1", "x")]),
+        ("test-domain", &[("key1", "value1"), ("subkey1", "subvalue1")]),
+        ("test-domain", &[("key2", "x")]),
+        ("test-domain", &[("key2", "value2")]),
+        ("test-domain", &[("key3", "x")]),
+        ("test-domain", &[("key4", "x")]),
+        ("test-domain", &[("key6", "x")]),
+        ("test-domain", &[("key7", "x")]),
+        ("other", &[("a", "x")]),
+        ("other", &[("b", "x")]),
+    ];
+    let mut indexes: Vec<usize> =
+        found.iter().map(|(domain, entries)| one(&l, domain, entries).expect("a rule").rule.index).collect();
+    assert!(indexes.iter().all(|&i| i < l.rule_count()), "{indexes:?} within {}", l.rule_count());
+    indexes.sort_unstable();
+    indexes.dedup();
+    assert_eq!(indexes.len(), found.len(), "one index per rule");
+    // A label made of the configuration alone borrows it; one carrying request values is built.
+    assert!(matches!(one(&l, "test-domain", &[("key4", "x")]).unwrap().metric_rule, std::borrow::Cow::Borrowed(_)));
+    assert!(matches!(one(&l, "test-domain", &[("key7", "x")]).unwrap().metric_rule, std::borrow::Cow::Owned(_)));
 }

@@ -68,7 +68,7 @@ impl TscClock {
         // quanta's ns for a fixed span of raw ticks, as µs in 64.64 fixed point, divided by that span (a power of
         // two, so a shift). A clock whose raw reads are already ns (quanta's fallback) gets exactly 2^64 / 1000.
         let ns = u128::from(clock.delta_as_nanos(0, CALIBRATION_TICKS));
-        let us_per_tick = u64::try_from((ns << 64) / 1_000 >> CALIBRATION_TICKS.trailing_zeros()).unwrap_or(u64::MAX);
+        let us_per_tick = u64::try_from(((ns << 64) / 1_000) >> CALIBRATION_TICKS.trailing_zeros()).unwrap_or(u64::MAX);
         Self { clock, start, us_per_tick }
     }
 }

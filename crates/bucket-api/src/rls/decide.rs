@@ -2,6 +2,7 @@
 //! every enforced limit decided together (all or nothing) in one store call, shadow rules decided apart so they
 //! never refuse, unlimited and unmatched descriptors answered without the store.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bucket_core::{Decision, Wait};
@@ -13,6 +14,7 @@ use crate::config::FailureMode;
 use crate::headers::{ceil_secs, HeaderNumbers};
 use crate::rls::config::ResponseHeaders;
 use crate::rls::request::RlsRequest;
+use crate::rls::series::Outcome;
 use crate::state::AppState;
 
 /// The limit a descriptor was decided under, as the response reports it.
@@ -68,24 +70,16 @@ struct Pending<'a> {
     limit: Limit<'a>,
 }
 
-/// Metric outcome labels of `bucket_limit_decisions_total`.
-mod outcome {
-    pub const ALLOWED: &str = "allowed";
-    pub const REFUSED: &str = "refused";
-    pub const SHADOW_REFUSED: &str = "shadow_refused";
-    pub const UNLIMITED: &str = "unlimited";
-    pub const NO_RULE: &str = "no_rule";
-    pub const FAIL_OPEN: &str = "fail_open";
-}
-
 /// Decides `request` against `limits` (see the module comment).
-pub async fn should_rate_limit(state: &AppState, limits: &Limits, request: &RlsRequest) -> Result<RlsAnswer, RlsError> {
+pub async fn should_rate_limit(
+    state: &AppState,
+    limits: &Arc<Limits>,
+    request: &RlsRequest,
+) -> Result<RlsAnswer, RlsError> {
     request.validate().map_err(RlsError::Invalid)?;
     let matches = limits.resolve(&request.domain, &request.descriptors);
     let domain = &request.domain;
-    let count = |rule: &str, outcome: &str| {
-        state.metrics.limit_decisions.with_label_values(&[domain.as_str(), rule, outcome]).inc();
-    };
+    let count = |matched: &Matched<'_>, outcome: Outcome| state.limit_series.count(limits, domain, matched, outcome);
     let shadow_everything = state.config.rls.shadow_mode;
     let mut statuses = vec![DescriptorAnswer::unmatched(); request.descriptors.len()];
     let (mut enforced, mut shadow) = (Vec::new(), Vec::new());
@@ -94,21 +88,21 @@ pub async fn should_rate_limit(state: &AppState, limits: &Limits, request: &RlsR
         let Some(matched) = found else {
             // Unknown domains are counted under one label: the domain comes from the caller, the label set must not.
             let label = if limits.has_domain(domain) { domain.as_str() } else { "" };
-            state.metrics.limit_decisions.with_label_values(&[label, "", outcome::NO_RULE]).inc();
+            state.limit_series.count_unmatched(label);
             continue;
         };
         let policy = match matched.rule.action() {
             Action::Bucket(policy) => policy,
             Action::Unlimited => {
                 statuses[index] = DescriptorAnswer::unlimited();
-                count(&matched.metric_rule, outcome::UNLIMITED);
+                count(matched, Outcome::Unlimited);
                 continue;
             }
             // `requests_per_unit: 0`, upstream's way to block a value: over the limit without asking a store.
             Action::Deny => {
                 let shadowed = shadow_everything || matched.rule.shadow_mode;
                 statuses[index] = DescriptorAnswer::denied(matched.rule, !shadowed);
-                count(&matched.metric_rule, if shadowed { outcome::SHADOW_REFUSED } else { outcome::REFUSED });
+                count(matched, if shadowed { Outcome::ShadowRefused } else { Outcome::Refused });
                 denied |= !shadowed;
                 continue;
             }
@@ -145,12 +139,12 @@ pub async fn should_rate_limit(state: &AppState, limits: &Limits, request: &RlsR
                         DescriptorAnswer::decided(pending.matched.rule, decision, refused)
                     };
                     let label = match (over_limit, refused) {
-                        (false, _) => outcome::ALLOWED,
-                        (true, true) => outcome::REFUSED,
+                        (false, _) => Outcome::Allowed,
+                        (true, true) => Outcome::Refused,
                         // Had room, but another limit refused the request: not debited, and not a refusal of its own.
-                        (true, false) => outcome::ALLOWED,
+                        (true, false) => Outcome::Allowed,
                     };
-                    count(&pending.matched.metric_rule, label);
+                    count(pending.matched, label);
                     if !(remembered && decision.allowed) {
                         decided.push((pending, *decision));
                     }
@@ -170,7 +164,7 @@ pub async fn should_rate_limit(state: &AppState, limits: &Limits, request: &RlsR
                 }
                 for pending in &enforced {
                     statuses[pending.index] = DescriptorAnswer::not_asked(pending.matched.rule);
-                    count(&pending.matched.metric_rule, outcome::FAIL_OPEN);
+                    count(pending.matched, Outcome::FailOpen);
                 }
             }
         }
@@ -203,16 +197,16 @@ async fn decide_shadow(
     domain: &str,
     shadow: &[Pending<'_>],
     statuses: &mut [DescriptorAnswer],
-    count: &impl Fn(&str, &str),
+    count: &impl Fn(&Matched<'_>, Outcome),
 ) {
     match decide_all(state, shadow).await {
         Ok(outcomes) => {
             for (pending, decision) in shadow.iter().zip(&outcomes.decisions) {
                 statuses[pending.index] = DescriptorAnswer::decided(pending.matched.rule, decision, false);
                 if decision.allowed {
-                    count(&pending.matched.metric_rule, outcome::ALLOWED);
+                    count(pending.matched, Outcome::Allowed);
                 } else {
-                    count(&pending.matched.metric_rule, outcome::SHADOW_REFUSED);
+                    count(pending.matched, Outcome::ShadowRefused);
                     if let Some(suppressed) = state.shadow_refusal_log.admit() {
                         info!(state.log, "shadow mode: would have refused";
                             "domain" => domain, "rule" => &pending.matched.metric_rule,

@@ -11,3 +11,4 @@ pub mod grpc;
 pub mod grpc_server;
 pub mod reload;
 pub mod request;
+pub mod series;
