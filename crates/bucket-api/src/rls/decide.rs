@@ -282,7 +282,8 @@ fn response_headers(
         // Closest to refusing: a refusing limit first, then the fewest tokens left.
         _ => decided.iter().min_by_key(|(_, d)| (d.allowed, d.remaining)).map(std::slice::from_ref).unwrap_or_default(),
     };
-    let (mut policy, mut ratelimit) = (String::new(), String::new());
+    // Sized for one limit's values (about 40 bytes each) so the usual answer allocates each string once.
+    let (mut policy, mut ratelimit) = (String::with_capacity(64), String::with_capacity(64));
     for (pending, d) in chosen {
         let Some(n) = HeaderNumbers::new(d, &pending.limit.policy) else { continue };
         if !policy.is_empty() {
@@ -326,6 +327,12 @@ fn response_headers(
 fn push_structured_string(out: &mut String, name: &str) {
     out.reserve(name.len() + 2);
     out.push('"');
+    // The usual name needs no escape: copied whole, not pushed a character at a time.
+    if name.bytes().all(|b| matches!(b, b' '..=b'~') && b != b'"' && b != b'\\') {
+        out.push_str(name);
+        out.push('"');
+        return;
+    }
     for c in name.chars() {
         match c {
             '"' | '\\' => {
