@@ -29,6 +29,10 @@ pub(crate) struct Grouped<'a> {
 impl<'a> Grouped<'a> {
     /// Groups `limits` by key.
     pub fn new(limits: &[Limit<'a>]) -> Self {
+        // One limit (most requests): one bucket, nothing to sort.
+        if let [one] = limits {
+            return Self { buckets: vec![Bucket { key: one.key, policy: one.policy, cost: one.cost }], index: vec![0] };
+        }
         let mut order: Vec<usize> = (0..limits.len()).collect();
         // Stable: of the limits naming one key, the first given comes first and sets the policy.
         order.sort_by(|&a, &b| limits[a].key.cmp(limits[b].key));
