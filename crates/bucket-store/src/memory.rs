@@ -52,12 +52,13 @@ pub struct TscClock {
     clock: quanta::Clock,
     start: u64,
     /// µs per raw tick as a 64-bit binary fraction: a read is one multiplication, where quanta's own conversion to
-    /// ns followed by a division by 1,000 was two and a branch (a tenth of a hot decision's cost).
+    /// ns followed by a division by 1,000 was two and a branch (half a nanosecond of a 15 ns decision, §17 of
+    /// docs/perf.md).
     us_per_tick: u64,
 }
 
-/// Raw ticks over which [`TscClock`] reads quanta's calibration: about a second of a GHz counter, so the rate is
-/// exact to about a nanosecond per second, far below the counter's own calibration error.
+/// Raw ticks over which [`TscClock`] reads quanta's calibration (a third of a second to a second, for counters of 1
+/// to 3 GHz), so the rate is exact to a few parts per billion, far below the counter's own calibration error.
 const CALIBRATION_TICKS: u64 = 1 << 30;
 
 impl TscClock {
