@@ -77,6 +77,11 @@ pub struct Args {
     /// Rewrite the tables and the chart from the last run's results.json, measuring nothing.
     #[arg(long)]
     docs_only: bool,
+    /// Server workers of every API the run starts (default: the API's own, one per core). On a small machine the
+    /// load generator shares the API's cores, and fewer workers can measure the decision more than the scheduler
+    /// (docs/perf.md §17); the run's documents say how many were used.
+    #[arg(long, value_name = "N")]
+    workers: Option<u32>,
 }
 
 /// A part of the benchmark.
@@ -96,6 +101,11 @@ impl Args {
     fn runs(&self, part: Part) -> bool {
         (self.only.is_empty() && !matches!(part, Part::PgTable | Part::Masters)) || self.only.contains(&part)
     }
+
+    /// `BUCKET_WORKERS` for the APIs this run starts, when `--workers` was given.
+    fn workers_env(&self) -> Option<(&'static str, String)> {
+        self.workers.map(|n| ("BUCKET_WORKERS", n.to_string()))
+    }
 }
 
 /// Runs the parts asked for and rewrites the documents from their results.
@@ -114,6 +124,9 @@ pub fn run(options: &Args) -> Result<()> {
     interrupt::install()?;
     let started_load = load_average();
     let mut env_lines = vec![format!("started with load average {started_load}"), machine_line()];
+    if let Some(n) = options.workers {
+        env_lines.push(format!("every API with {n} worker(s) (`--workers {n}`)"));
+    }
 
     let micro = if options.runs(Part::Micro) { Some(run_micro()?) } else { None };
     let mut http = None;

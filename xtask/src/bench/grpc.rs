@@ -77,18 +77,22 @@ pub(super) fn run_grpc(o: &Args) -> Result<Value> {
     let limits = dir.join("grpc-limits.yaml");
     std::fs::write(&limits, LIMITS)?;
     let grpc_port = process::free_port()?;
-    let env = [
+    let mut env = vec![
         ("BUCKET_STORE", "memory".to_string()),
         ("BUCKET_LIMITS", limits.display().to_string()),
         ("BUCKET_GRPC_LISTEN", format!("127.0.0.1:{grpc_port}")),
     ];
+    env.extend(o.workers_env());
     println!("== grpc: memory store, ShouldRateLimit (bucket-grpc-load) beside POST /v1/check (wrk)");
     let api = Api::start("api-grpc", &env)?;
     let url = format!("http://127.0.0.1:{grpc_port}");
     // One HTTP/2 connection per server worker, as Envoy opens one per worker thread: each worker serves the
     // connections it accepted, so a single connection would leave the other workers idle while wrk's 32
     // connections reach all of them.
-    let connections = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let connections = match o.workers {
+        Some(n) => n.max(1) as usize,
+        None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+    };
     let mut rows = Vec::new();
     for (shape, label) in SHAPES {
         if interrupt::requested() {

@@ -193,6 +193,7 @@ pub(super) fn run_http(o: &Args, database_url: &str, redis_url: &str) -> Result<
         if let Some(mode) = s.write_mode {
             env.push(("BUCKET_WRITE_MODE", mode.to_string()));
         }
+        env.extend(o.workers_env());
         let api = Api::start(&format!("api-{}", s.slug), &env)?;
         let mut shapes = serde_json::Map::new();
         // The memory store also runs the service form, so both routes are compared with the same /healthz.
@@ -307,11 +308,12 @@ pub(super) fn run_memory(o: &Args) -> Result<Value> {
     const KEYS: u64 = 1_000_000;
     println!("== memory: API RSS with {KEYS} live keys");
     // One token per 60 s: a key spent once stays live for a minute, long enough to fill the map, then refills.
-    let env = [
+    let mut env = vec![
         ("BUCKET_STORE", "memory".to_string()),
         ("BUCKET_REFILL_PER_SEC", format!("{}", 1.0 / 60.0)),
         ("BUCKET_EVICT_INTERVAL_MS", "1000".to_string()),
     ];
+    env.extend(o.workers_env());
     let api = Api::start("api-memory-rss", &env)?;
     let pid = api.pid();
     // Warm the server's own buffers first so the baseline is not its cold start.
