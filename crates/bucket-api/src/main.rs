@@ -8,6 +8,12 @@ use anyhow::Context;
 use bucket_api::{config::Config, logging, openapi, start};
 use clap::{Parser, Subcommand};
 
+/// mimalloc, not the system allocator: every request allocates its key, body and header buffers and frees them on
+/// the same worker, and new keys are freed by the evictor on another thread; on the memory store this took 5 to 9 %
+/// off the CPU per decision (docs/perf.md §18).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// bucket: token-bucket rate limiting over HTTP.
 #[derive(Parser)]
 #[command(version, about)]
@@ -51,4 +57,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let _guard = guard;
     running.context("cannot start")?.wait().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_process_allocates_through_mimalloc() {
+        let block = vec![7u8; 4096];
+        // SAFETY: the call only compares the address with mimalloc's own heap regions; it reads no memory.
+        let ours = unsafe { libmimalloc_sys::mi_is_in_heap_region(block.as_ptr().cast()) };
+        assert!(ours, "a Vec's buffer is not in mimalloc's heap: the global allocator is not mimalloc");
+    }
 }
