@@ -9,7 +9,7 @@ use bucket_api::{config::Config, logging, openapi, start};
 use clap::{Parser, Subcommand};
 
 /// mimalloc, not the system allocator: every request allocates its key, body and header buffers and frees them on
-/// the same worker, and new keys are freed by the evictor on another thread; on the memory store this took 5 to 9 %
+/// the same worker, and new keys are freed by the evictor on another thread; on the memory store this took 5 to 8 %
 /// off the CPU per decision (docs/perf.md §18).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
