@@ -24,8 +24,7 @@ pub fn write(body: &DecisionBody<'_>, out: &mut Vec<u8>) {
     string(out, &body.policy.name);
     number(out, b",\"capacity\":", body.policy.capacity);
     out.extend_from_slice(b",\"refill_per_sec\":");
-    // Writing into a Vec cannot fail; serde_json formats the float (and a non-finite one as null) as before.
-    let _ = serde_json::to_writer(&mut *out, &body.policy.refill_per_sec);
+    rate(out, body.policy.refill_per_sec);
     number(out, b",\"interval_us\":", body.policy.interval_us);
     out.extend_from_slice(b"}}");
 }
@@ -33,6 +32,22 @@ pub fn write(body: &DecisionBody<'_>, out: &mut Vec<u8>) {
 fn number(out: &mut Vec<u8>, field: &[u8], n: u64) {
     out.extend_from_slice(field);
     out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+/// Below this a whole rate is written as digits and `.0`, exactly what serde_json writes for it (the test checks
+/// both sides of the bound); larger or fractional rates, and non-finite ones (`null`), go through serde_json.
+const WHOLE_RATE_BELOW: f64 = 1e9;
+
+fn rate(out: &mut Vec<u8>, r: f64) {
+    // Most policies refill a whole number of tokens a second; writing it as an integer saves about 120 of a
+    // decision's 25,000 instructions (docs/perf.md §18).
+    if r.fract() == 0.0 && (1.0..WHOLE_RATE_BELOW).contains(&r) {
+        out.extend_from_slice(itoa::Buffer::new().format(r as u64).as_bytes());
+        out.extend_from_slice(b".0");
+    } else {
+        // Writing into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, &r);
+    }
 }
 
 fn string(out: &mut Vec<u8>, s: &str) {
@@ -71,7 +86,23 @@ mod tests {
     fn the_bytes_are_what_serde_writes() {
         let keys = ["alice", "", "quote\"back\\slash", "tab\there", "nul\u{0}x", "ünï😀", "\u{7f}del", "a/b?c=d"];
         for key in keys {
-            for (retry, rate) in [(None, 10.0), (Some(250), 0.5), (Some(u64::MAX), 1.0 / 3.0), (None, 1e-9)] {
+            let rates = [
+                (None, 10.0),
+                (Some(250), 0.5),
+                (Some(u64::MAX), 1.0 / 3.0),
+                (None, 1e-9),
+                (None, 1.0),
+                (Some(1), 999_999_999.0),
+                (None, WHOLE_RATE_BELOW),
+                (None, 1e16),
+                (None, 1e300),
+                (None, f64::NAN),
+                (None, f64::INFINITY),
+                (None, -0.0),
+                (None, 0.0),
+                (None, 1e15),
+            ];
+            for (retry, rate) in rates {
                 let b = body(key, "per-route.v2", retry, rate);
                 let mut mine = Vec::new();
                 write(&b, &mut mine);
