@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 use diesel::sql_types::{BigInt, Bool, Nullable};
 use diesel::QueryableByName;
 use diesel_async::pooled_connection::deadpool::Object;
-use diesel_async::{AsyncConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection, RunQueryDsl, SimpleAsyncConnection};
 
 use super::prepared::prepared;
 use super::statements::{Prune, PruneLock};
@@ -90,6 +90,11 @@ impl PostgresStore {
             if !turn.held {
                 return Ok(None);
             }
+            // Planned on this run, for the table as it is now: the session's generic plans (postgres/session.rs)
+            // are made once, maybe while the table is empty, and for a table PostgreSQL believes empty this DELETE's
+            // best plan is a sequential scan, kept for ever after (tests/plans.rs). A batch runs every few seconds
+            // in the background, so planning it each time costs nothing a request would see.
+            c.batch_execute("SET LOCAL plan_cache_mode = force_custom_plan").await?;
             let deleted = prepared::<Prune, _>(|q| q.bind::<BigInt, _>(limit).bind::<Nullable<BigInt>, _>(now))
                 .execute(c)
                 .await?;

@@ -12,8 +12,8 @@
 -- no row that is not full is ever deleted.
 --
 -- The DELETE reaches the locked rows through the primary key (`= ANY` of the array of their keys), not through a
--- join with `doomed`: sessions plan each statement once (generic plans, postgres/session.rs), maybe on an empty
--- table, and a join planned there scans the whole table once it has grown (tests/plans.rs).
+-- join with `doomed`. Unlike the decision path's statements, this one is planned on every run (prune.rs): planned
+-- once on a table PostgreSQL believes empty, both forms scan the whole table ever after (tests/plans.rs).
 WITH clock AS MATERIALIZED (
     SELECT bucket_clock($2::bigint) AS at
 ),
