@@ -26,7 +26,8 @@ const THREADS: u32 = 2;
 /// Each table is measured as production commits (waiting for the WAL flush, which on a small machine's disk can
 /// be most of a check's time) and with the session's `synchronous_commit` off, which leaves the statement's own
 /// work: the part a larger table could slow down.
-const MODES: [(&str, &str); 2] = [("commit flushed", ""), ("synchronous_commit off", "-c synchronous_commit=off")];
+pub(super) const MODES: [(&str, &str); 2] =
+    [("commit flushed", ""), ("synchronous_commit off", "-c synchronous_commit=off")];
 /// Measured rounds of each table, alternated, and their length.
 const ROUNDS: usize = 2;
 const SECONDS: u64 = 10;
