@@ -13,8 +13,9 @@
 --
 -- Returns {now, then 4 values per key: present (1, or 0 when gone), tokens, last_refill_us, version}
 
+-- A whole number as plain decimal text, exact below 2^53 ('%d' rather than '%.0f': see token_bucket.lua).
 local function int(x)
-  return string.format('%.0f', x)
+  return string.format('%d', x)
 end
 
 local now

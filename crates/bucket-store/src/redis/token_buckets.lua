@@ -26,8 +26,9 @@
 --   before_*  the state decided against; after_* the state left behind (equal to before_* unless allowed)
 --   version   the version left behind (bumped once per allowed call)
 
+-- A whole number as plain decimal text, exact below 2^53 ('%d' rather than '%.0f': see token_bucket.lua).
 local function int(x)
-  return string.format('%.0f', x)
+  return string.format('%d', x)
 end
 
 local function idiv(a, b)
