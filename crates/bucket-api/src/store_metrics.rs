@@ -36,6 +36,7 @@ struct Series {
     write_queue_dropped: IntCounter,
     redis_invalidations: IntCounter,
     stale_redis_buckets: IntCounter,
+    redis_misses: IntCounter,
     postgres_statements: IntCounterVec,
     write_queue_depth: IntGauge,
     dependency_up: IntGaugeVec,
@@ -59,6 +60,10 @@ impl Series {
             stale_redis_buckets: IntCounter::new(
                 "bucket_redis_stale_buckets_total",
                 "Redis buckets found older than PostgreSQL's row (a failover): dropped, the request decided again",
+            )?,
+            redis_misses: IntCounter::new(
+                "bucket_redis_misses_total",
+                "Tiered checks that asked Redis first and found no bucket there, then loaded PostgreSQL's row",
             )?,
             postgres_statements: IntCounterVec::new(
                 Opts::new(
@@ -86,6 +91,7 @@ impl Series {
         self.write_queue_dropped.inc_by(s.writes_dropped);
         self.redis_invalidations.inc_by(s.keys_invalidated);
         self.stale_redis_buckets.inc_by(s.stale_redis_buckets);
+        self.redis_misses.inc_by(s.redis_misses);
         self.postgres_statements.with_label_values(&["write"]).inc_by(s.postgres_write_statements);
         self.postgres_statements.with_label_values(&["load"]).inc_by(s.postgres_load_statements);
         self.write_queue_depth.set(i64::try_from(s.queue_depth).unwrap_or(i64::MAX));
@@ -93,12 +99,13 @@ impl Series {
         self.dependency_up.with_label_values(&["postgres"]).set(i64::from(s.postgres_up));
     }
 
-    fn collectors(&self) -> [&dyn Collector; 7] {
+    fn collectors(&self) -> [&dyn Collector; 8] {
         [
             &self.fallbacks,
             &self.write_queue_dropped,
             &self.redis_invalidations,
             &self.stale_redis_buckets,
+            &self.redis_misses,
             &self.postgres_statements,
             &self.write_queue_depth,
             &self.dependency_up,
@@ -252,6 +259,7 @@ mod tests {
     fn stale_buckets_and_statements_by_kind_are_the_stores_totals() {
         let stats = TieredStats {
             stale_redis_buckets: 3,
+            redis_misses: 11,
             postgres_write_statements: 7,
             postgres_load_statements: 5,
             ..TieredStats::default()
@@ -260,6 +268,7 @@ mod tests {
         metrics.register(Box::new(StoreCollector::new(Arc::new(move || Some(stats))).unwrap())).unwrap();
         let text = metrics.render().unwrap();
         assert_eq!(exported(&text, "bucket_redis_stale_buckets_total"), 3);
+        assert_eq!(exported(&text, "bucket_redis_misses_total"), 11);
         assert_eq!(exported(&text, r#"bucket_postgres_statements_total{kind="write"}"#), 7);
         assert_eq!(exported(&text, r#"bucket_postgres_statements_total{kind="load"}"#), 5);
     }

@@ -4,7 +4,8 @@
 //! 1. Redis holds the key: the Lua script decides atomically; an allowed decision's new state is written to
 //!    PostgreSQL with its version, and PostgreSQL ignores any write older than what it has.
 //! 2. Redis misses: the row is loaded from PostgreSQL and seeded into Redis *inside the script*, only if the key is
-//!    still absent, so two instances seeding at once cannot both grant from a full bucket.
+//!    still absent, so two instances seeding at once cannot both grant from a full bucket. A key not seen in Redis
+//!    lately is taken to be a miss and loaded first, saving the call that would only report it (`tiered/recent.rs`).
 //! 3. No row either: a new user; Redis is seeded with a full bucket and the row is created by the write of step 1.
 //! 4. Redis fails or times out: it is marked down (probed in the background) and PostgreSQL decides with its own
 //!    atomic statement. Every key PostgreSQL changes meanwhile is remembered and deleted from Redis before Redis
@@ -27,11 +28,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bucket_core::Policy;
+use bucket_core::{MonotonicClock, Policy};
 use serde::Deserialize;
 
 use crate::postgres::PostgresStore;
-use crate::redis::{OnMiss, RedisStore};
+use crate::redis::RedisStore;
 use crate::write_queue::WriteQueue;
 
 mod all;
@@ -40,6 +41,7 @@ mod events;
 mod group_commit;
 mod loops;
 mod policies;
+mod recent;
 mod stale;
 
 pub use events::{no_events, TieredEvent, TieredEvents};
@@ -48,6 +50,7 @@ use crate::{DependencyHealth, Limit, Outcome, Outcomes, Source, Store, StoreErro
 use group_commit::{GroupCommit, Statements};
 use loops::{flush_loop, probe_loop};
 use policies::postgres_marked_down;
+use recent::RecentKeys;
 
 /// When an allowed decision reaches PostgreSQL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -143,6 +146,9 @@ pub struct TieredStats {
     /// Allowed decisions whose Redis bucket turned out older than PostgreSQL's row (after a failover): the bucket
     /// was dropped and the request decided again from the row.
     pub stale_redis_buckets: u64,
+    /// Redis calls that only found the key missing, before its row was loaded: keys this process took to be in
+    /// Redis from having seen them there (`tiered/recent.rs`); a key it had not seen is loaded first instead.
+    pub redis_misses: u64,
     /// Writes not yet in PostgreSQL now, queued or in a batch on its way: zero means PostgreSQL has them all.
     pub queue_depth: u64,
     /// Whether Redis is in use now.
@@ -180,6 +186,9 @@ struct Inner {
     /// The gathering tasks of synchronous writes and Redis misses.
     group: GroupCommit,
     stale_buckets: AtomicU64,
+    /// Whether a key is asked of Redis first or loaded from PostgreSQL first.
+    recent: RecentKeys,
+    redis_misses: AtomicU64,
 }
 
 impl TieredStore {
@@ -213,6 +222,8 @@ impl TieredStore {
             statements,
             group,
             stale_buckets: AtomicU64::new(0),
+            recent: RecentKeys::new(Arc::new(MonotonicClock::new())),
+            redis_misses: AtomicU64::new(0),
         });
         tokio::spawn(flush_loop(Arc::downgrade(&inner)));
         tokio::spawn(probe_loop(Arc::downgrade(&inner)));
@@ -230,6 +241,7 @@ impl TieredStore {
             postgres_write_statements: i.statements.writes.load(Ordering::Relaxed),
             postgres_load_statements: i.statements.loads.load(Ordering::Relaxed),
             stale_redis_buckets: i.stale_buckets.load(Ordering::Relaxed),
+            redis_misses: i.redis_misses.load(Ordering::Relaxed),
             queue_depth: i.queue.unwritten() as u64,
             redis_up: i.redis_up.load(Ordering::Acquire),
             postgres_up: i.pg_up.load(Ordering::Acquire),
@@ -325,17 +337,6 @@ impl Inner {
         if !self.pg_up.swap(true, Ordering::AcqRel) {
             (self.events)(TieredEvent::PostgresRecovered { queued: self.queue.len() });
         }
-    }
-
-    async fn check_in_redis(&self, key: &str, policy: &Policy, cost: u64) -> Result<Outcome, StoreError> {
-        if let Some(decided) = self.redis.decide_at(key, policy, cost, None, OnMiss::Report).await? {
-            return self.settle(key, policy, cost, decided, Source::Redis).await;
-        }
-        let (seed, source) = self.load_seed(key, policy).await;
-        let decided = self.redis.seed_and_decide(key, policy, cost, &seed, None).await?;
-        // Another instance seeded the key between our miss and our seed: its state decided, as a Redis hit.
-        let source = if decided.created { source } else { Source::Redis };
-        self.settle(key, policy, cost, decided, source).await
     }
 
     async fn check_in_postgres(&self, key: &str, policy: &Policy, cost: u64) -> Result<Outcome, StoreError> {

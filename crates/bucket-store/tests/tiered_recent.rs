@@ -1,0 +1,95 @@
+//! Which tier a tiered check asks first (`tiered/recent.rs`), against real Redis and PostgreSQL: a key the process
+//! has not seen in Redis lately is loaded first and seeded with its decision in one Redis call, a key it has seen is
+//! asked of Redis first, and a wrong guess either way decides exactly what asking Redis first would have.
+
+mod tiered_rig;
+
+use bucket_store::redis::RedisStore;
+use bucket_store::tiered::{no_events, TieredStore};
+use bucket_store::{Source, Store};
+use bucket_testkit::{redis_server, PrivateRedis, TestSchema};
+use deadpool_redis::redis;
+use diesel_async::SimpleAsyncConnection;
+use tiered_rig::{per_hour, sync, Rig};
+
+/// `EVALSHA` calls the server has answered: the scripts every decision runs.
+async fn script_calls(url: &str) -> u64 {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let info: String = redis::cmd("INFO").arg("commandstats").query_async(&mut conn).await.unwrap();
+    info.lines()
+        .find_map(|line| line.strip_prefix("cmdstat_evalsha:calls="))
+        .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_user_costs_one_redis_call_and_a_returning_one_no_load() {
+    // A server of its own: its command counts are this test's alone.
+    let server = PrivateRedis::start();
+    let schema = TestSchema::new();
+    let redis = RedisStore::connect(redis_server::config(&server.url())).unwrap();
+    let store = TieredStore::new(redis, schema.store().await, sync(), no_events()).await;
+    let policy = per_hour(5);
+    const N: u64 = 40;
+
+    let calls = script_calls(&server.url()).await;
+    for i in 0..N {
+        let outcome = store.check(&format!("new-{i}"), &policy, 1).await.unwrap();
+        assert_eq!((outcome.decision.allowed, outcome.source, outcome.decision.remaining), (true, Source::NewUser, 4));
+    }
+    // Asking Redis first made it two: one that reported the miss, one that seeded and decided.
+    assert_eq!(script_calls(&server.url()).await - calls, N, "one Redis call per new user");
+    let stats = store.stats();
+    assert_eq!(stats.redis_misses, 0, "{stats:?}");
+    assert_eq!(stats.postgres_load_statements, N, "each new user's row looked for once: {stats:?}");
+
+    let calls = script_calls(&server.url()).await;
+    for i in 0..N {
+        let outcome = store.check(&format!("new-{i}"), &policy, 1).await.unwrap();
+        assert_eq!((outcome.decision.allowed, outcome.source, outcome.decision.remaining), (true, Source::Redis, 3));
+    }
+    assert_eq!(script_calls(&server.url()).await - calls, N, "one Redis call per returning user");
+    let after = store.stats();
+    assert_eq!(after.postgres_load_statements, N, "a returning user's row is not loaded: {after:?}");
+    assert_eq!(after.redis_misses, 0, "{after:?}");
+    for i in 0..N {
+        assert_eq!(schema.row(&format!("new-{i}")).await.map(|r| (r.tokens, r.version)), Some((3, 2)));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucket_redis_holds_wins_over_the_row_loaded_first() {
+    let rig = Rig::new(sync()).await;
+    let other = rig.another_instance(sync()).await;
+    let policy = per_hour(5);
+    for remaining in [4, 3] {
+        assert_eq!(other.check("shared", &policy, 1).await.unwrap().decision.remaining, remaining);
+    }
+    // PostgreSQL behind Redis (as write-behind, or a write still in flight, leaves it): a full bucket, version 1.
+    let mut sql = rig.schema.sql().await;
+    sql.batch_execute("UPDATE rate_limits SET tokens = 5, version = 1 WHERE user_id = 'shared'").await.unwrap();
+    // This instance never saw the key: it loads that row first, and the seed call decides on Redis's bucket.
+    assert_eq!(rig.check("shared", &policy).await, (true, Source::Redis, 2));
+    assert_eq!(rig.redis_state("shared").await.map(|(t, _, v)| (t, v)), Some((2, 3)));
+    let stats = rig.stats();
+    assert_eq!((stats.redis_misses, stats.postgres_load_statements), (0, 1), "{stats:?}");
+    // Seen now: asked of Redis first, nothing loaded.
+    assert_eq!(rig.check("shared", &policy).await, (true, Source::Redis, 1));
+    assert_eq!(rig.stats().postgres_load_statements, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seen_key_that_redis_lost_is_decided_from_its_row() {
+    let rig = Rig::new(sync()).await;
+    let policy = per_hour(5);
+    assert_eq!(rig.check("lost", &policy).await, (true, Source::NewUser, 4));
+    assert_eq!(rig.check("lost", &policy).await, (true, Source::Redis, 3));
+    // Gone from Redis (a restart without persistence, an eviction) while the process still expects it there.
+    let mut conn = rig.keys.raw().await;
+    let deleted: u64 = redis::cmd("DEL").arg(rig.redis.bucket_key("lost")).query_async(&mut conn).await.unwrap();
+    assert_eq!(deleted, 1);
+    assert_eq!(rig.check("lost", &policy).await, (true, Source::Postgres, 2), "decided from the row, not full");
+    assert_eq!(rig.stats().redis_misses, 1);
+    assert_eq!(rig.check("lost", &policy).await, (true, Source::Redis, 1));
+    assert_eq!(rig.stats().redis_misses, 1);
+}
