@@ -95,7 +95,8 @@ impl RecentKeys {
 
 impl Inner {
     /// Asks Redis first only for a key seen there lately; any other key's row is loaded first and seeded with the
-    /// decision, one Redis call fewer for a key Redis does not hold (`tiered/recent.rs`, why that decides the same).
+    /// decision, one Redis call fewer for a key Redis does not hold (the module's note says why that decides the
+    /// same).
     pub(super) async fn check_in_redis(&self, key: &str, policy: &Policy, cost: u64) -> Result<Outcome, StoreError> {
         if self.recent.probably_in_redis(key) {
             if let Some(decided) = self.redis.decide_at(key, policy, cost, None, OnMiss::Report).await? {
@@ -107,7 +108,8 @@ impl Inner {
         let (seed, source) = self.load_seed(key, policy).await;
         let decided = self.redis.seed_and_decide(key, policy, cost, &seed, None).await?;
         self.recent.saw(key, policy);
-        // Another instance seeded the key between our miss and our seed: its state decided, as a Redis hit.
+        // Redis held the key after all (another instance's user, or seeded by another instance since our miss):
+        // its state decided, as a Redis hit.
         let source = if decided.created { source } else { Source::Redis };
         self.settle(key, policy, cost, decided, source).await
     }
