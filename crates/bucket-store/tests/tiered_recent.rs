@@ -6,7 +6,7 @@ mod tiered_rig;
 
 use bucket_store::redis::RedisStore;
 use bucket_store::tiered::{no_events, TieredStore};
-use bucket_store::{Source, Store};
+use bucket_store::{Limit, Source, Store};
 use bucket_testkit::{redis_server, PrivateRedis, TestSchema};
 use deadpool_redis::redis;
 use diesel_async::SimpleAsyncConnection;
@@ -22,13 +22,18 @@ async fn script_calls(url: &str) -> u64 {
         .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_new_user_costs_one_redis_call_and_a_returning_one_no_load() {
-    // A server of its own: its command counts are this test's alone.
+/// A synchronous tiered store on a Redis server of its own, whose command counts are the test's alone.
+async fn private_store() -> (PrivateRedis, TestSchema, TieredStore) {
     let server = PrivateRedis::start();
     let schema = TestSchema::new();
     let redis = RedisStore::connect(redis_server::config(&server.url())).unwrap();
     let store = TieredStore::new(redis, schema.store().await, sync(), no_events()).await;
+    (server, schema, store)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_user_costs_one_redis_call_and_a_returning_one_no_load() {
+    let (server, schema, store) = private_store().await;
     let policy = per_hour(5);
     const N: u64 = 40;
 
@@ -92,4 +97,25 @@ async fn a_seen_key_that_redis_lost_is_decided_from_its_row() {
     assert_eq!(rig.stats().redis_misses, 1);
     assert_eq!(rig.check("lost", &policy).await, (true, Source::Redis, 1));
     assert_eq!(rig.stats().redis_misses, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_limits_of_new_users_cost_one_redis_call() {
+    let (server, _schema, store) = private_store().await;
+    let policy = per_hour(5);
+    let limits = [Limit { key: "user-1", policy, cost: 1 }, Limit { key: "route-1", policy, cost: 2 }];
+    let remaining = |o: &bucket_store::Outcomes| o.decisions.iter().map(|d| d.remaining).collect::<Vec<_>>();
+
+    let calls = script_calls(&server.url()).await;
+    let out = store.check_all(&limits).await.unwrap();
+    assert_eq!((out.allowed, out.source, remaining(&out)), (true, Source::NewUser, vec![4, 3]));
+    // Asking Redis first made it two: one run that reported both misses, one that seeded them.
+    assert_eq!(script_calls(&server.url()).await - calls, 1);
+    let loads = store.stats().postgres_load_statements;
+
+    let out = store.check_all(&limits).await.unwrap();
+    assert_eq!((out.allowed, out.source, remaining(&out)), (true, Source::Redis, vec![3, 1]));
+    assert_eq!(script_calls(&server.url()).await - calls, 2);
+    let stats = store.stats();
+    assert_eq!((stats.postgres_load_statements, stats.redis_misses), (loads, 0), "{stats:?}");
 }

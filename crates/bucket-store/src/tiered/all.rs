@@ -37,31 +37,32 @@ impl Inner {
         self.check_all_in_postgres(&grouped).await
     }
 
-    /// The script in report mode first; the keys it misses are loaded from PostgreSQL together and the script
-    /// runs again with them as seeds (inside the script, so a key another instance seeded meanwhile wins). A run
-    /// that misses writes nothing at all, and a seeded key never misses again, so this ends after at most one run
-    /// per key. The seeds are what PostgreSQL holds, not a debit: like every refusal, a refused run debits nothing.
+    /// The script with each key in report mode, except keys this process has not seen in Redis lately, whose rows
+    /// are loaded first and given as seeds (`tiered/recent.rs`); the keys it reports missing are loaded together
+    /// and the script runs again with them as seeds. A seed never overrides a key Redis holds (inside the script,
+    /// so a key another instance seeded meanwhile wins); a run that misses writes nothing at all, and a seeded key
+    /// never misses again, so this ends after at most one run per key. The seeds are what PostgreSQL holds, not a
+    /// debit: like every refusal, a refused run debits nothing.
     async fn check_all_in_redis(&self, grouped: &Grouped<'_>) -> Result<Outcomes, StoreError> {
         let mut misses = vec![Miss::Report; grouped.buckets.len()];
         let mut seeded_from = vec![Source::Redis; grouped.buckets.len()];
+        let unseen: Vec<usize> =
+            (0..grouped.buckets.len()).filter(|&i| !self.recent.probably_in_redis(grouped.buckets[i].key)).collect();
+        self.seed_from_postgres(grouped, &unseen, &mut misses, &mut seeded_from).await;
         loop {
             match self.redis.decide_all_at(&grouped.buckets, &misses, None).await? {
                 Script::Missing(indices) => {
-                    let mut missed = Vec::with_capacity(indices.len());
-                    for i in indices {
-                        let bucket = grouped.buckets.get(i).filter(|_| misses[i] == Miss::Report).ok_or_else(|| {
-                            StoreError::Backend { backend: "redis", detail: format!("the script misreported key {i}") }
-                        })?;
-                        missed.push((i, bucket));
+                    if let Some(&i) = indices.iter().find(|&&i| misses.get(i) != Some(&Miss::Report)) {
+                        let detail = format!("the script misreported key {i}");
+                        return Err(StoreError::Backend { backend: "redis", detail });
                     }
-                    // Loaded concurrently, so that with group commit they share one statement.
-                    let seeds = join_all(missed.iter().map(|(_, b)| self.load_seed(b.key, &b.policy))).await;
-                    for ((i, _), (seed, source)) in missed.into_iter().zip(seeds) {
-                        misses[i] = Miss::Seed(seed);
-                        seeded_from[i] = source;
-                    }
+                    self.redis_misses.fetch_add(indices.len() as u64, Ordering::Relaxed);
+                    self.seed_from_postgres(grouped, &indices, &mut misses, &mut seeded_from).await;
                 }
                 Script::Decided { allowed, buckets } => {
+                    for bucket in &grouped.buckets {
+                        self.recent.saw(bucket.key, &bucket.policy);
+                    }
                     if allowed {
                         self.persist_all(grouped, &buckets).await;
                     }
@@ -79,6 +80,23 @@ impl Inner {
                     return Ok(grouped.outcomes(allowed, &decisions, source));
                 }
             }
+        }
+    }
+
+    /// Loads the rows of the buckets at `indices` and makes each its bucket's seed; loaded concurrently, so that
+    /// with group commit they share one statement.
+    async fn seed_from_postgres(
+        &self,
+        grouped: &Grouped<'_>,
+        indices: &[usize],
+        misses: &mut [Miss],
+        seeded_from: &mut [Source],
+    ) {
+        let buckets = indices.iter().map(|&i| &grouped.buckets[i]);
+        let seeds = join_all(buckets.map(|b| self.load_seed(b.key, &b.policy))).await;
+        for (&i, (seed, source)) in indices.iter().zip(seeds) {
+            misses[i] = Miss::Seed(seed);
+            seeded_from[i] = source;
         }
     }
 
