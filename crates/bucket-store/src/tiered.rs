@@ -459,6 +459,7 @@ impl Store for TieredStore {
             self.inner.redis_lost(&e);
             self.inner.mark_stale(key).await;
         }
+        self.inner.recent.forget(key);
         Ok(())
     }
 

@@ -119,3 +119,17 @@ async fn several_limits_of_new_users_cost_one_redis_call() {
     let stats = store.stats();
     assert_eq!((stats.postgres_load_statements, stats.redis_misses), (loads, 0), "{stats:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_key_is_no_redis_miss() {
+    let rig = Rig::new(sync()).await;
+    let policy = per_hour(5);
+    assert_eq!(rig.check("reset", &policy).await, (true, Source::NewUser, 4));
+    assert_eq!(rig.check("reset", &policy).await, (true, Source::Redis, 3));
+    rig.store.reset("reset").await.unwrap();
+    // Redis and PostgreSQL both forgot the bucket on purpose: a new user again, and Redis lost nothing.
+    assert_eq!(rig.check("reset", &policy).await, (true, Source::NewUser, 4));
+    let stats = rig.stats();
+    assert_eq!(stats.redis_misses, 0, "{stats:?}");
+    assert_eq!(rig.check("reset", &policy).await, (true, Source::Redis, 3));
+}

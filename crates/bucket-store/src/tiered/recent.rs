@@ -80,6 +80,19 @@ impl RecentKeys {
         target.store(tag << 32 | until, Ordering::Relaxed);
     }
 
+    /// Stops expecting `key` in Redis: its bucket was reset, so a check that then finds Redis without it is no miss
+    /// (`bucket_redis_misses_total` counts keys Redis lost) and its row, gone too, is loaded first like a new key's.
+    /// A word another key took meanwhile stays; only this key's word is cleared.
+    pub(super) fn forget(&self, key: &str) {
+        let (set, tag) = self.place(key);
+        for word in set {
+            let entry = word.load(Ordering::Relaxed);
+            if entry >> 32 == tag {
+                let _ = word.compare_exchange(entry, 0, Ordering::Relaxed, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// The key's set (from the hash's low bits) and tag (its high half).
     fn place(&self, key: &str) -> (&[AtomicU64], u64) {
         let hash = self.hasher.hash_one(key);
@@ -175,6 +188,23 @@ mod tests {
         }
         let forgotten = keys.iter().filter(|k| !recent.probably_in_redis(k)).count();
         assert!(forgotten < keys.len() / 100, "{forgotten} of {} keys forgotten", keys.len());
+    }
+
+    #[test]
+    fn a_forgotten_key_is_no_longer_expected_and_its_neighbours_are() {
+        let (recent, _clock) = table();
+        let policy = Policy::new(10, Duration::from_secs(1)).unwrap();
+        let keys: Vec<String> = (0..1000).map(|i| format!("user-{i}")).collect();
+        for key in &keys {
+            recent.saw(key, &policy);
+        }
+        recent.forget(&keys[7]);
+        recent.forget("never-seen");
+        assert!(!recent.probably_in_redis(&keys[7]), "forgotten");
+        let kept = keys.iter().enumerate().filter(|(i, k)| *i != 7 && recent.probably_in_redis(k)).count();
+        assert_eq!(kept, keys.len() - 1, "every other key is still expected");
+        recent.saw(&keys[7], &policy);
+        assert!(recent.probably_in_redis(&keys[7]), "seen again after the reset");
     }
 
     #[test]
