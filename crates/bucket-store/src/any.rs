@@ -70,7 +70,7 @@ impl AnyStore {
     /// The tiered store behind the in-process caches, listening on its Redis tier as [`AnyStore::redis`] does.
     pub fn tiered(store: TieredStore, caches: CacheSettings) -> Self {
         let shared = Shared::new(store.clone(), caches);
-        drop(spawn_redis_listener(store.redis().clone(), shared.invalidator()));
+        drop(spawn_redis_listener(store.redis().clone(), shared.invalidator().with_recent_keys(store.recent_keys())));
         AnyStore::Tiered(shared)
     }
 

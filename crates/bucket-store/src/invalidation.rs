@@ -17,6 +17,7 @@ use futures::StreamExt;
 use crate::policy_cache::Cache as PolicyCache;
 use crate::redis::RedisStore;
 use crate::refusal_cache::Inner as RefusalEntries;
+use crate::tiered::recent::RecentKeys;
 
 /// How often an idle subscription is probed.
 const PING_EVERY: Duration = Duration::from_secs(1);
@@ -29,11 +30,21 @@ const LONGEST_RETRY: Duration = Duration::from_secs(2);
 pub struct Invalidator {
     refusals: Weak<RefusalEntries>,
     policies: Weak<PolicyCache>,
+    /// The tiered store's first-look table, where there is one.
+    recent: Option<Weak<RecentKeys>>,
 }
 
 impl Invalidator {
     pub(crate) fn new(refusals: Weak<RefusalEntries>, policies: Weak<PolicyCache>) -> Self {
-        Self { refusals, policies }
+        Self { refusals, policies, recent: None }
+    }
+
+    /// Also forgets a changed key in the tiered store's first-look table (`tiered/recent.rs`): a key reset
+    /// elsewhere is loaded as new here, not counted as a key Redis lost. Missed notifications leave the table as
+    /// it is (a wrong guess there costs one counted miss, never a wrong decision).
+    pub(crate) fn with_recent_keys(mut self, recent: Weak<RecentKeys>) -> Self {
+        self.recent = Some(recent);
+        self
     }
 
     /// `key` was reset or its policy changed: forget what the caches hold for it. `false` once they are gone.
@@ -43,6 +54,9 @@ impl Invalidator {
         };
         refusals.forget(key);
         policies.expire(key);
+        if let Some(recent) = self.recent.as_ref().and_then(Weak::upgrade) {
+            recent.forget(key);
+        }
         true
     }
 

@@ -41,7 +41,7 @@ mod events;
 mod group_commit;
 mod loops;
 mod policies;
-mod recent;
+pub(crate) mod recent;
 mod stale;
 
 pub use events::{no_events, TieredEvent, TieredEvents};
@@ -187,7 +187,7 @@ struct Inner {
     group: GroupCommit,
     stale_buckets: AtomicU64,
     /// Whether a key is asked of Redis first or loaded from PostgreSQL first.
-    recent: RecentKeys,
+    recent: Arc<RecentKeys>,
     redis_misses: AtomicU64,
 }
 
@@ -222,7 +222,7 @@ impl TieredStore {
             statements,
             group,
             stale_buckets: AtomicU64::new(0),
-            recent: RecentKeys::new(Arc::new(MonotonicClock::new())),
+            recent: Arc::new(RecentKeys::new(Arc::new(MonotonicClock::new()))),
             redis_misses: AtomicU64::new(0),
         });
         tokio::spawn(flush_loop(Arc::downgrade(&inner)));

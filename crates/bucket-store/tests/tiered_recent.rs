@@ -6,11 +6,13 @@ mod tiered_rig;
 
 use bucket_store::redis::RedisStore;
 use bucket_store::tiered::{no_events, TieredStore};
-use bucket_store::{Limit, Source, Store};
+use std::time::Duration;
+
+use bucket_store::{AnyStore, CacheSettings, Limit, Source, Store};
 use bucket_testkit::{redis_server, PrivateRedis, TestSchema};
 use deadpool_redis::redis;
 use diesel_async::SimpleAsyncConnection;
-use tiered_rig::{per_hour, sync, Rig};
+use tiered_rig::{eventually, per_hour, sync, Rig};
 
 /// `EVALSHA` calls the server has answered: the scripts every decision runs.
 async fn script_calls(url: &str) -> u64 {
@@ -132,4 +134,21 @@ async fn a_reset_key_is_no_redis_miss() {
     let stats = rig.stats();
     assert_eq!(stats.redis_misses, 0, "{stats:?}");
     assert_eq!(rig.check("reset", &policy).await, (true, Source::Redis, 3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_reset_through_another_instance_is_forgotten_here_too() {
+    let rig = Rig::new(sync()).await;
+    let other = rig.another_instance(sync()).await;
+    let here = AnyStore::tiered(rig.store.clone(), CacheSettings::default());
+    let there = AnyStore::tiered(other, CacheSettings::default());
+    let policy = per_hour(5);
+    assert!(here.check("shared-reset", &policy, 1).await.unwrap().decision.allowed);
+    assert!(rig.store.expects_in_redis("shared-reset"));
+    there.reset("shared-reset").await.unwrap();
+    // The reset's notification reaches this instance's listener, which forgets the key in its first-look table.
+    eventually(Duration::from_secs(5), "the reset heard here", || !rig.store.expects_in_redis("shared-reset")).await;
+    let outcome = here.check("shared-reset", &policy, 1).await.unwrap();
+    assert_eq!((outcome.source, outcome.decision.remaining), (Source::NewUser, 4));
+    assert_eq!(rig.stats().redis_misses, 0, "a reset is no key Redis lost");
 }

@@ -20,7 +20,7 @@
 
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use bucket_core::{Clock, Policy};
 
@@ -38,7 +38,7 @@ const WAYS: usize = 8;
 const UNTIL: u64 = u32::MAX as u64;
 
 /// Keys seen decided in Redis, each until its bucket could have expired there.
-pub(super) struct RecentKeys {
+pub(crate) struct RecentKeys {
     slots: Box<[AtomicU64]>,
     hasher: RandomState,
     clock: Arc<dyn Clock>,
@@ -83,7 +83,7 @@ impl RecentKeys {
     /// Stops expecting `key` in Redis: its bucket was reset, so a check that then finds Redis without it is no miss
     /// (`bucket_redis_misses_total` counts keys Redis lost) and its row, gone too, is loaded first like a new key's.
     /// A word another key took meanwhile stays; only this key's word is cleared.
-    pub(super) fn forget(&self, key: &str) {
+    pub(crate) fn forget(&self, key: &str) {
         let (set, tag) = self.place(key);
         for word in set {
             let entry = word.load(Ordering::Relaxed);
@@ -103,6 +103,20 @@ impl RecentKeys {
     /// Whole seconds since the table was made.
     fn now_s(&self) -> u64 {
         self.clock.now_us().saturating_sub(self.start_us) / 1_000_000
+    }
+}
+
+impl super::TieredStore {
+    /// The first-look table, for the invalidation listener: a key reset through another instance is forgotten
+    /// here too, so this instance does not count it as a key Redis lost.
+    pub(crate) fn recent_keys(&self) -> Weak<RecentKeys> {
+        Arc::downgrade(&self.inner.recent)
+    }
+
+    /// Whether this instance will ask Redis first for `key` (it saw it decided there lately), or load its row
+    /// first: what tests of the first look (`tiered/recent.rs`) and of resets observe without deciding.
+    pub fn expects_in_redis(&self, key: &str) -> bool {
+        self.inner.recent.probably_in_redis(key)
     }
 }
 
