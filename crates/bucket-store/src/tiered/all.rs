@@ -46,8 +46,8 @@ impl Inner {
     async fn check_all_in_redis(&self, grouped: &Grouped<'_>) -> Result<Outcomes, StoreError> {
         let mut misses = vec![Miss::Report; grouped.buckets.len()];
         let mut seeded_from = vec![Source::Redis; grouped.buckets.len()];
-        let unseen: Vec<usize> =
-            (0..grouped.buckets.len()).filter(|&i| !self.recent.probably_in_redis(grouped.buckets[i].key)).collect();
+        let looks: Vec<_> = grouped.buckets.iter().map(|bucket| self.recent.look(bucket.key)).collect();
+        let unseen: Vec<usize> = (0..looks.len()).filter(|&i| !looks[i].expected()).collect();
         self.seed_from_postgres(grouped, &unseen, &mut misses, &mut seeded_from).await;
         loop {
             match self.redis.decide_all_at(&grouped.buckets, &misses, None).await? {
@@ -60,8 +60,8 @@ impl Inner {
                     self.seed_from_postgres(grouped, &indices, &mut misses, &mut seeded_from).await;
                 }
                 Script::Decided { allowed, buckets } => {
-                    for bucket in &grouped.buckets {
-                        self.recent.saw(bucket.key, &bucket.policy);
+                    for (look, bucket) in looks.iter().zip(&grouped.buckets) {
+                        look.saw(&bucket.policy);
                     }
                     if allowed {
                         self.persist_all(grouped, &buckets).await;

@@ -52,32 +52,16 @@ impl RecentKeys {
         Self { slots: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(), hasher: RandomState::new(), clock, start_us }
     }
 
-    /// Whether `key` was seen decided in Redis less than a fill time ago.
-    pub(super) fn probably_in_redis(&self, key: &str) -> bool {
+    /// Where `key` sits in the table, hashed once and on one reading of the clock, for a check that asks whether it
+    /// is expected in Redis and, after its Redis call, records that it was seen there.
+    pub(super) fn look(&self, key: &str) -> Look<'_> {
         let (set, tag) = self.place(key);
-        let now = self.now_s();
-        set.iter().map(|word| word.load(Ordering::Relaxed)).any(|entry| entry >> 32 == tag && entry & UNTIL > now)
+        Look { set, tag, now: self.now_s() }
     }
 
-    /// Remembers that Redis holds `key`'s bucket now, for one fill time of `policy` (rounded up to whole seconds).
-    /// The key's own word if it has one, else the word of its set expected in Redis for the least time (an empty
-    /// or expired one first).
-    pub(super) fn saw(&self, key: &str, policy: &Policy) {
-        let (set, tag) = self.place(key);
-        let until = (self.now_s() + policy.fill_time_us().div_ceil(1_000_000)).min(UNTIL);
-        let mut target = &set[0];
-        let mut least = u64::MAX;
-        for word in set {
-            let entry = word.load(Ordering::Relaxed);
-            if entry >> 32 == tag {
-                target = word;
-                break;
-            }
-            if entry & UNTIL < least {
-                (target, least) = (word, entry & UNTIL);
-            }
-        }
-        target.store(tag << 32 | until, Ordering::Relaxed);
+    /// Whether `key` was seen decided in Redis less than a fill time ago.
+    pub(super) fn probably_in_redis(&self, key: &str) -> bool {
+        self.look(key).expected()
     }
 
     /// Stops expecting `key` in Redis: its bucket was reset, so a check that then finds Redis without it is no miss
@@ -106,6 +90,41 @@ impl RecentKeys {
     }
 }
 
+/// One key's set and tag in the table, and the second it was looked up.
+pub(super) struct Look<'a> {
+    set: &'a [AtomicU64],
+    tag: u64,
+    now: u64,
+}
+
+impl Look<'_> {
+    /// Whether the key was seen decided in Redis less than a fill time before the look.
+    pub(super) fn expected(&self) -> bool {
+        self.set.iter().map(|word| word.load(Ordering::Relaxed)).any(|e| e >> 32 == self.tag && e & UNTIL > self.now)
+    }
+
+    /// Remembers that Redis holds the key's bucket, for one fill time of `policy` (rounded up to whole seconds)
+    /// from the look, which came before the Redis call that wrote the bucket: the key's TTL runs at least that
+    /// long. The key's own word if it has one, else the word of its set expected in Redis for the least time (an
+    /// empty or expired one first).
+    pub(super) fn saw(&self, policy: &Policy) {
+        let until = (self.now + policy.fill_time_us().div_ceil(1_000_000)).min(UNTIL);
+        let mut target = &self.set[0];
+        let mut least = u64::MAX;
+        for word in self.set {
+            let entry = word.load(Ordering::Relaxed);
+            if entry >> 32 == self.tag {
+                target = word;
+                break;
+            }
+            if entry & UNTIL < least {
+                (target, least) = (word, entry & UNTIL);
+            }
+        }
+        target.store(self.tag << 32 | until, Ordering::Relaxed);
+    }
+}
+
 impl super::TieredStore {
     /// The first-look table, for the invalidation listener: a key reset through another instance is forgotten
     /// here too, so this instance does not count it as a key Redis lost.
@@ -125,16 +144,17 @@ impl Inner {
     /// decision, one Redis call fewer for a key Redis does not hold (the module's note says why that decides the
     /// same).
     pub(super) async fn check_in_redis(&self, key: &str, policy: &Policy, cost: u64) -> Result<Outcome, StoreError> {
-        if self.recent.probably_in_redis(key) {
+        let look = self.recent.look(key);
+        if look.expected() {
             if let Some(decided) = self.redis.decide_at(key, policy, cost, None, OnMiss::Report).await? {
-                self.recent.saw(key, policy);
+                look.saw(policy);
                 return self.settle(key, policy, cost, decided, Source::Redis).await;
             }
             self.redis_misses.fetch_add(1, Ordering::Relaxed);
         }
         let (seed, source) = self.load_seed(key, policy).await;
         let decided = self.redis.seed_and_decide(key, policy, cost, &seed, None).await?;
-        self.recent.saw(key, policy);
+        look.saw(policy);
         // Redis held the key after all (another instance's user, or seeded by another instance since our miss):
         // its state decided, as a Redis hit.
         let source = if decided.created { source } else { Source::Redis };
@@ -160,14 +180,14 @@ mod tests {
         let (recent, clock) = table();
         let policy = Policy::new(10, Duration::from_secs(3)).unwrap(); // full from empty in 30 s
         assert!(!recent.probably_in_redis("a"), "never seen");
-        recent.saw("a", &policy);
+        recent.look("a").saw(&policy);
         assert!(recent.probably_in_redis("a"));
         assert!(!recent.probably_in_redis("b"), "another key");
         clock.advance_us(29_999_999);
         assert!(recent.probably_in_redis("a"), "29.999999 s later");
         clock.advance_us(1);
         assert!(!recent.probably_in_redis("a"), "30 s later its key may have expired");
-        recent.saw("a", &policy);
+        recent.look("a").saw(&policy);
         assert!(recent.probably_in_redis("a"), "seen again");
     }
 
@@ -175,7 +195,7 @@ mod tests {
     fn a_fill_time_shorter_than_a_second_still_counts_for_the_current_second() {
         let (recent, clock) = table();
         let fast = Policy::new(5, Duration::from_millis(1)).unwrap(); // 5 ms
-        recent.saw("k", &fast);
+        recent.look("k").saw(&fast);
         assert!(recent.probably_in_redis("k"));
         clock.advance_us(1_000_000);
         assert!(!recent.probably_in_redis("k"));
@@ -185,7 +205,7 @@ mod tests {
     fn the_longest_fill_times_do_not_overflow_the_slot() {
         let (recent, clock) = table();
         let slow = Policy::from_interval_us(1 << 20, 1 << 32).unwrap(); // 2^52 µs, about 142 years
-        recent.saw("k", &slow);
+        recent.look("k").saw(&slow);
         clock.advance_us(100 * 365 * 24 * 3600 * 1_000_000);
         assert!(recent.probably_in_redis("k"));
     }
@@ -198,7 +218,7 @@ mod tests {
         // set gets more than eight of the 32,768 keys a few times in 16,384).
         let keys: Vec<String> = (0..SLOTS / 4).map(|i| format!("user-{i}")).collect();
         for key in &keys {
-            recent.saw(key, &policy);
+            recent.look(key).saw(&policy);
         }
         let forgotten = keys.iter().filter(|k| !recent.probably_in_redis(k)).count();
         assert!(forgotten < keys.len() / 100, "{forgotten} of {} keys forgotten", keys.len());
@@ -210,14 +230,14 @@ mod tests {
         let policy = Policy::new(10, Duration::from_secs(1)).unwrap();
         let keys: Vec<String> = (0..1000).map(|i| format!("user-{i}")).collect();
         for key in &keys {
-            recent.saw(key, &policy);
+            recent.look(key).saw(&policy);
         }
         recent.forget(&keys[7]);
         recent.forget("never-seen");
         assert!(!recent.probably_in_redis(&keys[7]), "forgotten");
         let kept = keys.iter().enumerate().filter(|(i, k)| *i != 7 && recent.probably_in_redis(k)).count();
         assert_eq!(kept, keys.len() - 1, "every other key is still expected");
-        recent.saw(&keys[7], &policy);
+        recent.look(&keys[7]).saw(&policy);
         assert!(recent.probably_in_redis(&keys[7]), "seen again after the reset");
     }
 
@@ -231,9 +251,9 @@ mod tests {
         let first = "k-0".to_owned();
         let same_set: Vec<String> =
             (1..).map(|i| format!("k-{i}")).filter(|k| set_of(k) == set_of(&first)).take(WAYS).collect();
-        recent.saw(&first, &short);
+        recent.look(&first).saw(&short);
         for key in &same_set {
-            recent.saw(key, &long);
+            recent.look(key).saw(&long);
         }
         assert!(!recent.probably_in_redis(&first), "the key expected for the least time made room");
         assert!(same_set.iter().all(|k| recent.probably_in_redis(k)));
@@ -246,7 +266,7 @@ mod tests {
         // Twice as many keys as words: each set holds the last eight keys written to it.
         let keys: Vec<String> = (0..2 * SLOTS).map(|i| format!("user-{i}")).collect();
         for key in &keys {
-            recent.saw(key, &policy);
+            recent.look(key).saw(&policy);
         }
         let remembered = keys.iter().filter(|k| recent.probably_in_redis(k)).count();
         assert!(remembered <= SLOTS, "{remembered} keys remembered in {SLOTS} slots");
